@@ -1,0 +1,29 @@
+# gazecxr — `make demo` runs the product on synthetic data; `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR ?= demo_out
+DEMO_N ?= 300
+
+.PHONY: install test demo clean-demo
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m data_prep.synthetic --out $(DEMO_DIR)/raw --n $(DEMO_N) --seed 0 --overwrite
+	$(PY) -m data_prep.egd_cxr --egd-dir $(DEMO_DIR)/raw/EGD --image-dir $(DEMO_DIR)/raw/MIMIC \
+		--out $(DEMO_DIR)/synthetic.h5 --height 160 --width 128 --sigma 26 --workers 2
+	$(PY) -m gazecxr.data summary $(DEMO_DIR)/synthetic.h5
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

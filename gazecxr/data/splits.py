@@ -1,0 +1,89 @@
+"""Train/val/test splits grouped by patient, so no patient straddles two splits."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+SPLIT_METHODS = ("paper", "ratio")
+
+
+def _group_take(groups: np.ndarray, rng: np.random.Generator, target: int) -> np.ndarray:
+    """Boolean mask of records of randomly ordered patients, taken until ``target`` records."""
+    patients = rng.permutation(np.unique(groups))
+    chosen, count = [], 0
+    sizes = {p: int(n) for p, n in zip(*np.unique(groups, return_counts=True))}
+    for patient in patients:
+        if count >= target:
+            break
+        chosen.append(patient)
+        count += sizes[patient]
+    return np.isin(groups, chosen)
+
+
+def paper_split(
+    groups: np.ndarray, seed: int = 0, test_size: int = 100, val_fraction: float = 0.1
+) -> np.ndarray:
+    """The paper's protocol: ``test_size`` random test images, the rest train with a
+    ``val_fraction`` carved out for validation (early stopping). Returns split names.
+
+    When the dataset has fewer than twice ``test_size`` records the test set is 20 % of it.
+    """
+    groups = np.asarray(groups).astype(str)
+    n = len(groups)
+    rng = np.random.default_rng(seed)
+    n_test = test_size if n >= 2 * test_size else max(1, round(0.2 * n))
+    split = np.full(n, "train", dtype=object)
+    test = _group_take(groups, rng, n_test)
+    split[test] = "test"
+    rest = np.flatnonzero(~test)
+    n_val = max(1, round(val_fraction * len(rest))) if val_fraction > 0 else 0
+    if n_val:
+        val = _group_take(groups[rest], rng, n_val)
+        split[rest[val]] = "val"
+    return split.astype(str)
+
+
+def ratio_split(groups: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """70/10/20 train/val/test, stratified by class and grouped by patient."""
+    groups = np.asarray(groups).astype(str)
+    labels = np.asarray(labels)
+    n = len(groups)
+    split = np.full(n, "train", dtype=object)
+    idx = np.arange(n)
+    test = _stratified_group_fold(idx, labels, groups, n_splits=5, seed=seed)
+    split[test] = "test"
+    rest = idx[~np.isin(idx, test)]
+    val = _stratified_group_fold(rest, labels[rest], groups[rest], n_splits=8, seed=seed + 1)
+    split[val] = "val"
+    return split.astype(str)
+
+
+def _stratified_group_fold(
+    idx: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
+) -> np.ndarray:
+    """Indices (from ``idx``) of one stratified, patient-grouped fold of size ≈ 1/n_splits."""
+    n_classes_ok = np.bincount(labels).max() >= n_splits and len(np.unique(groups)) >= n_splits
+    if n_classes_ok:
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held = next(folds.split(idx, labels, groups))
+    else:
+        shuffle = GroupShuffleSplit(n_splits=1, test_size=1 / n_splits, random_state=seed)
+        _, held = next(shuffle.split(idx, labels, groups))
+    return idx[held]
+
+
+def make_split(
+    method: str,
+    groups: np.ndarray,
+    labels: np.ndarray,
+    seed: int = 0,
+    test_size: int = 100,
+    val_fraction: float = 0.1,
+) -> np.ndarray:
+    """Split names ("train"/"val"/"test") per record by ``method`` ("paper" or "ratio")."""
+    if method == "paper":
+        return paper_split(groups, seed=seed, test_size=test_size, val_fraction=val_fraction)
+    if method == "ratio":
+        return ratio_split(groups, labels, seed=seed)
+    raise ValueError(f"split method must be one of {SPLIT_METHODS}, got {method!r}")
