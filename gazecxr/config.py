@@ -1,0 +1,123 @@
+"""YAML run configuration: loading with inheritance, ``--set`` overrides, hashing."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+INHERIT_KEY = "inherit"
+"""A config may name a base file (relative to itself) that it overrides key by key."""
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be loaded or does not fit the schema of its base."""
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated recursively by ``override`` (mappings merge, other values replace)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: config file not found") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level")
+    return data
+
+
+def load_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``inherit`` chain resolved (no overrides applied)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: circular 'inherit' chain {[str(p) for p in _seen]}")
+    data = _read_yaml(path)
+    base_name = data.pop(INHERIT_KEY, None)
+    if base_name is None:
+        return data
+    base = load_yaml_config(path.parent / base_name, (*_seen, path))
+    _check_known(data, base, str(path))
+    return deep_merge(base, data)
+
+
+def _check_known(data: Mapping[str, Any], base: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"{where}: unknown key {dotted!r}; valid keys here: {sorted(base)}")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping) and not _is_free_form(dotted):
+            _check_known(value, base[key], where, dotted + ".")
+
+
+FREE_FORM = ("model.", "stage2.baseline_unet.")
+"""Sections whose keys are constructor arguments: not all of them appear in the base config.
+Per-stage ``train`` sections are free-form too (they override the top-level ``train``)."""
+
+
+def _is_free_form(dotted: str) -> bool:
+    return dotted.startswith(FREE_FORM) or "train" in dotted.split(".")[1:]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b.c=value"`` → (["a","b","c"], YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
+    return parts, value
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides; a key must already exist unless its section is free-form."""
+    out = copy.deepcopy(dict(config))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])!r} is not a section; "
+                                  f"valid keys: {sorted(node)}")
+            node = node[part]
+        dotted = ".".join(parts)
+        if parts[-1] not in node and not _is_free_form(dotted):
+            raise ConfigError(f"override {text!r}: unknown key {dotted!r}; valid keys: {sorted(node)}")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The fully resolved config: file, its ``inherit`` chain, then ``--set`` overrides."""
+    return apply_overrides(load_yaml_config(path), overrides)
+
+
+def config_hash(section: Any) -> str:
+    """Short stable hash of a (part of a) config, for cache keys and run names."""
+    text = json.dumps(section, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def dump_config(config: Mapping[str, Any], path: str | Path) -> None:
+    """Write a config as YAML."""
+    Path(path).write_text(yaml.safe_dump(dict(config), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Training: the shared engine, the stage tasks and the stage runners."""

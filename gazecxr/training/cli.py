@@ -1,0 +1,56 @@
+"""The command line shared by ``python -m stages.stage1`` … ``stage3``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gazecxr.config import ConfigError, load_config
+from gazecxr.training.stages import STAGES
+
+DESCRIPTIONS = {
+    "stage1": "Stage 1: contrastive (triplet) pretraining of DenseNet-201 on the class labels, then "
+              "cross-entropy fine-tuning for Normal/CHF/pneumonia.",
+    "stage2": "Stage 2: train the Res-SE UNet saliency model against gaze heatmaps with a KL loss, the "
+              "stage-1 DenseNet frozen as its second encoder (stage2.variant=resse|unet trains the "
+              "baselines instead).",
+    "stage3": "Stage 3: train the multi-scale fusion classifier on the frozen DenseNet and frozen "
+              "saliency UNet features.",
+}
+
+
+def build_parser(stage: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m stages.{stage}",
+        description=DESCRIPTIONS[stage] + " The best model is saved to the checkpoint registry "
+        "(registry.root) with its resolved config, metrics and lineage; per-epoch state, a JSONL log "
+        "and TensorBoard files go to the run directory (runs.root/<stage>/<run>).",
+        epilog="Examples: --config configs/demo.yaml --set train.lr=3e-4 --set data.num_workers=2; "
+               "resume a killed run with --resume (latest run) or --resume --run-dir DIR.",
+    )
+    parser.add_argument("--config", required=True, help="YAML config (configs/paper.yaml, configs/demo.yaml, ...)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable; the value is parsed as YAML)")
+    parser.add_argument("--run-dir", default=None, help="run directory (default: a new one under runs.root)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir (default: the latest run of this stage) "
+                             "from its last completed epoch")
+    parser.add_argument("--tag", dest="tags", action="append", default=[], help="extra registry tag (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(stage: str, argv: list[str] | None = None) -> int:
+    """Parse arguments, run ``stage`` and print its registry entry as JSON."""
+    args = build_parser(stage).parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        entry = STAGES[stage](config, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet,
+                              tags=args.tags)
+    except (ConfigError, FileNotFoundError, FileExistsError, LookupError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"id": entry.id, "stage": entry.stage, "parents": entry.parents,
+                      "metrics": entry.metrics, "path": str(entry.path)}, indent=2))
+    return 0

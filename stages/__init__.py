@@ -1,0 +1,1 @@
+"""Command-line entry points: ``python -m stages.stage1`` … ``stage3``."""

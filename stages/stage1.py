@@ -1,0 +1,8 @@
+"""`python -m stages.stage1 --config FILE [--set KEY=VALUE ...] [--resume]`."""
+
+import sys
+
+from gazecxr.training.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main("stage1"))
