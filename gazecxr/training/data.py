@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import h5py
 import torch
 from torch.utils.data import DataLoader
 
@@ -19,6 +20,12 @@ def make_augment(section: Mapping[str, Any]) -> PairedAugment | None:
         return None
     options["scale"] = tuple(options.get("scale", (0.95, 1.05)))
     return PairedAugment(**options)
+
+
+def input_size(config: Mapping[str, Any]) -> list[int]:
+    """Model input [height, width] of the configured dataset file."""
+    with h5py.File(config["data"]["h5"], "r") as f:
+        return [int(v) for v in f["image"].shape[1:]]
 
 
 def make_loader(

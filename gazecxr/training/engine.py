@@ -195,8 +195,9 @@ class Trainer:
 
         return {k: float(v) for k, v in self.task.evaluate(batches()).items()}
 
-    def _state(self, epoch: int, best: dict[str, Any], bad_epochs: int, history: list) -> dict[str, Any]:
-        return {
+    def _state(self, epoch: int, best: dict[str, Any], bad_epochs: int, history: list,
+               stopped: bool) -> dict[str, Any]:
+        return {"stopped_early": stopped,
             "epoch": epoch, "model": _cpu_state(self.task.trainable),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
@@ -204,7 +205,7 @@ class Trainer:
             "bad_epochs": bad_epochs, "history": history, "settings": asdict(self.settings),
         }
 
-    def _restore(self) -> tuple[int, dict[str, Any], int, list]:
+    def _restore(self) -> tuple[int, dict[str, Any], int, list, bool]:
         path = self.run_dir / "state.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: nothing to resume (no per-epoch state in {self.run_dir})")
@@ -215,7 +216,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        return state["epoch"], state["best"], state["bad_epochs"], state["history"]
+        return state["epoch"], state["best"], state["bad_epochs"], state["history"], state["stopped_early"]
 
     def _log(self, record: dict[str, Any], history: list[dict[str, Any]], writer: Any) -> None:
         history.append(record)
@@ -234,12 +235,11 @@ class Trainer:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         done = self.run_dir / "done.json"
-        start, best, bad_epochs, history = 0, {"value": None, "epoch": 0, "metrics": {}}, 0, []
+        start, best, bad_epochs, history, stopped_early = 0, {"value": None, "epoch": 0, "metrics": {}}, 0, [], False
         if resume and (self.run_dir / "state.pt").is_file():
-            start, best, bad_epochs, history = self._restore()
+            start, best, bad_epochs, history, stopped_early = self._restore()
         elif not resume and (self.run_dir / "state.pt").is_file():
             raise FileExistsError(f"{self.run_dir} already holds a run; resume it or choose another run dir")
-        stopped_early = bool(done.is_file())
         writer = SummaryWriter(str(self.run_dir / "tb"))
         try:
             for epoch in range(start + 1, self.settings.max_epochs + 1):
@@ -262,7 +262,8 @@ class Trainer:
                 stopped_early = self.settings.patience is not None and bad_epochs >= self.settings.patience
                 record = {"epoch": epoch, "train_loss": train_loss, **{f"{k}": v for k, v in metrics.items()},
                           "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tic}
-                _atomic_save(self._state(epoch, best, bad_epochs, [*history, record]), self.run_dir / "state.pt")
+                _atomic_save(self._state(epoch, best, bad_epochs, [*history, record], stopped_early),
+                             self.run_dir / "state.pt")
                 self._log(record, history, writer)
                 if self.progress:
                     shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float))

@@ -17,7 +17,7 @@ from gazecxr.models.cooperative import freeze
 from gazecxr.models.factory import create_model
 from gazecxr.registry import Entry, Registry
 from gazecxr.training.checkpoint_io import load_encoder, load_saliency
-from gazecxr.training.data import make_loader
+from gazecxr.training.data import input_size, make_loader
 from gazecxr.training.engine import FitResult, Task, Trainer, TrainSettings
 from gazecxr.training.runtime import seed_everything
 from gazecxr.training.tasks import ClassifierTask, ContrastiveTask, FusionTask, SaliencyTask
@@ -107,7 +107,7 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     metrics["finetune_epochs"] = float(result.epochs_run)
     return _registry(config).save(
         {"encoder": result.best_state}, stage="stage1", config=config,
-        architecture={"encoder": config["model"]["encoder"]}, metrics=metrics,
+        architecture={"encoder": config["model"]["encoder"], "input_size": input_size(config)}, metrics=metrics,
         tags=_tags(config, [f"run={run_dir.name}", *tags]),
     )
 
@@ -142,7 +142,7 @@ def run_stage2(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     result = _fit(task, config, settings_for(config, "stage2"), run_dir, config["stage2"]["monitor"],
                   resume, progress, stage)
     task.assert_unchanged(snapshot)
-    architecture = {"unet": unet_section}
+    architecture = {"unet": unet_section, "input_size": input_size(config)}
     if encoder is not None:
         architecture["encoder"] = registry.resolve(parents[0]).architecture["encoder"]
     return registry.save(
@@ -173,7 +173,7 @@ def run_stage3(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     task.assert_unchanged(snapshot)
     return registry.save(
         {"classifier": result.best_state}, stage="stage3", config=config,
-        architecture={"classifier": section}, parents=[parent.id],
+        architecture={"classifier": section, "input_size": input_size(config)}, parents=[parent.id],
         metrics={**result.best_metrics, "epochs": float(result.epochs_run)},
         tags=_tags(config, [f"run={run_dir.name}", *tags]),
     )

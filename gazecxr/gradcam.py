@@ -1,0 +1,36 @@
+"""Grad-CAM of the stage-1 DenseNet at its feature tap, as a saliency map."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gazecxr.models.densenet import DenseNetEncoder
+
+
+def gradcam_from_tap(encoder: DenseNetEncoder, tap: Tensor, size: tuple[int, int],
+                     target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Grad-CAM maps (N, H, W) in [0, 1] and class logits, from an already computed tap feature.
+
+    The class explained is ``target`` (N,) or, by default, the predicted one. Works on frozen
+    encoders: only the tap activation is given a gradient.
+    """
+    tap = tap.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        logits = encoder.logits_from_tap(tap)
+        target = logits.argmax(1) if target is None else target.to(logits.device)
+        score = logits.gather(1, target.view(-1, 1)).sum()
+        (grads,) = torch.autograd.grad(score, tap)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * tap.detach()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    return (cam / peak).clamp(0, 1), logits.detach()
+
+
+def gradcam(encoder: DenseNetEncoder, images: Tensor, target: Tensor | None = None) -> Tensor:
+    """Grad-CAM maps (N, H, W) in [0, 1] of ``images`` (N, 1, H, W) for ``target`` or the predicted class."""
+    with torch.no_grad():
+        tap = encoder.forward_features(images)["tap"]
+    return gradcam_from_tap(encoder, tap, tuple(images.shape[-2:]), target)[0]

@@ -1,0 +1,23 @@
+"""Networks of the three-stage model, its baselines, and the model registry."""
+
+from .factory import available_models, create_model, model_keys, register_model
+from .baselines import StandardUNet
+from .cooperative import GazeCXRModel, freeze, is_frozen
+from .densenet import DenseNetEncoder
+from .fusion import FusionClassifier
+from .resse_unet import ResSEUNet, saliency_from_logits
+
+__all__ = [
+    "DenseNetEncoder",
+    "FusionClassifier",
+    "GazeCXRModel",
+    "ResSEUNet",
+    "StandardUNet",
+    "available_models",
+    "create_model",
+    "freeze",
+    "is_frozen",
+    "model_keys",
+    "register_model",
+    "saliency_from_logits",
+]

@@ -1,0 +1,40 @@
+"""Shared fixtures: a small synthetic raw dataset and its HDF5 conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gazecxr.config import load_config
+from gazecxr.data.convert import ConvertOptions, convert
+from gazecxr.synthetic import generate
+
+from tests_paths import ROOT
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> Path:
+    """60 synthetic radiographs (nominal height 256) in the raw EGD-CXR layout."""
+    out = tmp_path_factory.mktemp("raw") / "synthetic"
+    generate(out, n=60, seed=0, size=256, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_h5(synthetic_raw, tmp_path_factory) -> Path:
+    """The synthetic raw data converted at 64×64 with the paper split (12 test records)."""
+    out = tmp_path_factory.mktemp("h5") / "tiny.h5"
+    convert(synthetic_raw / "EGD", synthetic_raw / "MIMIC", out,
+            ConvertOptions(height=64, width=64, sigma=75.5 * 256 / 3000, test_size=12), progress=False)
+    return out
+
+
+@pytest.fixture
+def tiny_config(tiny_h5, tmp_path) -> dict:
+    """configs/test.yaml pointed at the tiny dataset, with a fresh registry and run root."""
+    return load_config(ROOT / "configs" / "test.yaml", [
+        f"data.h5={tiny_h5}", f"registry.root={tmp_path / 'checkpoints'}", f"runs.root={tmp_path / 'runs'}",
+    ])
