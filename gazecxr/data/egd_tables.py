@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gazecxr.egd_format import EYE_GAZE, FIXATIONS, GAZE_COLUMNS, LABEL_COLUMNS, MASTER_SHEET
+from gazecxr.egd_format import EYE_GAZE, FIXATIONS, LABEL_COLUMNS, MASTER_SHEET
 
 MASTER_REQUIRED: tuple[str, ...] = ("dicom_id", "path", "study_id", "patient_id", *LABEL_COLUMNS)
 GAZE_SOURCES = {"raw": EYE_GAZE, "fixations": FIXATIONS}

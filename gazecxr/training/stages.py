@@ -9,9 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from gazecxr.config import config_hash, deep_merge, dump_config
+from gazecxr.config import config_hash, deep_merge, dump_config, parse_yaml
 from gazecxr.losses import make_metric_loss
 from gazecxr.models.cooperative import freeze
 from gazecxr.models.factory import create_model
@@ -52,7 +51,7 @@ def _prepare_run(config: Mapping[str, Any], run_dir: Path, resume: bool) -> dict
     """Store the config in a new run, or read back the stored one when resuming."""
     stored = run_dir / "config.yaml"
     if resume and stored.is_file():
-        saved = yaml.safe_load(stored.read_text())
+        saved = parse_yaml(stored.read_text())
         if config_hash(saved) != config_hash(config):
             print(f"note: resuming {run_dir} with the config stored there, not the one given", file=sys.stderr)
         return saved

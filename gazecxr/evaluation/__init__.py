@@ -1,0 +1,39 @@
+"""Evaluation of trained models: saliency and diagnosis metrics, paired tests, tables and figures."""
+
+from gazecxr.evaluation.report import (
+    SplitOutputs,
+    evaluate,
+    evaluate_entries,
+    paired_tests,
+    run_split,
+    summarise_classification,
+    summarise_saliency,
+)
+from gazecxr.evaluation.saliency_methods import (
+    MethodOutputs,
+    Predictor,
+    center_bias_map,
+    entry_predictor,
+    fixation_map,
+    full_model_predictor,
+    score_maps,
+    uniform_map,
+)
+
+__all__ = [
+    "MethodOutputs",
+    "Predictor",
+    "SplitOutputs",
+    "center_bias_map",
+    "entry_predictor",
+    "evaluate",
+    "evaluate_entries",
+    "fixation_map",
+    "full_model_predictor",
+    "paired_tests",
+    "run_split",
+    "score_maps",
+    "summarise_classification",
+    "summarise_saliency",
+    "uniform_map",
+]

@@ -1,0 +1,293 @@
+"""Evaluation of a trained 3-stage model on one split: inference over the split, metrics,
+significance tests, and the report folder (metrics.json, tables.md, figures)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gazecxr import CLASS_NAMES, __version__
+from gazecxr.data.dataset import GazeCXRDataset
+from gazecxr.evaluation.figures import confusion_figure, overlay_figure, reliability_figure, roc_figure
+from gazecxr.evaluation.saliency_methods import (
+    NSS_TOP_FRACTION,
+    SALIENCY_METRICS,
+    Predictor,
+    center_bias_map,
+    constant_predictor,
+    entry_predictor,
+    fixation_map,
+    full_model_predictor,
+    score_maps,
+    uniform_map,
+)
+from gazecxr.evaluation.tables import markdown_report
+from gazecxr.metrics import EPS, classification_metrics, paired_ttest
+from gazecxr.registry import Entry, Registry
+from gazecxr.training.checkpoint_io import load_full_model
+from gazecxr.training.data import make_loader
+from gazecxr.training.runtime import resolve_device
+
+BASELINE_METHODS: dict[str, str] = {"baseline_resse": "resse_unet", "baseline_unet": "standard_unet"}
+"""Registry stage of a saliency baseline → its method name in the report."""
+
+EXAMPLES_PER_CLASS = 2
+"""Test images per class shown in the overlay figure."""
+
+OVERLAY_COLUMNS: dict[str, str] = {"heatmap": "gaze ground truth", "full": "predicted saliency (full)",
+                                   "gradcam": "Grad-CAM (stage 1)"}
+
+NOTES: tuple[str, ...] = (
+    f"KL = Σ G·log(ε + G/(P + ε)) with ε = {EPS} (nats); CC = Pearson correlation over pixels; "
+    "HS = Σ min(P, G); maps normalised to sum 1 over the whole canvas.",
+    f"NSS fixation map: the HDF5 holds gaze heatmaps, not raw fixations, so the fixated pixels of an "
+    f"image are the ceil({NSS_TOP_FRACTION:g}·H·W) canvas pixels of highest ground-truth density "
+    "(zero-density pixels excluded; ties broken by pixel order).",
+    "gradcam: Grad-CAM of the stage-1 DenseNet at its feature tap for its own predicted class, upsampled "
+    "bilinearly to the canvas, set to zero outside the letterboxed image region (the ground truth is zero "
+    "on the padding) and normalised to sum 1; a CAM with no mass on the image falls back to the uniform "
+    "map over the image region.",
+    "uniform: the uniform map over the whole canvas. center_bias: the mean ground-truth heatmap of the "
+    "training split, normalised to sum 1.",
+    "Saliency summaries are mean and population standard deviation (ddof = 0) over images.",
+    "tests: paired two-sided t-tests over images of 'full' against every other saliency method, on each "
+    "saliency metric; mean_diff = mean of (a − b).",
+    "Values that are undefined (an AUC of a class absent from the split, an infinite t) are null.",
+)
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+@dataclass
+class SplitOutputs:
+    """Per-image results of a pass over a split, in the split's order."""
+
+    labels: np.ndarray
+    """True classes (N,)."""
+    dicom_ids: list[str]
+    probs: dict[str, np.ndarray]
+    """Class probabilities (N, K) by classification method."""
+    scores: dict[str, dict[str, np.ndarray]]
+    """Per-image scores (N,) by saliency method, then metric (kl, cc, hs, nss)."""
+    examples: list[dict[str, Any]]
+    """The kept images: ``position``, ``label``, ``dicom_id``, ``image`` and ``heatmap`` (H, W) and
+    every saliency method's map (H, W) under its name."""
+
+
+def region_masks(dataset: GazeCXRDataset, indices: Sequence[int]) -> Tensor:
+    """Boolean masks (N, H, W) of the letterboxed image region of the records at file rows ``indices``."""
+    masks = torch.zeros(len(indices), *dataset.canvas, dtype=torch.bool)
+    for mask, index in zip(masks, indices):
+        mask[dataset.letterbox(int(index)).region] = True
+    return masks
+
+
+def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch.device,
+              keep: Sequence[int] = (), progress: bool = True) -> SplitOutputs:
+    """Run every predictor on each batch of ``loader`` (a non-shuffled GazeCXRDataset loader) and score
+    their saliency maps against the ground truth; keeps the maps of the split positions ``keep``."""
+    probs: dict[str, list[np.ndarray]] = defaultdict(list)
+    scores: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    labels, dicom_ids, kept = [], [], {}
+    position = 0
+    for batch in tqdm(loader, desc=f"evaluate {loader.dataset.split}", unit="batch", disable=not progress):
+        images = batch["image"].to(device)
+        gt = batch["heatmap"][:, 0].double().numpy()
+        fixations = fixation_map(gt)
+        regions = region_masks(loader.dataset, batch["index"].tolist()).to(device)
+        examples = {i: {"position": position + i, "label": int(batch["label"][i]),
+                        "dicom_id": batch["dicom_id"][i], "image": batch["image"][i, 0].numpy(), "heatmap": gt[i]}
+                    for i in range(len(gt)) if position + i in keep}
+        names: set[tuple[str, str]] = set()
+        for predictor in predictors:
+            out = predictor(images, regions)
+            for key in [*(("saliency", n) for n in out.saliency), *(("classification", n) for n in out.probs)]:
+                if key in names:
+                    raise ValueError(f"two predictors produce {key[0]} outputs named {key[1]!r}")
+                names.add(key)
+            for name, maps in out.saliency.items():
+                maps = maps.detach().cpu().double().numpy()
+                for metric, values in score_maps(maps, gt, fixations).items():
+                    scores[name][metric].append(values)
+                for i, example in examples.items():
+                    example[name] = maps[i]
+            for name, p in out.probs.items():
+                probs[name].append(p.detach().cpu().double().numpy())
+        labels.append(batch["label"].numpy())
+        dicom_ids.extend(batch["dicom_id"])
+        kept.update({example["position"]: example for example in examples.values()})
+        position += len(gt)
+    return SplitOutputs(
+        labels=np.concatenate(labels),
+        dicom_ids=dicom_ids,
+        probs={name: np.concatenate(chunks) for name, chunks in probs.items()},
+        scores={name: {m: np.concatenate(v) for m, v in by_metric.items()} for name, by_metric in scores.items()},
+        examples=[kept[p] for p in keep if p in kept],
+    )
+
+
+def evaluate_entries(registry: Registry, entries: Mapping[str, Entry | str], loader: DataLoader,
+                     device: torch.device, keep: Sequence[int] = (), progress: bool = True) -> SplitOutputs:
+    """Outputs of registry entries (method name → entry or reference) over a split, for ablations:
+    stage-1 entries give class probabilities, stage-2/baseline entries saliency scores, stage-3
+    entries both."""
+    predictors = [entry_predictor(registry, e if isinstance(e, Entry) else registry.resolve(e), name, device)
+                  for name, e in entries.items()]
+    return run_split(predictors, loader, device, keep, progress)
+
+
+def example_positions(labels: np.ndarray, per_class: int = EXAMPLES_PER_CLASS) -> list[int]:
+    """Split positions of the first ``per_class`` images of each class, grouped by class."""
+    return [int(p) for c in range(len(CLASS_NAMES)) for p in np.flatnonzero(labels == c)[:per_class]]
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def summarise_classification(labels: np.ndarray, probs: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """``classification_metrics`` of every classification method."""
+    return {name: classification_metrics(labels, p) for name, p in probs.items()}
+
+
+def summarise_saliency(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and population std over images of every saliency method's scores."""
+    return {name: {m: {"mean": float(np.mean(v)), "std": float(np.std(v))} for m, v in by_metric.items()}
+            for name, by_metric in scores.items()}
+
+
+def paired_tests(scores: Mapping[str, Mapping[str, np.ndarray]], reference: str = "full",
+                 metrics: Sequence[str] = SALIENCY_METRICS) -> list[dict[str, Any]]:
+    """Paired two-sided t-tests of ``reference`` against every other saliency method, per metric."""
+    return [{"a": reference, "b": other, "metric": metric,
+             **paired_ttest(scores[reference][metric], scores[other][metric])}
+            for other in scores if other != reference for metric in metrics]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and non-finite floats as None."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".tmp-{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_figure_atomic(fig: Figure, path: Path) -> None:
+    """Save ``fig`` as a PNG at ``path`` through a temporary file renamed into place."""
+    tmp = _temporary(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_report(run_dir: Path, metrics: Mapping[str, Any], outputs: SplitOutputs) -> None:
+    """Write metrics.json, tables.md and the figures of an evaluation into ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(run_dir / "tables.md", markdown_report(metrics))
+    figures = {
+        "roc_curves.png": roc_figure(outputs.labels, outputs.probs),
+        "confusion_full.png": confusion_figure(metrics["classification"]["full"]["confusion_matrix"],
+                                               "full model: confusion matrix"),
+        "reliability.png": reliability_figure(outputs.labels, outputs.probs),
+        "overlays.png": overlay_figure(outputs.examples, OVERLAY_COLUMNS),
+    }
+    for name, fig in figures.items():
+        save_figure_atomic(fig, run_dir / name)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def best_baselines(registry: Registry, input_size: Sequence[int]) -> tuple[dict[str, Entry], list[str]]:
+    """The best saliency baseline of each kind in the registry (lowest val_kl) made for ``input_size``,
+    by method name, and notes on the ones left out."""
+    chosen, notes = {}, []
+    for stage, method in BASELINE_METHODS.items():
+        if not registry.entries(stage=stage):
+            continue
+        entry = registry.resolve("best", stage=stage, metric="val_kl", mode="min")
+        if entry.architecture.get("input_size") != list(input_size):
+            notes.append(f"{method} ({entry.id}) left out: made for input size "
+                         f"{entry.architecture.get('input_size')}, the data are {list(input_size)}")
+            continue
+        chosen[method] = entry
+    return chosen, notes
+
+
+def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str | Path = "reports",
+             split: str = "test", progress: bool = True) -> dict[str, Any]:
+    """Evaluate a stage-3 registry entry and its baselines on ``split``; writes the report folder
+    ``out_dir/<stage-3 id>/`` and returns the metrics dict written to its metrics.json."""
+    registry = Registry(config["registry"]["root"])
+    device = resolve_device(config["train"]["device"])
+    model, lineage = load_full_model(registry, checkpoint)
+    ids = {e.stage: e.id for e in lineage}
+    loader = make_loader(config, split, int(config["train"]["batch_size"]), train=False, device=device)
+    dataset: GazeCXRDataset = loader.dataset
+    size = list(dataset.canvas)
+    made_for = lineage[0].architecture.get("input_size")
+    if made_for != size:
+        raise ValueError(f"checkpoint {lineage[0].id} was made for input size {made_for}, "
+                         f"but {config['data']['h5']} holds {size} images")
+    baselines, skipped = best_baselines(registry, size)
+    predictors = [
+        full_model_predictor(model.to(device)),
+        *(entry_predictor(registry, entry, name, device) for name, entry in baselines.items()),
+        constant_predictor("center_bias", center_bias_map(config["data"]["h5"], "train")),
+        constant_predictor("uniform", uniform_map(dataset.canvas)),
+    ]
+    outputs = run_split(predictors, loader, device, example_positions(dataset.labels), progress)
+    run_dir = Path(out_dir) / ids["stage3"]
+    metrics = json_safe({
+        "classification": summarise_classification(outputs.labels, outputs.probs),
+        "saliency": summarise_saliency(outputs.scores),
+        "tests": paired_tests(outputs.scores, "full"),
+        "checkpoint": {"ref": checkpoint, **ids, "baselines": {name: e.id for name, e in baselines.items()}},
+        "n_test": len(outputs.labels),
+        "split": split,
+        "data": str(config["data"]["h5"]),
+        "package_version": __version__,
+        "report_dir": str(run_dir),
+        "notes": [*NOTES, *skipped],
+    })
+    write_report(run_dir, metrics, outputs)
+    return metrics

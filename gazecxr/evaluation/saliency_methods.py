@@ -1,0 +1,177 @@
+"""The evaluated methods as predictors, the non-learned saliency maps, and per-image scoring.
+
+A predictor maps a batch of images (N, 1, H, W) and their letterboxed image regions
+(N, H, W, True on the image) to named saliency maps and named class probabilities. Every
+saliency map is a distribution over the model canvas (non-negative, sums to 1), like the
+ground-truth heatmaps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gazecxr.gradcam import gradcam_from_tap
+from gazecxr.metrics import correlation_coefficient, histogram_similarity, kl_divergence, nss
+from gazecxr.models.cooperative import GazeCXRModel, freeze
+from gazecxr.models.densenet import DenseNetEncoder
+from gazecxr.models.resse_unet import saliency_from_logits
+from gazecxr.registry import Entry, Registry
+from gazecxr.training.checkpoint_io import SALIENCY_STAGES, load_encoder, load_full_model, load_saliency
+
+NSS_TOP_FRACTION: float = 0.05
+"""Share of canvas pixels, those of highest ground-truth density, that form NSS's fixation map."""
+
+SALIENCY_METRICS: tuple[str, ...] = ("kl", "cc", "hs", "nss")
+"""Per-image saliency scores, in report order (KL lower is better, the others higher)."""
+
+_CHUNK = 64
+
+
+def uniform_map(size: tuple[int, int]) -> np.ndarray:
+    """The uniform distribution over an (H, W) canvas."""
+    h, w = size
+    return np.full((h, w), 1.0 / (h * w), dtype=np.float64)
+
+
+def center_bias_map(h5_path: str | Path, split: str = "train") -> np.ndarray:
+    """The mean ground-truth heatmap of ``split`` in a gazecxr HDF5 file, summing to 1."""
+    with h5py.File(h5_path, "r") as f:
+        rows = np.flatnonzero(f["split"].asstr()[:] == split)
+        if rows.size == 0:
+            raise ValueError(f"{h5_path}: the {split!r} split is empty; no centre-bias map")
+        total = np.zeros(f["heatmap"].shape[1:], dtype=np.float64)
+        for start in range(0, rows.size, _CHUNK):
+            maps = f["heatmap"][rows[start:start + _CHUNK]].astype(np.float64)
+            total += (maps / maps.sum(axis=(1, 2), keepdims=True)).sum(axis=0)
+    return total / total.sum()
+
+
+def gradcam_saliency(cams: Tensor, regions: Tensor) -> Tensor:
+    """Grad-CAM maps (N, H, W) as distributions confined to each image's letterboxed region.
+
+    ``regions`` (N, H, W) is True on the image and False on the padding. A CAM with no mass
+    on the image (all zero) becomes the uniform distribution over the image region.
+    """
+    inside = regions.to(cams.dtype)
+    masked = cams.clamp_min(0) * inside
+    totals = masked.flatten(1).sum(1).view(-1, 1, 1)
+    uniform = inside / inside.flatten(1).sum(1).view(-1, 1, 1)
+    return torch.where(totals > 0, masked / totals.clamp_min(torch.finfo(cams.dtype).tiny), uniform)
+
+
+def fixation_map(gt: np.ndarray, fraction: float = NSS_TOP_FRACTION) -> np.ndarray:
+    """Binary fixation maps (N, H, W) for NSS from ground-truth heatmaps (N, H, W).
+
+    The fixated pixels of a map are its ``ceil(fraction · H · W)`` pixels of highest density
+    (ties broken by pixel order), excluding pixels of zero density.
+    """
+    flat = np.asarray(gt, dtype=np.float64).reshape(len(gt), -1)
+    k = max(1, math.ceil(fraction * flat.shape[1]))
+    top = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    fixated = np.zeros(flat.shape, dtype=np.float64)
+    np.put_along_axis(fixated, top, 1.0, axis=1)
+    fixated[flat <= 0] = 0.0
+    return fixated.reshape(np.shape(gt))
+
+
+def score_maps(pred: np.ndarray, gt: np.ndarray, fixations: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image KL, CC, HS and NSS (arrays of N) of predicted maps against ground truth (N, H, W)."""
+    return {
+        "kl": np.asarray(kl_divergence(pred, gt)),
+        "cc": np.asarray(correlation_coefficient(pred, gt)),
+        "hs": np.asarray(histogram_similarity(pred, gt)),
+        "nss": np.asarray(nss(pred, fixations)),
+    }
+
+
+# ----------------------------------------------------------------------------- predictors
+
+
+@dataclass
+class MethodOutputs:
+    """One batch's outputs: ``saliency`` maps (N, H, W) and class ``probs`` (N, K), by method name."""
+
+    saliency: dict[str, Tensor] = field(default_factory=dict)
+    probs: dict[str, Tensor] = field(default_factory=dict)
+
+
+Predictor = Callable[[Tensor, Tensor], MethodOutputs]
+"""(images (N, 1, H, W), image regions (N, H, W) bool) → named outputs of one or more methods."""
+
+
+def full_model_predictor(model: GazeCXRModel, name: str = "full", stage1_name: str | None = "stage1",
+                         gradcam_name: str | None = "gradcam") -> Predictor:
+    """The 3-stage model: its saliency and fusion-classifier probabilities as ``name``, from the same
+    DenseNet pass the DenseNet's own probabilities as ``stage1_name`` and its Grad-CAM for its
+    predicted class as ``gradcam_name`` (see `gradcam_saliency`); None leaves one out."""
+
+    def predict(images: Tensor, regions: Tensor) -> MethodOutputs:
+        with torch.no_grad():
+            out = model(images)
+        result = MethodOutputs(saliency={name: saliency_from_logits(out["saliency_logits"])[:, 0]},
+                               probs={name: torch.softmax(out["class_logits"].float(), 1)})
+        if stage1_name is not None:
+            result.probs[stage1_name] = torch.softmax(out["encoder_logits"].float(), 1)
+        if gradcam_name is not None:
+            cams, _ = gradcam_from_tap(model.encoder, out["dense_features"], tuple(images.shape[-2:]))
+            result.saliency[gradcam_name] = gradcam_saliency(cams, regions)
+        return result
+
+    return predict
+
+
+def saliency_predictor(name: str, unet: nn.Module, encoder: DenseNetEncoder | None = None) -> Predictor:
+    """A saliency UNet (fed the DenseNet feature when it has an ``encoder``) as method ``name``."""
+
+    def predict(images: Tensor, regions: Tensor) -> MethodOutputs:
+        with torch.no_grad():
+            aux = encoder.forward_features(images)["tap"] if encoder is not None else None
+            logits = unet(images, aux=aux)["logits"]
+        return MethodOutputs(saliency={name: saliency_from_logits(logits)[:, 0]})
+
+    return predict
+
+
+def encoder_predictor(name: str, encoder: DenseNetEncoder) -> Predictor:
+    """A stage-1 DenseNet's class probabilities as method ``name``."""
+
+    def predict(images: Tensor, regions: Tensor) -> MethodOutputs:
+        with torch.no_grad():
+            logits = encoder.forward_features(images)["logits"]
+        return MethodOutputs(probs={name: torch.softmax(logits.float(), 1)})
+
+    return predict
+
+
+def constant_predictor(name: str, saliency_map: np.ndarray) -> Predictor:
+    """The same (H, W) saliency map for every image, as method ``name``."""
+    fixed = torch.from_numpy(np.asarray(saliency_map, dtype=np.float64))
+
+    def predict(images: Tensor, regions: Tensor) -> MethodOutputs:
+        return MethodOutputs(saliency={name: fixed.expand(len(images), *fixed.shape)})
+
+    return predict
+
+
+def entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.device) -> Predictor:
+    """The model of a registry entry as method ``name``, frozen on ``device``: a stage-1 entry gives
+    class probabilities, a stage-2 or baseline entry a saliency map, a stage-3 entry both."""
+    if entry.stage == "stage1":
+        encoder, _ = load_encoder(registry, entry.id)
+        return encoder_predictor(name, freeze(encoder).to(device))
+    if entry.stage in SALIENCY_STAGES:
+        unet, encoder, _ = load_saliency(registry, entry.id, entry.stage)
+        return saliency_predictor(name, freeze(unet).to(device),
+                                  None if encoder is None else freeze(encoder).to(device))
+    if entry.stage == "stage3":
+        model, _ = load_full_model(registry, entry.id)
+        return full_model_predictor(model.to(device), name, stage1_name=None, gradcam_name=None)
+    raise ValueError(f"checkpoint {entry.id}: no predictor for stage {entry.stage!r}")

@@ -1,0 +1,55 @@
+"""`python -m stages.evaluate --config FILE [--checkpoint ID] [--out reports] [--split test] [--set K=V ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gazecxr.config import ConfigError, load_config
+from gazecxr.evaluation.report import evaluate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m stages.evaluate`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.evaluate",
+        description="Evaluate a trained 3-stage model on one split. Saliency methods: 'full' (the model), "
+        "'uniform', 'center_bias' (mean training heatmap), 'gradcam' (stage-1 DenseNet) and the best "
+        "registry baselines 'resse_unet' / 'standard_unet' if trained; scored by KL, CC, HS and NSS with "
+        "paired t-tests of 'full' against each. Classification methods: 'full' (fusion classifier) and "
+        "'stage1' (DenseNet alone): per-class, macro and micro AUC, accuracy, confusion matrix, ECE.",
+        epilog="Writes OUT/<stage-3 id>/: metrics.json (all metrics, tests, checkpoint lineage, notes on "
+        "the metric conventions), tables.md (the paper's Tables 4.1 and 4.2 layout with its numbers beside "
+        "ours, and the t-tests), roc_curves.png, confusion_full.png, reliability.png and overlays.png "
+        "(image | gaze ground truth | predicted saliency | Grad-CAM for a few images per class).",
+    )
+    parser.add_argument("--config", required=True, help="YAML config (the one the model was trained with)")
+    parser.add_argument("--checkpoint", default="best",
+                        help="stage-3 registry reference: id, id prefix, latest, best or tag (default: %(default)s)")
+    parser.add_argument("--out", default="reports", help="reports directory (default: %(default)s)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="split to evaluate (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable; the value is parsed as YAML)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation, print its tables and the report folder; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        metrics = evaluate(config, args.checkpoint, args.out, args.split, progress=not args.quiet)
+    except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report_dir = Path(metrics["report_dir"])
+    print((report_dir / "tables.md").read_text(encoding="utf-8"))
+    print(f"report: {report_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

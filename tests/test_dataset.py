@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from gazecxr.data import CLASS_NAMES, GazeCXRDataset, PairedAugment
+
+
+def test_items_have_the_documented_shapes_and_types(tiny_h5):
+    ds = GazeCXRDataset(tiny_h5, "train")
+    item = ds[0]
+    assert item["image"].shape == item["heatmap"].shape == (1, 64, 64)
+    assert item["image"].dtype == item["heatmap"].dtype == torch.float32
+    assert 0 <= float(item["image"].min()) and float(item["image"].max()) <= 1
+    assert float(item["heatmap"].sum()) == pytest.approx(1, abs=1e-5)
+    assert item["label"] in (0, 1, 2) and isinstance(item["dicom_id"], str) and item["index"] == ds.indices[0]
+    assert ds.class_names == CLASS_NAMES == ("Normal", "CHF", "pneumonia")
+    sizes = {s: len(GazeCXRDataset(tiny_h5, s)) for s in ("train", "val", "test")}
+    assert sum(sizes.values()) == len(GazeCXRDataset(tiny_h5, "all")) == 60 and sizes["test"] == 12
+
+
+def test_dataloader_workers_open_the_file_lazily(tiny_h5):
+    ds = GazeCXRDataset(tiny_h5, "train", transform=PairedAugment())
+    assert ds._file is None
+    batches = list(DataLoader(ds, batch_size=8, num_workers=2))
+    assert sum(len(b["label"]) for b in batches) == len(ds)
+    sums = torch.cat([b["heatmap"].sum(dim=(1, 2, 3)) for b in batches])
+    torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-4, rtol=0)
+
+
+def test_masks_are_optional_items(tiny_h5):
+    item = GazeCXRDataset(tiny_h5, "val", masks=True)[0]
+    assert item["lung_mask"].dtype == torch.bool and item["lung_mask"].any()
+    assert not (item["lung_mask"] & item["heart_mask"]).all()
+
+
+def test_maps_go_back_to_the_original_geometry(tiny_h5):
+    ds = GazeCXRDataset(tiny_h5, "test")
+    item = ds[0]
+    lb = ds.letterbox(item["index"])
+    back = ds.to_original(item["heatmap"], item["index"])
+    assert back.shape == lb.orig_size and back.dtype == np.float32
+    assert back.sum() == pytest.approx(1, abs=1e-4)
+    peak_canvas = np.unravel_index(int(item["heatmap"].argmax()), (64, 64))
+    peak_orig = np.unravel_index(int(back.argmax()), back.shape)
+    u, v = lb.to_canvas_coords(np.array([peak_orig[1]]), np.array([peak_orig[0]]))
+    assert abs(v[0] - peak_canvas[0]) <= 1.5 and abs(u[0] - peak_canvas[1]) <= 1.5
+
+
+def test_bad_files_and_splits_are_clear_errors(tmp_path, tiny_h5):
+    with pytest.raises(ValueError, match="split must be one of"):
+        GazeCXRDataset(tiny_h5, "training")
+    with pytest.raises(FileNotFoundError, match="data_prep.egd_cxr"):
+        GazeCXRDataset(tmp_path / "none.h5", "train")
