@@ -24,6 +24,11 @@ demo: install
 	$(PY) -m data_prep.egd_cxr --egd-dir $(DEMO_DIR)/raw/EGD --image-dir $(DEMO_DIR)/raw/MIMIC \
 		--out $(DEMO_DIR)/synthetic.h5 --height 160 --width 128 --sigma 26 --workers 2
 	$(PY) -m gazecxr.data summary $(DEMO_DIR)/synthetic.h5
+	$(PY) -m stages.stage1 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
+	$(PY) -m stages.stage2 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
+	$(PY) -m stages.stage3 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
+	$(PY) -m gazecxr.registry list --tag demo
+	$(PY) -m stages.evaluate --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

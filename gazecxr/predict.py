@@ -1,0 +1,296 @@
+"""Inference with a trained three-stage model: saliency map, diagnosis and optional Grad-CAM.
+
+Every output is in the geometry of the original radiograph. Library use::
+
+    from gazecxr.predict import load_predictor
+    predictor = load_predictor("checkpoints", run="best")
+    prediction = predictor.predict("image.dcm", gradcam=True)
+
+Command line: ``python -m gazecxr.predict IMAGE... --out DIR`` (see ``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from gazecxr import CLASS_NAMES
+from gazecxr.data.geometry import Letterbox
+from gazecxr.data.images import read_radiograph, scale_to_unit
+from gazecxr.gradcam import gradcam_from_tap
+from gazecxr.models.cooperative import GazeCXRModel
+from gazecxr.models.resse_unet import saliency_from_logits
+from gazecxr.registry import Registry
+from gazecxr.training.checkpoint_io import load_full_model
+from gazecxr.training.runtime import resolve_device
+
+ImageInput = str | os.PathLike | np.ndarray
+"""One radiograph: a ``.dcm``/``.png``/``.jpg`` path or a 2-D greyscale array."""
+
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass(eq=False)
+class Prediction:
+    """The model's outputs for one radiograph, in its original geometry.
+
+    ``saliency``: float32 (height, width) of the original image, non-negative, sums to 1 —
+    where a radiologist is predicted to look. ``probabilities``: class name → probability
+    (sums to 1); ``label``: the most probable class. ``source``: the input's path, or
+    ``"array[i]"`` for the i-th array given. ``gradcam``: float32 (height, width) in [0, 1],
+    the DenseNet's Grad-CAM for ``label``, when requested (else None).
+    """
+
+    source: str
+    saliency: np.ndarray = field(repr=False)
+    probabilities: dict[str, float]
+    label: str
+    gradcam: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(height, width) of the original image."""
+        return self.saliency.shape[0], self.saliency.shape[1]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An input read and scaled to [0, 1] at its original size, with its letterbox."""
+
+    source: str
+    image: np.ndarray
+    letterbox: Letterbox
+
+
+def _prepare(item: Any, index: int, canvas: tuple[int, int]) -> _Prepared:
+    """Read and check one input; ValueError names it (its path, or ``array[index]``)."""
+    if isinstance(item, (str, os.PathLike)):
+        source = os.fspath(item)
+        image = read_radiograph(source)
+    elif isinstance(item, np.ndarray):
+        source = f"array[{index}]"
+        if item.ndim != 2:
+            raise ValueError(f"{source}: expected a 2-D greyscale image, got an array of shape {item.shape}")
+        if item.size == 0:
+            raise ValueError(f"{source}: empty array of shape {item.shape}")
+        if not (np.issubdtype(item.dtype, np.integer) or np.issubdtype(item.dtype, np.floating)
+                or item.dtype == np.bool_):
+            raise ValueError(f"{source}: unsupported array dtype {item.dtype}; expected integers or floats")
+        if not np.isfinite(item).all():
+            raise ValueError(f"{source}: array contains NaN or infinite values")
+        image = scale_to_unit(item)
+    else:
+        raise ValueError(f"input[{index}]: unsupported type {type(item).__name__}; "
+                         "expected a path (.dcm, .png, .jpg) or a 2-D numpy array")
+    return _Prepared(source, image, Letterbox.fit(image.shape, canvas))
+
+
+class Predictor:
+    """A trained three-stage model ready for inference (frozen, eval mode, on ``device``).
+
+    ``checkpoint`` is the stage-3 registry entry id, ``input_size`` the (height, width) the
+    model was trained at, ``classes`` the class names in logit order, ``device`` where it runs.
+    """
+
+    def __init__(self, model: GazeCXRModel, checkpoint: str, input_size: tuple[int, int],
+                 device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.checkpoint = checkpoint
+        self.input_size = input_size
+        self.device = device
+        self.classes: tuple[str, ...] = CLASS_NAMES
+
+    def __repr__(self) -> str:
+        return (f"Predictor(checkpoint={self.checkpoint!r}, input_size={self.input_size}, "
+                f"device='{self.device}', classes={self.classes})")
+
+    def predict(self, x: ImageInput | Sequence[ImageInput], gradcam: bool = False,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction | list[Prediction]:
+        """Predictions for one input (returns one Prediction) or a list of them (returns a list).
+
+        Inputs are paths (``.dcm``, ``.png``, ``.jpg``) or 2-D arrays; a list is run through
+        the model ``batch_size`` images at a time. Raises ValueError naming a bad input.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        single = not isinstance(x, (list, tuple))
+        items = [x] if single else list(x)
+        out: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = [_prepare(item, start + i, self.input_size)
+                     for i, item in enumerate(items[start:start + batch_size])]
+            out.extend(self._predict_prepared(chunk, gradcam))
+        return out[0] if single else out
+
+    def _predict_prepared(self, batch: list[_Prepared], gradcam: bool) -> list[Prediction]:
+        """Run one batch through the model (one DenseNet pass) and map outputs back."""
+        canvases = np.stack([p.letterbox.image_to_canvas(p.image) for p in batch])
+        images = torch.from_numpy(canvases)[:, None].to(self.device)
+        with torch.no_grad():
+            outputs = self.model(images)
+            saliency = saliency_from_logits(outputs["saliency_logits"])[:, 0].cpu().numpy()
+            probabilities = torch.softmax(outputs["class_logits"], dim=1)
+        labels = probabilities.argmax(1)
+        cams = None
+        if gradcam:
+            cams = gradcam_from_tap(self.model.encoder, outputs["dense_features"], self.input_size,
+                                    target=labels)[0].cpu().numpy()
+        probabilities_np = probabilities.cpu().numpy().astype(np.float64)
+        label_ids = labels.tolist()
+        results = []
+        for i, prepared in enumerate(batch):
+            letterbox = prepared.letterbox
+            results.append(Prediction(
+                source=prepared.source,
+                saliency=letterbox.to_original(saliency[i], distribution=True),
+                probabilities={name: float(p) for name, p in zip(self.classes, probabilities_np[i])},
+                label=self.classes[label_ids[i]],
+                gradcam=None if cams is None else np.clip(letterbox.to_original(cams[i], distribution=False), 0, 1),
+            ))
+        return results
+
+
+def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str = "best",
+                   device: str | torch.device | None = None) -> Predictor:
+    """The Predictor of stage-3 entry ``run`` (an id, id prefix, ``latest``, ``best`` or a tag)
+    in the registry at ``checkpoints``, on ``device`` (None: CUDA when available, else CPU)."""
+    registry = Registry(checkpoints)
+    model, lineage = load_full_model(registry, run)
+    entry = lineage[0]
+    size = entry.architecture.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2):
+        raise ValueError(f"checkpoint {entry.id} records no input_size [height, width] in its architecture")
+    target = resolve_device("auto" if device is None else str(device))
+    return Predictor(model, entry.id, (int(size[0]), int(size[1])), target)
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(temporary path)`` and rename it into place."""
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _overlay(image: np.ndarray, heat: np.ndarray, ax: Any, title: str) -> None:
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+    peak = float(heat.max())
+    ax.imshow(heat / peak if peak > 0 else heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def _render(prepared: _Prepared, prediction: Prediction, path: Path) -> None:
+    """Saliency heatmap (and Grad-CAM, when present) over the radiograph, saved as PNG."""
+    panels = 1 if prediction.gradcam is None else 2
+    h, w = prediction.original_size
+    fig = Figure(figsize=(4.0 * panels * max(w / h, 0.6), 4.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    _overlay(prepared.image, prediction.saliency, axes[0], "predicted saliency")
+    if prediction.gradcam is not None:
+        _overlay(prepared.image, prediction.gradcam, axes[1], f"Grad-CAM ({prediction.label})")
+    probs = ", ".join(f"{name} {p:.2f}" for name, p in prediction.probabilities.items())
+    fig.suptitle(f"{prediction.label}  ({probs})", fontsize=10)
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def _record(prediction: Prediction, checkpoint: str) -> dict[str, Any]:
+    """The JSON summary of one prediction (no image metadata)."""
+    return {
+        "source": prediction.source,
+        "checkpoint": checkpoint,
+        "label": prediction.label,
+        "probabilities": prediction.probabilities,
+        "original_size": list(prediction.original_size),
+    }
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, k = path.stem, 2
+    while stem in used:
+        stem, k = f"{path.stem}_{k}", k + 1
+    used.add(stem)
+    return stem
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m gazecxr.predict`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gazecxr.predict",
+        description="Predict radiologist saliency and the diagnosis (Normal / CHF / pneumonia) for chest "
+                    "radiographs with a trained three-stage model. For each IMAGE (.dcm, .png, .jpg) writes "
+                    "<stem>.png, the saliency heatmap over the radiograph titled with the predicted label and "
+                    "class probabilities (plus a Grad-CAM panel with --gradcam), and <stem>.json with the "
+                    "probabilities, label, source, checkpoint id and original size. No DICOM metadata is "
+                    "copied. Unreadable images are reported and skipped; the exit code is 1 if any failed.",
+        epilog="Example: python -m gazecxr.predict scans/*.dcm --out predictions --run best --gradcam",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="radiograph files (.dcm, .png, .jpg)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR", help="checkpoint registry root (default: %(default)s)")
+    parser.add_argument("--run", default="best", metavar="REF",
+                        help="stage-3 entry: id, id prefix, latest, best or a tag (default: %(default)s)")
+    parser.add_argument("--gradcam", action="store_true", help="also compute and draw the DenseNet Grad-CAM")
+    parser.add_argument("--device", default=None, metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                        help="images per forward pass (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 some images failed, 2 setup error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    try:
+        predictor = load_predictor(args.checkpoints, args.run, args.device)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (LookupError, ValueError, RuntimeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    used: set[str] = set()
+    for start in range(0, len(args.images), args.batch_size):
+        batch: list[_Prepared] = []
+        for i, name in enumerate(args.images[start:start + args.batch_size]):
+            try:
+                batch.append(_prepare(name, start + i, predictor.input_size))
+            except ValueError as err:
+                failed += 1
+                print(f"FAILED {err}", file=sys.stderr)
+        if not batch:
+            continue
+        for prepared, prediction in zip(batch, predictor._predict_prepared(batch, args.gradcam)):
+            stem = _unique_stem(Path(prepared.source), used)
+            png, record = args.out / f"{stem}.png", args.out / f"{stem}.json"
+            _render(prepared, prediction, png)
+            text = json.dumps(_record(prediction, predictor.checkpoint), indent=2) + "\n"
+            _write_atomic(record, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            probs = " ".join(f"{name}={p:.3f}" for name, p in prediction.probabilities.items())
+            print(f"{prepared.source}: {prediction.label} ({probs}) -> {png}, {record}")
+    if failed:
+        print(f"{failed} of {len(args.images)} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
