@@ -7,7 +7,7 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,9 @@ class Trainer:
     Every epoch writes ``state.pt`` (model, optimiser, scheduler, scaler, RNG states, epoch,
     best-so-far) atomically into ``run_dir``, appends to ``log.jsonl`` and TensorBoard, and
     keeps the best weights in ``best.pt``; ``fit(resume=True)`` continues a killed run exactly
-    where its last completed epoch left it. ``done.json`` marks a finished run.
+    where its last completed epoch left it. ``done.json`` marks a finished run. ``on_epoch``
+    is called with each epoch's validation metrics after they are saved (e.g. to report to a
+    hyperparameter search, which may stop the run by raising).
     """
 
     def __init__(
@@ -115,11 +117,13 @@ class Trainer:
         seed: int = 0,
         progress: bool = True,
         name: str = "train",
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.task, self.settings, self.monitor, self.mode = task, settings, monitor, mode
         self.run_dir, self.seed, self.progress, self.name = Path(run_dir), seed, progress, name
+        self.on_epoch = on_epoch
         self.device = resolve_device(settings.device)
         self.dtype = amp_dtype(settings.amp, self.device)
         self.channels_last = settings.channels_last and self.device.type == "cuda"
@@ -265,6 +269,8 @@ class Trainer:
                 _atomic_save(self._state(epoch, best, bad_epochs, [*history, record], stopped_early),
                              self.run_dir / "state.pt")
                 self._log(record, history, writer)
+                if self.on_epoch is not None:
+                    self.on_epoch(epoch, metrics)
                 if self.progress:
                     shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float))
                     tqdm.write(f"[{self.name}] epoch {epoch}: {shown}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,10 +60,14 @@ def _prepare_run(config: Mapping[str, Any], run_dir: Path, resume: bool) -> dict
     return copy.deepcopy(dict(config))
 
 
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
 def _fit(task: Task, config: Mapping[str, Any], settings: TrainSettings, run_dir: Path, monitor: str,
-         resume: bool, progress: bool, name: str) -> FitResult:
+         resume: bool, progress: bool, name: str, on_epoch: EpochCallback | None = None) -> FitResult:
     mode = "min" if monitor.endswith(("loss", "kl", "ece")) else "max"
-    trainer = Trainer(task, settings, run_dir, monitor, mode, seed=int(config["seed"]), progress=progress, name=name)
+    trainer = Trainer(task, settings, run_dir, monitor, mode, seed=int(config["seed"]), progress=progress, name=name,
+                      on_epoch=on_epoch)
     train = make_loader(config, "train", settings.batch_size, train=True, device=trainer.device)
     val = make_loader(config, "val", settings.batch_size, train=False, device=trainer.device)
     return trainer.fit(train, val, resume=resume and (run_dir / "state.pt").is_file())
@@ -78,8 +82,12 @@ def _tags(config: Mapping[str, Any], extra: Sequence[str]) -> list[str]:
 
 
 def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
-               progress: bool = True, tags: Sequence[str] = ()) -> Entry:
-    """Stage 1: triplet (or SupCon) pretraining of the DenseNet, then cross-entropy fine-tuning."""
+               progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """Stage 1: triplet (or SupCon) pretraining of the DenseNet, then cross-entropy fine-tuning.
+
+    Every stage runner saves its best model to the registry and returns the entry; ``on_epoch``
+    receives the monitored phase's per-epoch validation metrics.
+    """
     run_dir = run_dir_for(config, "stage1", run_dir, resume)
     config = _prepare_run(config, run_dir, resume)
     s1 = config["stage1"]
@@ -101,7 +109,7 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
         metrics["contrastive_val_loss"] = result.best_metrics["val_loss"]
         metrics["contrastive_epochs"] = float(result.epochs_run)
     result = _fit(ClassifierTask(encoder), config, settings_for(config, "stage1", "finetune"),
-                  run_dir / "finetune", s1["monitor"], resume, progress, "stage1/finetune")
+                  run_dir / "finetune", s1["monitor"], resume, progress, "stage1/finetune", on_epoch)
     metrics.update(result.best_metrics)
     metrics["finetune_epochs"] = float(result.epochs_run)
     return _registry(config).save(
@@ -112,7 +120,7 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
 
 
 def run_stage2(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
-               progress: bool = True, tags: Sequence[str] = ()) -> Entry:
+               progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
     """Stage 2: the saliency UNet (KL loss) with the stage-1 DenseNet frozen as second encoder.
 
     ``stage2.variant`` selects the baselines instead: ``resse`` (Res-SE UNet alone) or
@@ -139,7 +147,7 @@ def run_stage2(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     task = SaliencyTask(create_model(unet_section), encoder)
     snapshot = task.freeze_snapshot()
     result = _fit(task, config, settings_for(config, "stage2"), run_dir, config["stage2"]["monitor"],
-                  resume, progress, stage)
+                  resume, progress, stage, on_epoch)
     task.assert_unchanged(snapshot)
     architecture = {"unet": unet_section, "input_size": input_size(config)}
     if encoder is not None:
@@ -152,7 +160,7 @@ def run_stage2(config: Mapping[str, Any], run_dir: str | Path | None = None, res
 
 
 def run_stage3(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
-               progress: bool = True, tags: Sequence[str] = ()) -> Entry:
+               progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
     """Stage 3: the fusion classifier on the frozen DenseNet and frozen saliency UNet."""
     run_dir = run_dir_for(config, "stage3", run_dir, resume)
     config = _prepare_run(config, run_dir, resume)
@@ -168,7 +176,7 @@ def run_stage3(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     task = FusionTask(create_model(section), encoder, unet)
     snapshot = task.freeze_snapshot()
     result = _fit(task, config, settings_for(config, "stage3"), run_dir, config["stage3"]["monitor"],
-                  resume, progress, "stage3")
+                  resume, progress, "stage3", on_epoch)
     task.assert_unchanged(snapshot)
     return registry.save(
         {"classifier": result.best_state}, stage="stage3", config=config,
