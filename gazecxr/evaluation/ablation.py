@@ -1,0 +1,287 @@
+"""The paper's comparison set trained over several seeds and evaluated on the test split.
+
+Saliency: standard UNet, Res-SE UNet alone, the full dual-encoder model, and the trivial uniform
+and centre-bias maps. Classification: DenseNet without and with contrastive pretraining, and the
+fusion classifier. Entries already in the registry for the same resolved config are reused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from gazecxr import CLASS_NAMES, __version__
+from gazecxr.config import config_hash
+from gazecxr.evaluation.report import (
+    SplitOutputs,
+    json_safe,
+    paired_tests,
+    run_split,
+    write_text_atomic,
+)
+from gazecxr.evaluation.saliency_methods import (
+    NSS_TOP_FRACTION,
+    SALIENCY_METRICS,
+    center_bias_map,
+    constant_predictor,
+    entry_predictor,
+    uniform_map,
+)
+from gazecxr.evaluation.tables import CLASS_LABELS, MISSING, PAPER_CLASSIFICATION, PAPER_SALIENCY, SALIENCY_ROWS
+from gazecxr.metrics import EPS, classification_metrics
+from gazecxr.registry import Entry, Registry
+from gazecxr.training.data import make_loader
+from gazecxr.training.runtime import resolve_device
+from gazecxr.training.stages import STAGES
+
+ABLATION_TAG = "ablation"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A trained method of the comparison: the stage that trains it and its config settings, given the
+    ids of the same seed's methods trained before it."""
+
+    name: str
+    stage: str
+    settings: Callable[[Mapping[str, str]], dict[str, Any]]
+
+
+METHODS: tuple[Method, ...] = (
+    Method("densenet", "stage1", lambda ids: {"stage1.contrastive.enabled": False}),
+    Method("densenet_cl", "stage1", lambda ids: {"stage1.contrastive.enabled": True}),
+    Method("standard_unet", "stage2", lambda ids: {"stage2.variant": "unet"}),
+    Method("resse_unet", "stage2", lambda ids: {"stage2.variant": "resse"}),
+    Method("full", "stage2", lambda ids: {"stage2.variant": "full", "stage2.encoder": ids["densenet_cl"]}),
+    Method("fusion", "stage3", lambda ids: {"stage2.variant": "full", "stage2.encoder": ids["densenet_cl"],
+                                            "stage3.saliency": ids["full"]}),
+)
+"""In training order: stage 2 ``full`` and stage 3 ``fusion`` build on the same seed's entries."""
+
+SALIENCY_METHODS: tuple[str, ...] = ("standard_unet", "resse_unet", "full", "uniform", "center_bias")
+CLASSIFICATION_METHODS: tuple[str, ...] = ("densenet", "densenet_cl", "fusion")
+REFERENCE = {"saliency": "full", "classification": "fusion"}
+"""The full model, tested against every other row of its table."""
+
+CLASSIFICATION_SCORES: tuple[str, ...] = ("correct", "p_true")
+"""Per-image classification scores for the paired tests: arg-max is the label (0/1), and the
+probability given to the true class."""
+
+PAPER_DENSENET: dict[str, float | None] = {"Normal": 0.964, "CHF": 0.897, "pneumonia": 0.849, "auc_macro": None,
+                                           "auc_micro": 0.880, "accuracy": 0.690}
+"""Paper Table 4.1, column DNet201 (DenseNet-201 without contrastive pretraining)."""
+
+PAPER_ROWS: dict[str, dict[str, Any]] = {
+    "full": PAPER_SALIENCY["Ours"], "resse_unet": PAPER_SALIENCY["Res_SE-UNet"],
+    "standard_unet": PAPER_SALIENCY["UNet_S"], "fusion": PAPER_CLASSIFICATION["Ours"],
+    "densenet_cl": PAPER_CLASSIFICATION["DNet201-CL"], "densenet": PAPER_DENSENET,
+}
+"""Our method name → the paper's published numbers for it."""
+
+CLASSIFICATION_COLUMNS: dict[str, str] = {
+    **{c: f"AUC ({CLASS_LABELS[c]})" for c in CLASS_NAMES},
+    "auc_macro": "AUC (macro)", "auc_micro": "AUC (micro)", "accuracy": "Accuracy",
+}
+"""Classification metric → column label (all higher is better)."""
+
+NOTES: tuple[str, ...] = (
+    "Every method is trained once per seed (config seed = 0..S-1); the full saliency model and the fusion "
+    "classifier of a seed build on that seed's own DenseNet with contrastive pretraining (densenet_cl) and "
+    "full saliency entries. Registry entries tagged 'ablation' whose stored config hashes equal the config "
+    "to train are reused.",
+    "Cells are mean ± sample standard deviation (ddof = 1) over seeds of each seed's test-split value: the "
+    "mean over images of a saliency score, or the AUC / accuracy of a classifier; with one seed the "
+    f"standard deviation is undefined ({MISSING}).",
+    f"KL = Σ G·log(ε + G/(P + ε)), ε = {EPS}; CC = Pearson correlation; HS = Σ min(P, G); NSS over the "
+    f"{NSS_TOP_FRACTION:.0%} densest ground-truth pixels; uniform = uniform map, center_bias = mean training "
+    "heatmap (the same for every seed).",
+    "p: paired two-sided t-tests of the full model (saliency: full; classification: fusion) against the "
+    "row's method, pairing images pooled across seeds: image i under seed s of one method with image i "
+    "under seed s of the other (n = images × seeds). Pooling treats seed replicates as independent pairs, "
+    "so p understates between-seed variability. Classification tests compare per-image correctness "
+    "(0/1) and the probability of the true class. * p < 0.05.",
+    "Paper columns: Tables 4.1 and 4.2 of the paper (100 test images; its ± is over images, not seeds; its "
+    "single AUC is the micro AUC): Ours ↔ full / fusion, Res_SE-UNet ↔ resse_unet, UNet_S ↔ standard_unet, "
+    "DNet201-CL ↔ densenet_cl, DNet201 ↔ densenet.",
+)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _with(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(config))
+    for dotted, value in values.items():
+        *path, last = dotted.split(".")
+        node = out
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return out
+
+
+def train_seed(config: Mapping[str, Any], seed: int, known: dict[str, Entry], bar: tqdm,
+               progress: bool) -> tuple[dict[str, Entry], dict[str, bool]]:
+    """Train (or reuse from ``known``, config hash → entry) every method for ``seed``; returns the entries
+    and whether each was reused. New entries are added to ``known``."""
+    entries: dict[str, Entry] = {}
+    reused: dict[str, bool] = {}
+    for method in METHODS:
+        bar.set_postfix_str(f"{method.name} seed {seed}")
+        run_config = _with(config, {"seed": seed, **method.settings({k: e.id for k, e in entries.items()})})
+        key = config_hash(run_config)
+        reused[method.name] = key in known
+        if key not in known:
+            run_dir = Path(run_config["runs"]["root"]) / ABLATION_TAG / f"{method.name}-seed{seed}-{key}"
+            known[key] = STAGES[method.stage](
+                run_config, run_dir=run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress,
+                tags=(ABLATION_TAG, f"method={method.name}", f"seed={seed}"))
+        entries[method.name] = known[key]
+        bar.update(1)
+    return entries, reused
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def over_seeds(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample std (None for one value) of per-seed values, and the values."""
+    array = np.asarray(values, dtype=np.float64)
+    std = float(np.std(array, ddof=1)) if len(array) > 1 else None
+    return {"mean": float(np.mean(array)), "std": std, "per_seed": [float(v) for v in array]}
+
+
+def classification_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image ``correct`` (arg-max is the label, 0/1) and ``p_true`` (probability of the true class)."""
+    return {"correct": (probs.argmax(1) == labels).astype(np.float64),
+            "p_true": probs[np.arange(len(labels)), labels].astype(np.float64)}
+
+
+def summarise(outputs: Sequence[SplitOutputs]) -> dict[str, Any]:
+    """Per-seed summaries over seeds and the pooled paired tests, from each seed's split outputs."""
+    saliency = {m: {k: over_seeds([float(np.mean(o.scores[m][k])) for o in outputs]) for k in SALIENCY_METRICS}
+                for m in SALIENCY_METHODS}
+    per_seed = {m: [classification_metrics(o.labels, o.probs[m]) for o in outputs] for m in CLASSIFICATION_METHODS}
+    classification = {m: {key: over_seeds([r["auc_per_class"][key] if key in CLASS_NAMES else r[key] for r in runs])
+                          for key in CLASSIFICATION_COLUMNS} for m, runs in per_seed.items()}
+    pooled_saliency = {m: {k: np.concatenate([o.scores[m][k] for o in outputs]) for k in SALIENCY_METRICS}
+                       for m in SALIENCY_METHODS}
+    pooled_classes = {m: {k: np.concatenate([classification_scores(o.labels, o.probs[m])[k] for o in outputs])
+                          for k in CLASSIFICATION_SCORES} for m in CLASSIFICATION_METHODS}
+    return {
+        "saliency": saliency,
+        "classification": classification,
+        "tests": {"saliency": paired_tests(pooled_saliency, REFERENCE["saliency"], SALIENCY_METRICS),
+                  "classification": paired_tests(pooled_classes, REFERENCE["classification"], CLASSIFICATION_SCORES)},
+    }
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _num(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def _cell(summary: Mapping[str, Any] | Sequence[float] | None) -> str:
+    if summary is None:
+        return MISSING
+    mean, std = (summary["mean"], summary["std"]) if isinstance(summary, Mapping) else summary
+    return MISSING if mean is None else f"{mean:.3f} ± {_num(std)}"
+
+
+def _p(test: Mapping[str, Any] | None) -> str:
+    if test is None or test["p"] is None:
+        return MISSING
+    return ("<0.001" if test["p"] < 1e-3 else f"{test['p']:.3f}") + (" *" if test["p"] < 0.05 else "")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _tests_by(tests: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    return {(t["b"], t["metric"]): t for t in tests}
+
+
+def saliency_table(report: Mapping[str, Any]) -> str:
+    """Saliency rows: KL, CC, HS, NSS over seeds, p against the full model, and the paper's numbers."""
+    tests = _tests_by(report["tests"]["saliency"])
+    paper_keys = [k for k in SALIENCY_METRICS if PAPER_ROWS["full"][k] is not None]
+    header = ["Method", *SALIENCY_ROWS.values(), *(f"p {k.upper()}" for k in SALIENCY_METRICS),
+              *(f"Paper {k.upper()}" for k in paper_keys)]
+    rows = [[m, *(_cell(report["saliency"][m][k]) for k in SALIENCY_METRICS),
+             *(_p(tests.get((m, k))) for k in SALIENCY_METRICS),
+             *(_cell(PAPER_ROWS.get(m, {}).get(k)) for k in paper_keys)] for m in SALIENCY_METHODS]
+    return _table(header, rows)
+
+
+def classification_table(report: Mapping[str, Any]) -> str:
+    """Classification rows: per-class, macro and micro AUC and accuracy over seeds, p against the fusion
+    classifier, and the paper's numbers."""
+    tests = _tests_by(report["tests"]["classification"])
+    paper_keys = [k for k in CLASSIFICATION_COLUMNS if PAPER_ROWS["fusion"][k] is not None]
+    header = ["Method", *(f"{label} ↑" for label in CLASSIFICATION_COLUMNS.values()),
+              *(f"p ({k})" for k in CLASSIFICATION_SCORES), *(f"Paper {CLASSIFICATION_COLUMNS[k]}" for k in paper_keys)]
+    rows = [[m, *(_cell(report["classification"][m][k]) for k in CLASSIFICATION_COLUMNS),
+             *(_p(tests.get((m, k))) for k in CLASSIFICATION_SCORES),
+             *(_num(PAPER_ROWS[m][k]) for k in paper_keys)] for m in CLASSIFICATION_METHODS]
+    return _table(header, rows)
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """The ``tables.md`` of an ablation: both tables and the notes."""
+    return "\n\n".join([
+        f"# Ablation over seeds {report['seeds']} ({report['split']} split, n = {report['n_test']} images)",
+        "## Visual saliency prediction (cf. paper Table 4.2)", saliency_table(report),
+        "## Classification (cf. paper Table 4.1)", classification_table(report),
+        "## Notes", "\n".join(f"- {note}" for note in report["notes"]),
+    ]) + "\n"
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path = "reports/ablation",
+                 split: str = "test", progress: bool = True) -> dict[str, Any]:
+    """Train (or reuse) every method for seeds 0..``seeds``-1, evaluate them on ``split`` and write
+    ``metrics.json`` and ``tables.md`` into ``out_dir``; returns the metrics written."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    registry = Registry(config["registry"]["root"])
+    known = {config_hash(e.config): e for e in registry.entries(tag=ABLATION_TAG)}
+    trained: list[tuple[dict[str, Entry], dict[str, bool]]] = []
+    with tqdm(total=seeds * len(METHODS), desc="ablation runs", unit="run", disable=not progress) as bar:
+        for seed in range(seeds):
+            trained.append(train_seed(config, seed, known, bar, progress))
+    device = resolve_device(config["train"]["device"])
+    loader = make_loader(config, split, int(config["train"]["batch_size"]), train=False, device=device)
+    constants = [constant_predictor("center_bias", center_bias_map(config["data"]["h5"], "train")),
+                 constant_predictor("uniform", uniform_map(loader.dataset.canvas))]
+    outputs = [run_split([*(entry_predictor(registry, e, name, device) for name, e in entries.items()), *constants],
+                         loader, device, progress=progress) for entries, _ in trained]
+    report = json_safe({
+        "seeds": list(range(seeds)),
+        "split": split,
+        "n_test": len(outputs[0].labels),
+        "data": str(config["data"]["h5"]),
+        "package_version": __version__,
+        **summarise(outputs),
+        "paper": {m: PAPER_ROWS.get(m) for m in (*SALIENCY_METHODS, *CLASSIFICATION_METHODS)},
+        "entries": {str(s): {m: e.id for m, e in entries.items()} for s, (entries, _) in enumerate(trained)},
+        "reused": {str(s): flags for s, (_, flags) in enumerate(trained)},
+        "notes": list(NOTES),
+    })
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "metrics.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out / "tables.md", markdown(report))
+    return report

@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+
+from gazecxr.config import config_hash, load_config
+from gazecxr.evaluation.ablation import (
+    CLASSIFICATION_METHODS,
+    SALIENCY_METHODS,
+    classification_scores,
+    run_ablation,
+    summarise,
+)
+from gazecxr.evaluation.report import SplitOutputs
+from gazecxr.registry import Registry
+from stages.ablate import main as cli_main
+from tests_paths import ROOT
+
+LIGHT = ["train.max_epochs=1", "stage2.baseline_unet.encoder_depth=3", "stage2.baseline_unet.decoder_channels=[16,8,4]"]
+
+
+@pytest.fixture(scope="module")
+def ablated(tiny_h5, tmp_path_factory):
+    """One-seed ablation on the tiny data through the command line."""
+    root = tmp_path_factory.mktemp("ablation")
+    overrides = [f"data.h5={tiny_h5}", f"registry.root={root / 'checkpoints'}", f"runs.root={root / 'runs'}", *LIGHT]
+    code = cli_main(["--config", str(ROOT / "configs" / "test.yaml"), "--seeds", "1", "--out", str(root / "report"),
+                     "--quiet", *(a for o in overrides for a in ("--set", o))])
+    assert code == 0
+    config = load_config(ROOT / "configs" / "test.yaml", overrides)
+    return config, root / "report", json.loads((root / "report" / "metrics.json").read_text())
+
+
+def test_both_tables_have_every_row_with_p_values_and_paper_numbers(ablated):
+    _, out, metrics = ablated
+    assert set(metrics["saliency"]) == set(SALIENCY_METHODS)
+    assert set(metrics["classification"]) == set(CLASSIFICATION_METHODS)
+    assert metrics["seeds"] == [0] and metrics["n_test"] == 12
+    kl = metrics["saliency"]["full"]["kl"]
+    assert kl["std"] is None and kl["per_seed"] == [kl["mean"]]
+    assert {(t["b"], t["metric"]) for t in metrics["tests"]["saliency"]} == {
+        (m, k) for m in ("standard_unet", "resse_unet", "uniform", "center_bias") for k in ("kl", "cc", "hs", "nss")}
+    assert {(t["b"], t["metric"]) for t in metrics["tests"]["classification"]} == {
+        (m, k) for m in ("densenet", "densenet_cl") for k in ("correct", "p_true")}
+    assert all(t["n"] == 12 and 0 <= t["p"] <= 1 for t in metrics["tests"]["saliency"])
+    text = (out / "tables.md").read_text()
+    for row in (*SALIENCY_METHODS, *CLASSIFICATION_METHODS):
+        assert f"| {row} |" in text, row
+    for number in ("0.706 ± 0.183", "0.747 ± 0.193", "0.781 ± 0.202", "0.925", "0.889", "0.880", "0.690"):
+        assert number in text, number
+    assert "p KL" in text and "p (correct)" in text and "AUC (Heart failure) ↑" in text
+
+
+def test_entries_are_tagged_chained_per_seed_and_match_their_configs(ablated):
+    config, _, metrics = ablated
+    registry = Registry(config["registry"]["root"])
+    ids = metrics["entries"]["0"]
+    entries = {m: registry.resolve(i) for m, i in ids.items()}
+    assert all("ablation" in e.tags and "seed=0" in e.tags for e in entries.values())
+    assert [entries[m].stage for m in ("standard_unet", "resse_unet", "full", "fusion")] == [
+        "baseline_unet", "baseline_resse", "stage2", "stage3"]
+    assert entries["full"].parents == [ids["densenet_cl"]] and entries["fusion"].parents == [ids["full"]]
+    assert entries["densenet"].config["stage1"]["contrastive"]["enabled"] is False
+    assert "contrastive_val_loss" in entries["densenet_cl"].metrics
+    assert not any(metrics["reused"]["0"].values())
+
+
+def test_second_run_reuses_every_entry(ablated, tmp_path):
+    config, _, first = ablated
+    registry = Registry(config["registry"]["root"])
+    before = [e.id for e in registry.entries()]
+    second = run_ablation(config, seeds=1, out_dir=tmp_path, progress=False)
+    assert [e.id for e in registry.entries()] == before
+    assert second["entries"] == first["entries"] and all(second["reused"]["0"].values())
+    assert second["saliency"]["full"] == first["saliency"]["full"]
+    assert config_hash(registry.resolve(first["entries"]["0"]["fusion"]).config) != config_hash(config)
+
+
+def test_summaries_average_seed_means_and_pool_images_for_tests():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1, 2, 0])
+
+    def seed_outputs(shift):
+        scores = {m: {k: rng.random(4) + (shift if m == "full" else 0) for k in ("kl", "cc", "hs", "nss")}
+                  for m in SALIENCY_METHODS}
+        probs = {m: rng.dirichlet(np.ones(3), size=4) for m in CLASSIFICATION_METHODS}
+        return SplitOutputs(labels, ["a", "b", "c", "d"], probs, scores, [])
+
+    outputs = [seed_outputs(0.0), seed_outputs(1.0)]
+    summary = summarise(outputs)
+    means = [float(np.mean(o.scores["full"]["kl"])) for o in outputs]
+    assert summary["saliency"]["full"]["kl"]["mean"] == pytest.approx(np.mean(means))
+    assert summary["saliency"]["full"]["kl"]["std"] == pytest.approx(np.std(means, ddof=1))
+    assert all(t["n"] == 8 for t in summary["tests"]["saliency"] + summary["tests"]["classification"])
+    per_class = summary["classification"]["fusion"]["CHF"]["per_seed"]
+    assert len(per_class) == 2
+    scores = classification_scores(labels, np.eye(3)[[0, 2, 2, 1]])
+    np.testing.assert_array_equal(scores["correct"], [1, 0, 1, 0])
+    np.testing.assert_array_equal(scores["p_true"], [1, 0, 1, 0])
