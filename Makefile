@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo_out
-DEMO_N ?= 300
+DEMO_N ?= 500
 
-.PHONY: install test demo clean-demo
+.PHONY: install test demo bench clean-demo
 
 install: $(STAMP)
 
@@ -28,7 +28,10 @@ demo: install
 	$(PY) -m stages.stage2 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
 	$(PY) -m stages.stage3 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
 	$(PY) -m gazecxr.registry list --tag demo
-	$(PY) -m stages.evaluate --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
+	$(PY) -m stages.evaluate --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5 --checkpoint latest
+
+bench: install
+	$(PY) -m bench
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
