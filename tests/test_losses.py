@@ -102,3 +102,15 @@ def test_make_metric_loss():
         make_metric_loss({"name": "supcon", "margin": 0.2})
     with pytest.raises(ValueError, match="valid miners"):
         triplet_loss(miner="random")
+
+
+def test_kl_loss_equals_the_kl_metric_on_the_same_maps():
+    from gazecxr.metrics import kl_divergence
+    from gazecxr.models.resse_unet import saliency_from_logits
+
+    torch.manual_seed(3)
+    logits = torch.randn(5, 1, 20, 16, dtype=torch.float64) * 2
+    ground_truth = torch.rand(5, 1, 20, 16, dtype=torch.float64) ** 3
+    loss = SaliencyKLLoss()(logits, ground_truth).item()
+    metric = kl_divergence(saliency_from_logits(logits)[:, 0], ground_truth[:, 0]).mean()
+    assert loss == pytest.approx(metric, rel=1e-6)
