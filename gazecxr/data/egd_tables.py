@@ -84,24 +84,18 @@ def stream_gaze(
     columns = ["DICOM_ID", "X_ORIGINAL", "Y_ORIGINAL"] + (["FPOGD"] if source == "fixations" else [])
     check_columns(path, columns)
     wanted = set(dicom_ids)
-    parts: dict[str, list[pd.DataFrame]] = {}
-    reader = pd.read_csv(
-        path, usecols=columns, chunksize=chunksize, dtype={"DICOM_ID": str},
-    )
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    reader = pd.read_csv(path, usecols=columns, chunksize=chunksize, dtype={"DICOM_ID": str})
     for chunk in reader:
         chunk = chunk[chunk["DICOM_ID"].isin(wanted)]
-        for name in columns[1:]:
-            chunk[name] = pd.to_numeric(chunk[name], errors="coerce")
-        chunk = chunk.dropna()
-        for dicom_id, rows in chunk.groupby("DICOM_ID", sort=False):
-            parts.setdefault(dicom_id, []).append(rows)
-    points = {}
-    for dicom_id, frames in parts.items():
-        rows = pd.concat(frames)
-        weight = rows["FPOGD"].to_numpy(np.float64) if source == "fixations" else np.ones(len(rows))
-        points[dicom_id] = GazePoints(
-            rows["X_ORIGINAL"].to_numpy().round().astype(np.int64),
-            rows["Y_ORIGINAL"].to_numpy().round().astype(np.int64),
-            weight,
-        )
+        values = [pd.to_numeric(chunk[name], errors="coerce").to_numpy(np.float64) for name in columns[1:]]
+        valid = np.isfinite(np.stack(values)).all(axis=0)
+        x, y = (np.round(v[valid]).astype(np.int32) for v in values[:2])
+        w = values[2][valid] if source == "fixations" else np.ones(int(valid.sum()), np.float32)
+        for dicom_id, rows in chunk["DICOM_ID"][valid].groupby(chunk["DICOM_ID"][valid], sort=False).indices.items():
+            parts.setdefault(dicom_id, []).append((x[rows], y[rows], w[rows]))
+    points = {
+        dicom_id: GazePoints(*(np.concatenate(column) for column in zip(*pieces)))
+        for dicom_id, pieces in parts.items()
+    }
     return points
