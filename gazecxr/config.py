@@ -13,8 +13,16 @@ from typing import Any
 import yaml
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that also reads ``1e-4`` (no decimal point) as a float, as users write it."""
+    """Safe YAML that reads ``1e-4`` (no decimal point) as a float and only true/false as
+    booleans (so ``off``, ``on``, ``yes``, ``no`` stay strings, as in YAML 1.2)."""
 
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

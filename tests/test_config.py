@@ -31,6 +31,8 @@ def test_overrides_parse_yaml_values_and_reject_typos():
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(CONFIGS / "test.yaml", ["train.lr"])
     assert config_hash(load_config(CONFIGS / "test.yaml")) != config_hash(cfg)
+    switches = load_config(CONFIGS / "test.yaml", ["train.feature_cache=off", "train.deterministic=true"])
+    assert switches["train"]["feature_cache"] == "off" and switches["train"]["deterministic"] is True
 
 
 def test_inherit_rejects_unknown_keys(tmp_path):

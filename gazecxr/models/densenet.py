@@ -104,6 +104,16 @@ class DenseNetEncoder(nn.Module):
         embedding = F.adaptive_avg_pool2d(F.relu(h), 1).flatten(1)
         return {"tap": tapped, "embedding": embedding, "logits": self.net.classifier(embedding)}
 
+    def features_only(self, x: Tensor) -> Tensor:
+        """The ``tap`` feature map alone, as in ``forward_features``; the layers after the tap and
+        the classifier head (unused by stages 2 and 3) are not run."""
+        h = self._to_rgb(x)
+        for name, layer in self.net.features.named_children():
+            h = layer(h)
+            if name == self.tap:
+                return h
+        raise RuntimeError(f"tap {self.tap!r} is not a layer of this DenseNet")
+
     def logits_from_tap(self, tap: Tensor) -> Tensor:
         """Class logits computed from a ``tap`` feature map (the layers after the tap), e.g. for Grad-CAM."""
         layers = list(self.net.features.named_children())

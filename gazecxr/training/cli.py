@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from gazecxr.config import ConfigError, load_config
@@ -51,6 +52,8 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, LookupError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(json.dumps({"id": entry.id, "stage": entry.stage, "parents": entry.parents,
                       "metrics": entry.metrics, "path": str(entry.path)}, indent=2))
     return 0

@@ -7,10 +7,19 @@ from typing import Any
 
 import h5py
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.transforms import PairedAugment
+from gazecxr.training.distributed import SINGLE, DistContext
 
 
 def make_augment(section: Mapping[str, Any]) -> PairedAugment | None:
@@ -28,23 +37,70 @@ def input_size(config: Mapping[str, Any]) -> list[int]:
         return [int(v) for v in f["image"].shape[1:]]
 
 
-def make_loader(
-    config: Mapping[str, Any], split: str, batch_size: int, train: bool, device: torch.device | None = None
-) -> DataLoader:
-    """Loader of one split; shuffled, augmented and seeded per epoch when ``train``."""
+def make_dataset(config: Mapping[str, Any], split: str, augment: bool) -> GazeCXRDataset:
+    """One split of the configured dataset file, with the ``data.augment`` transform when ``augment``."""
     data = config["data"]
-    dataset = GazeCXRDataset(data["h5"], split, transform=make_augment(data["augment"]) if train else None)
+    return GazeCXRDataset(data["h5"], split, transform=make_augment(data["augment"]) if augment else None)
+
+
+class EpochBatchSampler(BatchSampler):
+    """A batch sampler that passes ``set_epoch`` on to its sampler (e.g. a DistributedSampler)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to the wrapped sampler when it uses one."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def make_loader(
+    config: Mapping[str, Any],
+    split: str,
+    batch_size: int,
+    train: bool,
+    device: torch.device | None = None,
+    *,
+    augment: bool | None = None,
+    dataset: Dataset | None = None,
+    dist: DistContext = SINGLE,
+) -> DataLoader:
+    """Loader of one split; shuffled and seeded per epoch when ``train``.
+
+    ``augment`` (default: ``train``) applies ``data.augment``; ``dataset`` replaces the split's
+    dataset (e.g. one joined with cached features; a dataset with ``batched = True`` is
+    indexed by whole batches). Under ``torchrun`` each rank reads its shard through a
+    DistributedSampler, which pads the last shard with repeated records (the trainer drops
+    them again when it gathers validation outputs). Pinned memory and worker prefetching
+    are used on CUDA / with ``data.num_workers > 0``.
+    """
+    data = config["data"]
+    if dataset is None:
+        dataset = make_dataset(config, split, train if augment is None else augment)
     if len(dataset) == 0:
         raise ValueError(f"{data['h5']}: the {split!r} split is empty")
+    seed = int(config.get("seed", 0))
+    generator = torch.Generator().manual_seed(seed) if train else None
+    sampler: Sampler | None = None
+    if dist.enabled:
+        sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=train,
+                                     seed=seed, drop_last=False)
+    per_rank = len(sampler) if sampler is not None else len(dataset)
+    drop_last = train and per_rank > batch_size
+    pin = device is not None and device.type == "cuda"
+    if getattr(dataset, "batched", False):
+        if sampler is None:
+            sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+        return DataLoader(dataset, batch_size=None, sampler=EpochBatchSampler(sampler, batch_size, drop_last),
+                          pin_memory=pin, generator=generator)
     workers = int(data.get("num_workers", 0))
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and len(dataset) > batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
         num_workers=workers,
-        pin_memory=device is not None and device.type == "cuda",
+        pin_memory=pin,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
-        generator=torch.Generator().manual_seed(int(config.get("seed", 0))) if train else None,
+        generator=generator,
     )

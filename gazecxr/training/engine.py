@@ -14,17 +14,37 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from gazecxr.training.runtime import amp_dtype, autocast, resolve_device, rng_state, set_rng_state
+from gazecxr.training.distributed import (
+    SINGLE,
+    DistContext,
+    all_gather_objects,
+    barrier,
+    broadcast_object,
+    device_for,
+    gather_outputs,
+    sum_across,
+    sync_buffers,
+)
+from gazecxr.training.feature_cache import CACHE_MODES
+from gazecxr.training.runtime import amp_dtype, autocast, rng_state, seed_everything, set_rng_state
 
 Batch = dict[str, Any]
+Outputs = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings of one training phase (the ``train`` config section)."""
+    """Optimisation settings of one training phase (the ``train`` config section).
+
+    ``feature_cache`` (auto | memory | disk | off) and ``feature_cache_memory_mb`` control the
+    frozen-feature cache of stages 2 and 3 (:mod:`gazecxr.training.feature_cache`);
+    ``sync_batchnorm`` converts the trainable module's batch norms to SyncBatchNorm under
+    torchrun (CUDA only; batch statistics then span all ranks' batches).
+    """
 
     batch_size: int = 16
     lr: float = 1e-4
@@ -37,6 +57,13 @@ class TrainSettings:
     channels_last: bool = True
     deterministic: bool = False
     device: str = "auto"
+    feature_cache: str = "auto"
+    feature_cache_memory_mb: float = 2048.0
+    sync_batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.feature_cache not in CACHE_MODES:
+            raise ValueError(f"feature_cache must be one of {list(CACHE_MODES)}, got {self.feature_cache!r}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "TrainSettings":
@@ -52,18 +79,30 @@ class Task(ABC):
     """What a phase trains: its trainable module, the loss of a batch and validation metrics.
 
     ``frozen`` lists modules the task runs but never trains (moved to the device with it).
+    Validation is split in two so that it can run sharded over processes: ``outputs`` gives
+    per-sample values of one batch, ``metrics`` turns the outputs of a whole split into numbers.
     """
 
     trainable: nn.Module
     frozen: list[nn.Module] = []
+    unused_parameters: bool = False
+    """True when ``loss`` leaves some trainable parameters unused (DistributedDataParallel must know)."""
 
     @abstractmethod
     def loss(self, batch: Batch) -> Tensor:
         """Scalar training loss of a prepared batch (tensors on the device)."""
 
     @abstractmethod
+    def outputs(self, batch: Batch) -> Outputs:
+        """Per-sample validation outputs of a prepared batch (first dimension = batch size)."""
+
+    @abstractmethod
+    def metrics(self, outputs: Outputs) -> dict[str, float]:
+        """Validation metrics from the per-sample outputs of a whole split."""
+
     def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
-        """Validation metrics over prepared batches (called under ``torch.no_grad``)."""
+        """Validation metrics over prepared batches (call under ``torch.no_grad``)."""
+        return self.metrics(concat_outputs([self.outputs(batch) for batch in batches]))
 
     def train(self) -> None:
         """Switch to training mode (frozen parts stay in eval mode)."""
@@ -72,6 +111,25 @@ class Task(ABC):
     def eval(self) -> None:
         """Switch to evaluation mode."""
         self.trainable.eval()
+
+
+def concat_outputs(parts: list[Outputs]) -> Outputs:
+    """Per-batch outputs joined along the sample dimension, on the CPU."""
+    if not parts:
+        raise ValueError("no validation batches")
+    return {key: torch.cat([part[key].detach().cpu() for part in parts]) for key in parts[0]}
+
+
+class _TaskLoss(nn.Module):
+    """A task's training loss as a module owning only the trainable part (what DDP wraps)."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.trainable = task.trainable
+        self.task = task
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.task.loss(batch)
 
 
 @dataclass
@@ -105,6 +163,12 @@ class Trainer:
     where its last completed epoch left it. ``done.json`` marks a finished run. ``on_epoch``
     is called with each epoch's validation metrics after they are saved (e.g. to report to a
     hyperparameter search, which may stop the run by raising).
+
+    Under ``torchrun`` (``dist`` with several ranks) the trainable module is wrapped in
+    DistributedDataParallel (frozen modules are not), validation outputs are gathered from all
+    ranks so every rank computes the same metrics over the full split (``on_epoch`` runs on
+    every rank with them), and only rank 0 writes files; ``run_dir`` must be visible to every
+    rank (one node, or a shared filesystem).
     """
 
     def __init__(
@@ -118,15 +182,22 @@ class Trainer:
         progress: bool = True,
         name: str = "train",
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        dist: DistContext = SINGLE,
     ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.task, self.settings, self.monitor, self.mode = task, settings, monitor, mode
-        self.run_dir, self.seed, self.progress, self.name = Path(run_dir), seed, progress, name
+        self.run_dir, self.seed, self.name = Path(run_dir), seed, name
+        self.dist = dist
+        self.progress = progress and dist.is_main
         self.on_epoch = on_epoch
-        self.device = resolve_device(settings.device)
+        self.device = device_for(settings.device, dist)
         self.dtype = amp_dtype(settings.amp, self.device)
         self.channels_last = settings.channels_last and self.device.type == "cuda"
+        if settings.sync_batchnorm and dist.enabled:
+            if self.device.type != "cuda":
+                raise ValueError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+            task.trainable = nn.SyncBatchNorm.convert_sync_batchnorm(task.trainable)
         for module in (task.trainable, *task.frozen):
             module.to(self.device)
             if self.channels_last:
@@ -140,14 +211,21 @@ class Trainer:
             if settings.plateau else None
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self._ddp: DistributedDataParallel | None = None
+        if dist.enabled:
+            self._ddp = DistributedDataParallel(
+                _TaskLoss(task), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=task.unused_parameters,
+            )
+            seed_everything(seed + 1009 * dist.rank, settings.deterministic)
 
     def prepare(self, batch: Batch) -> Batch:
-        """Move a batch's tensors to the device (images channels-last on CUDA)."""
+        """Move a batch's tensors to the device (image-like 4-D tensors channels-last on CUDA)."""
         out = {}
         for key, value in batch.items():
             if isinstance(value, Tensor):
                 value = value.to(self.device, non_blocking=True)
-                if self.channels_last and value.ndim == 4 and key == "image":
+                if self.channels_last and value.ndim == 4 and value.is_floating_point():
                     value = value.contiguous(memory_format=torch.channels_last)
             out[key] = value
         return out
@@ -162,7 +240,7 @@ class Trainer:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         if loader.generator is not None:
-            loader.generator.manual_seed(self.seed * 100_003 + epoch)
+            loader.generator.manual_seed((self.seed * 100_003 + epoch) * self.dist.world_size + self.dist.rank)
 
     def _train_epoch(self, loader: DataLoader, epoch: int) -> float:
         self.task.train()
@@ -173,7 +251,7 @@ class Trainer:
         for batch in bar:
             batch = self.prepare(batch)
             with autocast(self.device, self.dtype):
-                loss = self.task.loss(batch)
+                loss = self._ddp(batch) if self._ddp is not None else self.task.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.settings.grad_clip:
@@ -185,29 +263,38 @@ class Trainer:
             total += float(loss.detach()) * n
             count += n
             bar.set_postfix(loss=f"{total / count:.4f}")
+        total, count = sum_across([total, count], self.dist)
         return total / max(count, 1)
 
     @torch.no_grad()
     def validate(self, loader: DataLoader) -> dict[str, float]:
-        """Validation metrics of the current weights."""
+        """Validation metrics of the current weights over the loader's whole split (all ranks)."""
+        sync_buffers(self.task.trainable, self.dist)
         self.task.eval()
-
-        def batches() -> Iterable[Batch]:
-            for batch in loader:
-                with autocast(self.device, self.dtype):
-                    yield self.prepare(batch)
-
-        return {k: float(v) for k, v in self.task.evaluate(batches()).items()}
+        parts = []
+        for batch in loader:
+            batch = self.prepare(batch)
+            with autocast(self.device, self.dtype):
+                outputs = self.task.outputs(batch)
+            if isinstance(batch.get("index"), Tensor):
+                outputs = {**outputs, "index": batch["index"]}
+            parts.append(outputs)
+        outputs = gather_outputs(concat_outputs(parts), self.dist)
+        metrics = {k: float(v) for k, v in self.task.metrics(outputs).items()}
+        return broadcast_object(metrics, self.dist)
 
     def _state(self, epoch: int, best: dict[str, Any], bad_epochs: int, history: list,
-               stopped: bool) -> dict[str, Any]:
-        return {"stopped_early": stopped,
+               stopped: bool, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        state = {"stopped_early": stopped,
             "epoch": epoch, "model": _cpu_state(self.task.trainable),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "scaler": self.scaler.state_dict(), "rng": rng_state(), "best": best,
+            "scaler": self.scaler.state_dict(), "rng": rngs[0], "best": best,
             "bad_epochs": bad_epochs, "history": history, "settings": asdict(self.settings),
         }
+        if self.dist.enabled:
+            state["rank_rng"] = rngs
+        return state
 
     def _restore(self) -> tuple[int, dict[str, Any], int, list, bool]:
         path = self.run_dir / "state.pt"
@@ -219,11 +306,12 @@ class Trainer:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        per_rank = state.get("rank_rng") or []
+        set_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         return state["epoch"], state["best"], state["bad_epochs"], state["history"], state["stopped_early"]
 
-    def _log(self, record: dict[str, Any], history: list[dict[str, Any]], writer: Any) -> None:
-        history.append(record)
+    def _log(self, history: list[dict[str, Any]], writer: Any) -> None:
+        record = history[-1]
         lines = "".join(json.dumps(r) + "\n" for r in history)
         tmp = self.run_dir / ".log.jsonl.tmp"
         tmp.write_text(lines)
@@ -237,14 +325,16 @@ class Trainer:
         """Train until ``max_epochs`` or early stopping; returns the best epoch's metrics and weights."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        done = self.run_dir / "done.json"
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         start, best, bad_epochs, history, stopped_early = 0, {"value": None, "epoch": 0, "metrics": {}}, 0, [], False
         if resume and (self.run_dir / "state.pt").is_file():
             start, best, bad_epochs, history, stopped_early = self._restore()
         elif not resume and (self.run_dir / "state.pt").is_file():
             raise FileExistsError(f"{self.run_dir} already holds a run; resume it or choose another run dir")
-        writer = SummaryWriter(str(self.run_dir / "tb"))
+        barrier(self.dist)
+        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
         try:
             for epoch in range(start + 1, self.settings.max_epochs + 1):
                 if stopped_early:
@@ -260,26 +350,34 @@ class Trainer:
                 if self._improved(value, best["value"]):
                     best = {"value": value, "epoch": epoch, "metrics": metrics}
                     bad_epochs = 0
-                    _atomic_save(_cpu_state(self.task.trainable), self.run_dir / "best.pt")
+                    if main:
+                        _atomic_save(_cpu_state(self.task.trainable), self.run_dir / "best.pt")
                 else:
                     bad_epochs += 1
                 stopped_early = self.settings.patience is not None and bad_epochs >= self.settings.patience
                 record = {"epoch": epoch, "train_loss": train_loss, **{f"{k}": v for k, v in metrics.items()},
                           "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tic}
-                _atomic_save(self._state(epoch, best, bad_epochs, [*history, record], stopped_early),
-                             self.run_dir / "state.pt")
-                self._log(record, history, writer)
+                history.append(record)
+                rngs = all_gather_objects(rng_state(), self.dist)
+                if main:
+                    _atomic_save(self._state(epoch, best, bad_epochs, history, stopped_early, rngs),
+                                 self.run_dir / "state.pt")
+                    self._log(history, writer)
                 if self.on_epoch is not None:
                     self.on_epoch(epoch, metrics)
                 if self.progress:
                     shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float))
                     tqdm.write(f"[{self.name}] epoch {epoch}: {shown}")
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         if best["value"] is None:
             raise RuntimeError(f"{self.name}: no epoch was run (max_epochs={self.settings.max_epochs})")
+        barrier(self.dist)
         best_state = torch.load(self.run_dir / "best.pt", map_location="cpu", weights_only=True)
         result = FitResult(best["epoch"], best["metrics"], len(history), stopped_early, history, best_state)
-        done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
-                                    "epochs_run": result.epochs_run, "stopped_early": stopped_early}, indent=2))
+        if main:
+            (self.run_dir / "done.json").write_text(json.dumps(
+                {"best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
+                 "epochs_run": result.epochs_run, "stopped_early": stopped_early}, indent=2))
         return result

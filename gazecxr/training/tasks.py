@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,12 +16,12 @@ from gazecxr.metrics import (
     kl_divergence,
 )
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.training.engine import Batch, Task
+from gazecxr.training.engine import Batch, Outputs, Task
 
 
-def _classification_summary(labels: list[Tensor], logits: list[Tensor]) -> dict[str, float]:
-    y = torch.cat(labels).cpu()
-    z = torch.cat(logits).float().cpu()
+def _classification_summary(labels: Tensor, logits: Tensor) -> dict[str, float]:
+    y = labels.cpu()
+    z = logits.float().cpu()
     probs = torch.softmax(z, dim=1).numpy().astype(np.float64)
     m = classification_metrics(y.numpy(), probs, CLASS_NAMES)
     out = {"val_loss": float(F.cross_entropy(z, y)), "val_auc_macro": m["auc_macro"],
@@ -35,18 +33,19 @@ def _classification_summary(labels: list[Tensor], logits: list[Tensor]) -> dict[
 class ContrastiveTask(Task):
     """Stage 1, phase 1: metric learning of the DenseNet embedding on class labels."""
 
+    unused_parameters = True  # the classifier head is not part of the embedding
+
     def __init__(self, encoder: nn.Module, metric_loss: MetricLoss):
         self.trainable, self.metric_loss = encoder, metric_loss
 
     def loss(self, batch: Batch) -> Tensor:
         return self.metric_loss(self.trainable.embed(batch["image"]).float(), batch["label"])
 
-    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
-        emb, labels = [], []
-        for batch in batches:
-            emb.append(self.trainable.embed(batch["image"]).float())
-            labels.append(batch["label"])
-        return {"val_loss": float(self.metric_loss(torch.cat(emb), torch.cat(labels)))}
+    def outputs(self, batch: Batch) -> Outputs:
+        return {"embedding": self.trainable.embed(batch["image"]).float(), "label": batch["label"]}
+
+    def metrics(self, outputs: Outputs) -> dict[str, float]:
+        return {"val_loss": float(self.metric_loss(outputs["embedding"], outputs["label"]))}
 
 
 class ClassifierTask(Task):
@@ -58,16 +57,16 @@ class ClassifierTask(Task):
     def loss(self, batch: Batch) -> Tensor:
         return F.cross_entropy(self.trainable(batch["image"]).float(), batch["label"])
 
-    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
-        labels, logits = [], []
-        for batch in batches:
-            logits.append(self.trainable(batch["image"]))
-            labels.append(batch["label"])
-        return _classification_summary(labels, logits)
+    def outputs(self, batch: Batch) -> Outputs:
+        return {"logits": self.trainable(batch["image"]).float(), "label": batch["label"]}
+
+    def metrics(self, outputs: Outputs) -> dict[str, float]:
+        return _classification_summary(outputs["label"], outputs["logits"])
 
 
 class FrozenEncoderMixin:
-    """Runs a frozen encoder without autograd and checks it is never changed."""
+    """Runs frozen modules without autograd, checks they never change, and names the features
+    they feed the trainable part so that those can be cached (``frozen_features``)."""
 
     frozen: list[nn.Module]
 
@@ -87,58 +86,88 @@ class FrozenEncoderMixin:
         for module in self.frozen:
             module.eval()
 
+    def frozen_features(self, image: Tensor) -> dict[str, Tensor]:
+        """What the frozen modules give the trainable part for ``image``, per sample; a batch
+        carrying these keys (from the feature cache) skips the frozen modules."""
+        raise NotImplementedError
+
 
 class SaliencyTask(FrozenEncoderMixin, Task):
-    """Stage 2: the saliency UNet against gaze heatmaps (KL loss), DenseNet frozen (or absent)."""
+    """Stage 2: the saliency UNet against gaze heatmaps (KL loss), DenseNet frozen (or absent).
+
+    Batches may carry the DenseNet feature as ``dense`` (feature cache); otherwise it is
+    computed without autograd and without the DenseNet's unused classifier head.
+    """
 
     def __init__(self, unet: nn.Module, encoder: nn.Module | None = None):
         self.trainable, self.encoder = unet, encoder
         self.frozen = [encoder] if encoder is not None else []
         self.kl = SaliencyKLLoss()
 
-    def logits(self, image: Tensor) -> dict[str, Tensor]:
-        """UNet outputs, fed the frozen DenseNet feature when there is an encoder."""
-        aux = None
-        if self.encoder is not None:
-            with torch.no_grad():
-                aux = self.encoder.forward_features(image)["tap"]
-        return self.trainable(image, aux=aux)
+    def frozen_features(self, image: Tensor) -> dict[str, Tensor]:
+        if self.encoder is None:
+            raise ValueError("this saliency model has no frozen encoder, so no features to cache")
+        with torch.no_grad():
+            return {"dense": self.encoder.features_only(image)}
+
+    def logits(self, image: Tensor, dense: Tensor | None = None) -> dict[str, Tensor]:
+        """UNet outputs, fed the frozen DenseNet feature (given, or computed) when there is an encoder."""
+        if self.encoder is not None and dense is None:
+            dense = self.frozen_features(image)["dense"]
+        return self.trainable(image, aux=dense if self.encoder is not None else None)
 
     def loss(self, batch: Batch) -> Tensor:
-        return self.kl(self.logits(batch["image"])["logits"].float(), batch["heatmap"])
+        return self.kl(self.logits(batch["image"], batch.get("dense"))["logits"].float(), batch["heatmap"])
 
-    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
-        kl, cc, hs = [], [], []
-        for batch in batches:
-            pred = saliency_from_logits(self.logits(batch["image"])["logits"].float())[:, 0].cpu().numpy()
-            gt = batch["heatmap"][:, 0].float().cpu().numpy()
-            kl.append(kl_divergence(pred, gt))
-            cc.append(correlation_coefficient(pred, gt))
-            hs.append(histogram_similarity(pred, gt))
-        return {"val_kl": float(np.concatenate(kl).mean()), "val_cc": float(np.concatenate(cc).mean()),
-                "val_hs": float(np.concatenate(hs).mean())}
+    def outputs(self, batch: Batch) -> Outputs:
+        pred = saliency_from_logits(self.logits(batch["image"], batch.get("dense"))["logits"].float())
+        pred_np = pred[:, 0].cpu().numpy()
+        gt = batch["heatmap"][:, 0].float().cpu().numpy()
+        return {name: torch.from_numpy(np.asarray(fn(pred_np, gt), dtype=np.float64))
+                for name, fn in (("kl", kl_divergence), ("cc", correlation_coefficient),
+                                 ("hs", histogram_similarity))}
+
+    def metrics(self, outputs: Outputs) -> dict[str, float]:
+        return {f"val_{name}": float(outputs[name].mean()) for name in ("kl", "cc", "hs")}
 
 
 class FusionTask(FrozenEncoderMixin, Task):
-    """Stage 3: the fusion classifier on frozen DenseNet and frozen UNet decoder features."""
+    """Stage 3: the fusion classifier on frozen DenseNet and frozen UNet decoder features.
+
+    Batches may carry the cached features ``dense`` and ``decoder``, already pooled to what the
+    classifier head pools them to (``frozen_features``); the classifier then gives the same
+    logits as on the full feature maps.
+    """
 
     def __init__(self, classifier: nn.Module, encoder: nn.Module, unet: nn.Module):
         self.trainable, self.encoder, self.unet = classifier, encoder, unet
         self.frozen = [encoder, unet]
 
     def features(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """Frozen DenseNet tap feature and UNet last decoder feature."""
+        """Frozen DenseNet tap feature and UNet last decoder feature (full maps)."""
         with torch.no_grad():
-            dense = self.encoder.forward_features(image)["tap"]
+            dense = self.encoder.features_only(image)
             decoder = self.unet(image, aux=dense if self.unet.aux_channels else None)["decoder"]
         return dense, decoder
 
-    def loss(self, batch: Batch) -> Tensor:
-        return F.cross_entropy(self.trainable(*self.features(batch["image"])).float(), batch["label"])
+    def frozen_features(self, image: Tensor) -> dict[str, Tensor]:
+        """Both features average-pooled as the classifier's first step pools them: to 1×1 for the
+        linear head, to the DenseNet map's size for the conv head."""
+        dense, decoder = self.features(image)
+        size = (1, 1) if self.trainable.head == "linear" else tuple(dense.shape[-2:])
+        return {"dense": F.adaptive_avg_pool2d(dense, size), "decoder": F.adaptive_avg_pool2d(decoder, size)}
 
-    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
-        labels, logits = [], []
-        for batch in batches:
-            logits.append(self.trainable(*self.features(batch["image"])))
-            labels.append(batch["label"])
-        return _classification_summary(labels, logits)
+    def class_logits(self, batch: Batch) -> Tensor:
+        """Classifier logits from the batch's cached features, or from its images."""
+        if "dense" in batch:
+            return self.trainable(batch["dense"], batch["decoder"])
+        return self.trainable(*self.features(batch["image"]))
+
+    def loss(self, batch: Batch) -> Tensor:
+        return F.cross_entropy(self.class_logits(batch).float(), batch["label"])
+
+    def outputs(self, batch: Batch) -> Outputs:
+        return {"logits": self.class_logits(batch).float(), "label": batch["label"]}
+
+    def metrics(self, outputs: Outputs) -> dict[str, float]:
+        return _classification_summary(outputs["label"], outputs["logits"])
