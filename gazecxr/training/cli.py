@@ -8,6 +8,7 @@ import os
 import sys
 
 from gazecxr.config import ConfigError, load_config
+from gazecxr.training.distributed import teardown
 from gazecxr.training.stages import STAGES
 
 DESCRIPTIONS = {
@@ -50,8 +51,10 @@ def main(stage: str, argv: list[str] | None = None) -> int:
         entry = STAGES[stage](config, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet,
                               tags=args.tags)
     except (ConfigError, FileNotFoundError, FileExistsError, LookupError, ValueError) as err:
+        teardown(wait=False)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    teardown()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(json.dumps({"id": entry.id, "stage": entry.stage, "parents": entry.parents,

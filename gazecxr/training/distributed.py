@@ -81,6 +81,19 @@ def setup(device: str = "auto") -> DistContext:
     return current()
 
 
+def teardown(wait: bool = True) -> None:
+    """Leave the process group (no-op when none was joined); ``wait`` for all ranks first.
+
+    Exiting with a live gloo group can abort the process ("terminate called without an
+    active exception"), so entry points call this before they return; after an error on
+    this rank they pass ``wait=False`` rather than block on ranks that carry on.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def current() -> DistContext:
     """The context of the initialised process group, or :data:`SINGLE`."""
     if not (dist.is_available() and dist.is_initialized()):
