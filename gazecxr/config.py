@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import json
@@ -147,3 +148,11 @@ def config_hash(section: Any) -> str:
 def dump_config(config: Mapping[str, Any], path: str | Path) -> None:
     """Write a config as YAML."""
     Path(path).write_text(yaml.safe_dump(dict(config), sort_keys=False))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser,
+                         config_help: str = "YAML config (configs/paper.yaml, configs/demo.yaml, ...)") -> None:
+    """The ``--config FILE`` and repeatable ``--set SECTION.KEY=VALUE`` options of every command."""
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable; the value is parsed as YAML)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gazecxr.config import ConfigError, load_config
+from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.evaluation.ablation import run_ablation
 
 
@@ -26,13 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         "paired two-sided t-tests of the full model (full / fusion) against every row over images pooled "
         "across seeds, and the paper's published numbers (Tables 4.1, 4.2) beside ours.",
     )
-    parser.add_argument("--config", required=True, help="YAML config (configs/paper.yaml, configs/demo.yaml, ...)")
+    add_config_arguments(parser)
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..S-1 (default: %(default)s)")
     parser.add_argument("--out", default="reports/ablation", help="report directory (default: %(default)s)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split to evaluate (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value (repeatable; the value is parsed as YAML)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gazecxr.config import ConfigError, load_config
+from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.evaluation.report import evaluate
 
 
@@ -24,14 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ours, and the t-tests), roc_curves.png, confusion_full.png, reliability.png and overlays.png "
         "(image | gaze ground truth | predicted saliency | Grad-CAM for a few images per class).",
     )
-    parser.add_argument("--config", required=True, help="YAML config (the one the model was trained with)")
+    add_config_arguments(parser, "YAML config (the one the model was trained with)")
     parser.add_argument("--checkpoint", default="best",
                         help="stage-3 registry reference: id, id prefix, latest, best or tag (default: %(default)s)")
     parser.add_argument("--out", default="reports", help="reports directory (default: %(default)s)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split to evaluate (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value (repeatable; the value is parsed as YAML)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

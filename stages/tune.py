@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from gazecxr.config import ConfigError, load_config
+from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.tuning import default_study_name, load_space, tune
 
 DESCRIPTION = """\
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stages.tune", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", type=int, required=True, choices=(1, 2, 3), help="stage to tune")
-    parser.add_argument("--config", required=True, help="base YAML config (configs/paper.yaml, ...)")
+    add_config_arguments(parser, "base YAML config (configs/paper.yaml, ...)")
     parser.add_argument("--trials", type=int, required=True, help="trials this worker adds to the study")
     parser.add_argument("--space", default=None, help="search-space YAML (default: configs/tune/stage<N>.yaml)")
     parser.add_argument("--storage", default=None,
@@ -61,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the best config is written as <study>.yaml (default: %(default)s)")
     parser.add_argument("--sampler-seed", type=int, default=None,
                         help="TPE seed base (default: the config seed); differ it between concurrent workers")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a base config value (repeatable; the value is parsed as YAML)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch training output")
     return parser
 

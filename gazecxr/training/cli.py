@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from gazecxr.config import ConfigError, load_config
+from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.training.distributed import teardown
 from gazecxr.training.stages import STAGES
 
@@ -31,9 +31,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
         epilog="Examples: --config configs/demo.yaml --set train.lr=3e-4 --set data.num_workers=2; "
                "resume a killed run with --resume (latest run) or --resume --run-dir DIR.",
     )
-    parser.add_argument("--config", required=True, help="YAML config (configs/paper.yaml, configs/demo.yaml, ...)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value (repeatable; the value is parsed as YAML)")
+    add_config_arguments(parser)
     parser.add_argument("--run-dir", default=None, help="run directory (default: a new one under runs.root)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir (default: the latest run of this stage) "
