@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.common import cpu_info, median, report, timed
 from gazecxr.data.geometry import Letterbox
-from gazecxr.data.heatmap import DEFAULT_SIGMA, gaze_heatmap, reference_heatmap
+from gazecxr.data.heatmap import DEFAULT_SIGMA, gaze_heatmap, in_image, reference_heatmap
 from gazecxr.synthetic.gaze import simulate_reading
 from gazecxr.synthetic.phantom import CHF, draw_phantom
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     info = cpu_info()
     x, y = realistic_gaze(args.samples)
     h, w = ORIGINAL
-    on_film = int(((x >= 0) & (x < w) & (y >= 0) & (y < h)).sum())
+    on_film = int(in_image(x, y, ORIGINAL).sum())
     letterbox = Letterbox.fit(ORIGINAL, CANVAS)
     reference = reference_heatmap(x, y, letterbox, DEFAULT_SIGMA)
     fast = gaze_heatmap(x, y, letterbox, DEFAULT_SIGMA)
