@@ -153,3 +153,42 @@ def test_workers_limit_and_fixations(synthetic_raw, tmp_path, tiny_h5):
         row = list(a["dicom_id"].asstr()[:]).index(b["dicom_id"].asstr()[0])
         fix, raw_map = b["heatmap"][0], a["heatmap"][row]
         assert not np.allclose(fix, raw_map) and np.corrcoef(fix.ravel(), raw_map.ravel())[0, 1] > 0.5
+
+
+def test_fixations_follow_the_raw_csv(tiny_h5, synthetic_raw):
+    table = pd.read_csv(synthetic_raw / "EGD" / "fixations.csv", dtype={"DICOM_ID": str})
+    from gazecxr.data.dataset import GazeCXRDataset
+    ds = GazeCXRDataset(tiny_h5, "all")
+    assert ds.has_fixations
+    with h5py.File(tiny_h5) as f:
+        offsets, canvas, original = f["fixation_offsets"][:], f["fixations"][:], f["fixations_original"][:]
+        ids = f["dicom_id"].asstr()[:]
+        sizes = f["orig_size"][:]
+    assert offsets.shape == (len(ids) + 1,) and offsets[0] == 0 and offsets[-1] == len(canvas) == len(original)
+    assert canvas.dtype == np.float32 and canvas.shape[1] == 3
+    assert not table.DICOM_ID.isin(ids).all()  # calibration screens are in the table, not in the file
+    dropped = 0
+    for row in (0, 7, 31):
+        rows = table[table.DICOM_ID == ids[row]]
+        x, y = rows.X_ORIGINAL.to_numpy(), rows.Y_ORIGINAL.to_numpy()
+        h, w = sizes[row]
+        on = (x >= 0) & (y >= 0) & (x < w) & (y < h)
+        dropped += int((~on).sum())
+        np.testing.assert_array_equal(original[offsets[row]:offsets[row + 1]], np.stack([x[on], y[on]], 1))
+        lb = Letterbox.fit((h, w), (64, 64))
+        u, v = lb.to_canvas_coords(x[on], y[on])
+        np.testing.assert_allclose(ds.fixations(row), np.stack([u, v, rows.FPOGD.to_numpy()[on]], 1), atol=1e-4)
+        assert ((ds.fixations(row)[:, :2] >= -0.5) & (ds.fixations(row)[:, :2] < 63.5)).all()
+    assert dropped > 0  # rows 0 and 31 have fixations off the film
+
+
+def test_files_without_fixations_still_read(tiny_h5, tmp_path):
+    old = tmp_path / "old.h5"
+    shutil.copy(tiny_h5, old)
+    with h5py.File(old, "a") as f:
+        for name in ("fixation_offsets", "fixations", "fixations_original"):
+            del f[name]
+    from gazecxr.data.dataset import GazeCXRDataset
+    ds = GazeCXRDataset(old, "train")
+    assert not ds.has_fixations and ds.fixations(int(ds.indices[0])).shape == (0, 3)
+    assert ds[0]["heatmap"].shape == (1, 64, 64)

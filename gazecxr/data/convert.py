@@ -23,7 +23,7 @@ from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import DEFAULT_SIGMA, gaze_heatmap, in_image
 from gazecxr.data.images import ImageReadError, locate_image, read_radiograph
 from gazecxr.data.splits import make_split
-from gazecxr.egd_format import MASK_FILES, SEGMENTATION_DIR
+from gazecxr.egd_format import FIXATIONS, MASK_FILES, SEGMENTATION_DIR
 
 MASK_GROUPS = {"lung_mask": ("left_lung", "right_lung"), "heart_mask": ("mediastinum",)}
 
@@ -83,6 +83,7 @@ class _Task:
     points: GazePoints
     canvas: tuple[int, int]
     sigma: float
+    fixations: GazePoints | None = None
 
 
 @dataclass
@@ -95,6 +96,8 @@ class _Record:
     image_file: str
     n_samples: int
     n_off_image: int
+    fixations: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    fixations_original: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
 
 def report_path(output: str | Path) -> Path:
@@ -135,8 +138,20 @@ def _convert_one(task: _Task) -> _Record | tuple[str, str]:
     except ImageReadError as err:
         reason = "image missing" if "image missing" in str(err) or "not found" in str(err) else "unreadable image"
         return task.dicom_id, f"{reason}: {err}"
+    canvas_fix, original_fix = fixation_arrays(task.fixations, letterbox)
     return _Record(task.dicom_id, letterbox.image_to_canvas(pixels), heatmap, letterbox, masks,
-                   str(file), int(on_image.sum()), int((~on_image).sum()))
+                   str(file), int(on_image.sum()), int((~on_image).sum()), canvas_fix, original_fix)
+
+
+def fixation_arrays(points: GazePoints | None, letterbox: Letterbox) -> tuple[np.ndarray, np.ndarray]:
+    """On-image fixations as canvas (x, y, duration) float32 rows and original (x, y) rows."""
+    if points is None or not len(points):
+        return np.zeros((0, 3), np.float32), np.zeros((0, 2), np.float32)
+    keep = in_image(points.x, points.y, letterbox.orig_size)
+    x, y = np.asarray(points.x, np.float64)[keep], np.asarray(points.y, np.float64)[keep]
+    u, v = letterbox.to_canvas_coords(x, y)
+    canvas = np.stack([u, v, np.asarray(points.weight, np.float64)[keep]], axis=1).astype(np.float32)
+    return canvas, np.stack([x, y], axis=1).astype(np.float32)
 
 
 def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_Record | tuple[str, str]]:
@@ -172,6 +187,8 @@ class _H5Writer:
                                   ("pad", np.int32, (2,))):
             file.create_dataset(name, (0, *tail), dtype, maxshape=(None, *tail))
         self.mask_names: set[str] = set()
+        self.fixations: list[np.ndarray] = []
+        self.fixations_original: list[np.ndarray] = []
 
     def append(self, record: _Record) -> None:
         i, h, w = self.n, *self.canvas
@@ -190,9 +207,23 @@ class _H5Writer:
             if name in record.masks:
                 self.file[name][i] = record.masks[name]
                 self.mask_names.add(name)
+        self.fixations.append(record.fixations)
+        self.fixations_original.append(record.fixations_original)
         self.n += 1
 
-    def finish(self, columns: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    def _write_fixations(self) -> None:
+        """The ragged fixation tables: ``fixation_offsets`` (N+1,), ``fixations`` (M, 3), ``fixations_original`` (M, 2)."""
+        counts = [len(f) for f in self.fixations]
+        self.file.create_dataset("fixation_offsets", data=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self.file.create_dataset("fixations", data=np.concatenate(self.fixations).astype(np.float32).reshape(-1, 3))
+        self.file.create_dataset("fixations_original",
+                                 data=np.concatenate(self.fixations_original).astype(np.float32).reshape(-1, 2))
+        self.file["fixations"].attrs["columns"] = ["x", "y", "duration_s"]
+        self.file["fixations_original"].attrs["columns"] = ["x", "y"]
+
+    def finish(self, columns: dict[str, np.ndarray], attrs: dict[str, Any], fixations: bool = True) -> None:
+        if fixations:
+            self._write_fixations()
         for name in MASK_GROUPS:
             if name in self.file and name not in self.mask_names:
                 del self.file[name]
@@ -240,9 +271,12 @@ def convert(
     for dicom_id in sheet.loc[~has_gaze, "dicom_id"]:
         report.skip(dicom_id, f"no gaze samples: no rows for this image in the {options.gaze} gaze table")
     sheet = sheet[has_gaze].reset_index(drop=True)
+    has_fixations = (egd_dir / FIXATIONS).is_file()
+    fixations = (gaze if options.gaze == "fixations" else stream_gaze(egd_dir, set(sheet["dicom_id"]), "fixations")
+                 ) if has_fixations else {}
     tasks = [
         _Task(row.dicom_id, str(image_dir), row.path, str(egd_dir / SEGMENTATION_DIR / row.dicom_id),
-              gaze[row.dicom_id], canvas, options.sigma)
+              gaze[row.dicom_id], canvas, options.sigma, fixations.get(row.dicom_id))
         for row in sheet.itertuples()
     ]
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +297,7 @@ def convert(
                     "dicom_id": result.dicom_id, "patient_id": str(sheet.at[i, "patient_id"]),
                     "class": CLASS_NAMES[int(sheet.at[i, "label"])], "image_file": result.image_file,
                     "orig_size": list(result.letterbox.orig_size), "gaze_samples": result.n_samples,
-                    "gaze_samples_off_image": result.n_off_image,
+                    "gaze_samples_off_image": result.n_off_image, "fixations": len(result.fixations),
                 })
             if not kept:
                 raise ValueError(f"no record could be converted from {egd_dir} ({len(report.skipped)} skipped; "
@@ -286,6 +320,7 @@ def convert(
                  "heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
                  "package_version": __version__,
                  "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                fixations=has_fixations,
             )
         if options.strict and report.skipped:
             rejected = output.with_name(output.stem + ".rejected.report.json")

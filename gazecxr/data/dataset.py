@@ -58,6 +58,8 @@ class GazeCXRDataset(Dataset):
             self._geometry = (f["orig_size"][:], f["scale"][:], f["pad"][:])
             self.canvas = tuple(f["image"].shape[1:])
             self.has_masks = masks and all(k in f for k in ("lung_mask", "heart_mask"))
+            self.has_fixations = "fixation_offsets" in f and "fixations" in f
+            self._fixation_offsets = f["fixation_offsets"][:] if self.has_fixations else None
             self.attrs = dict(f.attrs)
         self._file: h5py.File | None = None
 
@@ -88,6 +90,14 @@ class GazeCXRDataset(Dataset):
             sample["lung_mask"] = torch.from_numpy(f["lung_mask"][row])[None]
             sample["heart_mask"] = torch.from_numpy(f["heart_mask"][row])[None]
         return self.transform(sample) if self.transform is not None else sample
+
+    def fixations(self, index: int) -> np.ndarray:
+        """Fixations (K, 3) of the record at file row ``index``: canvas x (column), y (row), duration
+        in seconds; only those on the image. Empty (0, 3) when the record or file has none."""
+        if not self.has_fixations:
+            return np.zeros((0, 3), np.float32)
+        start, stop = (int(v) for v in self._fixation_offsets[index:index + 2])
+        return self._h5()["fixations"][start:stop].astype(np.float32).reshape(-1, 3)
 
     def letterbox(self, index: int) -> Letterbox:
         """Geometry of the record at file row ``index`` (a sample's ``index``)."""
