@@ -15,13 +15,18 @@ from sklearn.preprocessing import label_binarize
 
 from gazecxr.metrics import (
     EPS,
+    auc_judd,
     classification_metrics,
     correlation_coefficient,
+    fixated_map,
+    fixation_counts,
+    fixation_pixels,
     histogram_similarity,
     kl_divergence,
     nss,
     paired_ttest,
     reliability_curve,
+    shuffled_auc,
 )
 
 SALIENCY_METRICS = (kl_divergence, correlation_coefficient, histogram_similarity)
@@ -436,3 +441,135 @@ def test_paired_ttest_errors() -> None:
         paired_ttest([1.0], [2.0])
     with pytest.raises(ValueError, match="1-D"):
         paired_ttest(np.ones((2, 2)), np.ones((2, 2)))
+
+
+# ------------------------------------------------------------------ fixation-based metrics
+
+
+def _pysaliency_judd_roc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """pysaliency's ``general_roc(positives, negatives, judd=1)`` re-derived: thresholds at every
+    positive value (plus one above the maximum and the overall minimum), counts of values ≥ θ."""
+    sorted_pos, sorted_neg = np.sort(positives)[::-1], np.sort(negatives)[::-1]
+    low = min(sorted_pos[-1], sorted_neg[-1])
+    high = max(sorted_pos[0], sorted_neg[0]) + 1
+    thresholds = np.sort(np.hstack([high, positives, low]))[::-1]
+    hit, false = [0.0], [0.0]
+    tp = fp = 0
+    for theta in thresholds:
+        while tp < len(sorted_pos) and sorted_pos[tp] >= theta:
+            tp += 1
+        while fp < len(sorted_neg) and sorted_neg[fp] >= theta:
+            fp += 1
+        hit.append(tp / len(sorted_pos))
+        false.append(fp / len(sorted_neg))
+    hit, false = np.array(hit), np.array(false)
+    return float(np.sum(np.diff(false) * (hit[1:] + hit[:-1]) / 2))
+
+
+def _pysaliency_rocs_per_positive(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """pysaliency's ``general_rocs_per_positive`` re-derived: for each positive, the share of negatives
+    below it plus half the share equal to it."""
+    return np.array([(np.sum(negatives < v) + 0.5 * np.sum(negatives == v)) / len(negatives) for v in positives])
+
+
+def test_auc_judd_hand_worked() -> None:
+    # Fixation on the 4: threshold 4 gives (FPR 0, TPR 1); area 1.
+    assert auc_judd(P_HAND, np.array([[0, 0], [0, 1]])) == pytest.approx(1.0)
+    # Fixation on the 3: (1/3, 1) since the 4 is also ≥ 3; area 1/6 + 2/3 = 5/6.
+    assert auc_judd(P_HAND, np.array([[0, 0], [1, 0]])) == pytest.approx(5 / 6)
+    # Fixations on 2 and 4: points (0, .5), (.5, 1); area .375 + .5 = .875 (the rank AUC would be .75:
+    # the trapezoid between thresholds credits half a step).
+    assert auc_judd(P_HAND, np.array([[0, 1], [0, 1]])) == pytest.approx(0.875)
+    # Ties: P = [1 1; 1 2], fixations on a 1 and the 2: points (0, .5), (1, 1); area .75.
+    assert auc_judd(np.array([[1.0, 1.0], [1.0, 2.0]]), np.array([[1, 0], [0, 1]])) == pytest.approx(0.75)
+    assert auc_judd(np.full((3, 3), 0.2), np.eye(3)) == pytest.approx(0.5)
+
+
+def test_shuffled_auc_hand_worked() -> None:
+    # Positive: the 3. Other images' fixations: two on the 4, one on the 1, one on the 3 (a tie).
+    # (0 + 0 + 1 + 0.5) / 4 = 0.375.
+    other = np.array([[1, 0], [1, 2]])
+    assert shuffled_auc(P_HAND, np.array([[0, 0], [1, 0]]), other) == pytest.approx(0.375)
+    # Positives 4 and 2 against the same negatives: the 4 beats the 1 and the 3 and ties both 4s,
+    # (2 + 0.5·2) / 4 = .75; the 2 beats the 1 only, 1/4; mean .5.
+    assert shuffled_auc(P_HAND, np.array([[0, 1], [0, 1]]), other) == pytest.approx(0.5)
+    assert shuffled_auc(np.ones((2, 2)), np.array([[0, 0], [1, 0]]), other) == pytest.approx(0.5)
+
+
+def test_auc_judd_matches_pysaliency_definition_and_is_rank_invariant() -> None:
+    rng = np.random.default_rng(3)
+    maps = np.round(_random_maps(rng, (4, 12, 10)), 1)  # rounding makes ties
+    fix = rng.random((4, 12, 10)) < 0.1
+    fix[:, 0, 0] = True
+    ours = auc_judd(maps, fix)
+    for i in range(4):
+        expected = _pysaliency_judd_roc(maps[i][fix[i]], maps[i][~fix[i]])
+        assert ours[i] == pytest.approx(expected, abs=1e-12)
+        assert auc_judd(maps[i], fix[i]) == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(auc_judd(np.exp(3 * maps) - 7, fix), ours, atol=1e-12)
+    assert np.all((ours > 0.3) & (ours < 0.8))
+
+
+def test_shuffled_auc_matches_pysaliency_and_weighted_sklearn() -> None:
+    rng = np.random.default_rng(4)
+    maps = np.round(_random_maps(rng, (3, 9, 8)), 1)
+    fix = rng.random((3, 9, 8)) < 0.15
+    fix[:, 4, 4] = True
+    counts = rng.poisson(0.4, size=(3, 9, 8))
+    counts[:, 0, 0] += 1
+    ours = shuffled_auc(maps, fix, counts)
+    for i in range(3):
+        negatives = np.repeat(maps[i].ravel(), counts[i].ravel())
+        assert ours[i] == pytest.approx(np.mean(_pysaliency_rocs_per_positive(maps[i][fix[i]], negatives)), abs=1e-12)
+        pos = maps[i][fix[i]]
+        y = np.r_[np.ones(len(pos)), np.zeros(counts[i].size)]
+        weights = np.r_[np.ones(len(pos)), counts[i].ravel()]
+        keep = weights > 0
+        sk = roc_auc_score(y[keep], np.r_[pos, maps[i].ravel()][keep], sample_weight=weights[keep])
+        assert ours[i] == pytest.approx(sk, abs=1e-12)
+    # A map equal to the other images' fixation density (a centre bias) cannot beat chance by much
+    # when this image's fixations follow the same density.
+    density = np.zeros((40, 40))
+    density[10:30, 10:30] = 1
+    own = np.zeros((40, 40), dtype=bool)
+    own[12:28:3, 12:28:3] = True
+    assert shuffled_auc(density, own, density * 5) == pytest.approx(0.5)
+    assert auc_judd(density, own) > 0.8
+
+
+def test_fixation_metric_errors() -> None:
+    with pytest.raises(ValueError, match="fixates every pixel"):
+        auc_judd(P_HAND, np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"fixations\[1\] has no fixated pixel"):
+        auc_judd(np.ones((2, 2, 2)), np.array([np.eye(2), np.zeros((2, 2))]))
+    with pytest.raises(ValueError, match="no fixation of another image"):
+        shuffled_auc(P_HAND, np.eye(2), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="non-negative"):
+        shuffled_auc(P_HAND, np.eye(2), -np.eye(2))
+    with pytest.raises(ValueError, match="same shape"):
+        shuffled_auc(P_HAND, np.eye(2), np.ones((3, 3)))
+
+
+def test_fixation_points_round_to_the_nearest_pixel_centre_and_duplicates_count_once() -> None:
+    # Canvas 3 rows × 4 columns, pixel centres at integer coordinates.
+    points = np.array([[0.49, 0.0, 0.3],    # → column 0
+                       [0.5, 0.0, 0.2],     # → column 1 (halves round up)
+                       [-0.7, 2.4, 0.1],    # rounding to -1 is clipped onto column 0, row 2
+                       [3.6, 2.6, 0.1],     # beyond the last centre: column 3, row 2
+                       [1.2, 1.1, 0.5],
+                       [0.8, 0.9, 0.5]])    # same pixel (1, 1) as the one before
+    rows, cols = fixation_pixels(points, (3, 4))
+    assert rows.tolist() == [0, 0, 2, 2, 1, 1] and cols.tolist() == [0, 1, 0, 3, 1, 1]
+    counts = fixation_counts(points, (3, 4))
+    assert counts.sum() == 6 and counts[1, 1] == 2
+    binary = fixated_map(points, (3, 4))
+    assert binary.dtype == bool and binary.sum() == 5 and binary[1, 1]
+    # NSS counts the doubly fixated pixel once.
+    pred = np.arange(12.0).reshape(3, 4)
+    z = (pred - pred.mean()) / pred.std()
+    assert nss(pred, binary) == pytest.approx(z[binary].mean())
+    with pytest.raises(ValueError, match="outside the 3×4 canvas"):
+        fixation_pixels(np.array([[5.5, 0.0]]), (3, 4))
+    with pytest.raises(ValueError, match=r"\(K, 2\+\)"):
+        fixation_pixels(np.array([1.0, 2.0]), (3, 4))
+    assert fixation_counts(np.zeros((0, 3)), (3, 4)).sum() == 0
