@@ -1,0 +1,319 @@
+"""Localisation metrics: does a map (saliency, Grad-CAM, gaze, centre bias) fall on a finding's region?
+
+Every metric takes a non-negative map ``(H, W)`` and a boolean region mask of the same shape
+(returns a Python float), or batches ``(N, H, W)`` of both (returns a float64 array of N values).
+Regions come from the finding's ellipses (``ellipse_mask``) or from anatomical masks.
+
+Conventions shared by the threshold-based metrics (Diff, EHR-AUC, top-k IoU): the map is first
+min–max normalised to [0, 1] (``normalise_maps``); pixels at the map's floor (value 0 after
+normalisation) carry no heat. A constant map — uniform, or an all-zero Grad-CAM — has no location:
+it normalises to 1 everywhere, and every metric then gives its chance value (the region's share of
+the canvas for the pointing games, EHR-AUC and IoU; 0 for Diff).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gazecxr.metrics import _as_map_batch, _to_float64, paired_ttest
+
+__all__ = [
+    "TOP_K_PERCENT",
+    "EHR_THRESHOLDS",
+    "LOCALISATION_METRICS",
+    "ellipse_mask",
+    "normalise_maps",
+    "pointing_game",
+    "energy_pointing_game",
+    "diff_inside_outside",
+    "ehr_curve",
+    "ehr_auc",
+    "top_k_iou",
+    "localisation_scores",
+    "compare_localisation",
+]
+
+TOP_K_PERCENT: tuple[int, ...] = (5, 10, 20)
+"""Sizes (percent of the canvas) of the map's top region scored by IoU against the finding's region."""
+
+EHR_THRESHOLDS: int = 100
+"""Number of equidistant thresholds j / n, j = 0 … n − 1, over which the Effective Heat Ratio is integrated."""
+
+LOCALISATION_METRICS: tuple[str, ...] = (
+    "pointing_game", "energy_pointing_game", "diff", "ehr_auc", *(f"iou_top{k}" for k in TOP_K_PERCENT)
+)
+"""Keys of ``localisation_scores``; every one is higher-is-better."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def ellipse_mask(boxes: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Union of the axis-aligned ellipses inscribed in ``boxes`` (K, 4) = xmin, ymin, xmax, ymax,
+    rasterised on an ``(H, W)`` canvas.
+
+    Coordinates are continuous canvas coordinates with pixel centres at integers (x = column,
+    y = row, as ``Letterbox.to_canvas_coords`` gives them). A pixel belongs to an ellipse when its
+    centre satisfies ((x − cx)/a)² + ((y − cy)/b)² ≤ 1, with centre (cx, cy) the box centre and
+    semi-axes a, b half the box width and height, each at least 0.5 pixel so that even a degenerate
+    box marks the pixel it lies on. Parts outside the canvas are cut off; zero boxes give an empty mask.
+    """
+    h, w = (int(v) for v in shape)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"shape must be positive (H, W); got {shape}")
+    b = _to_float64(boxes, "boxes")
+    if b.size == 0:
+        return np.zeros((h, w), bool)
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (K, 4) as xmin, ymin, xmax, ymax; got {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError("boxes contain NaN or infinite coordinates")
+    bad = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
+    if bad.size:
+        raise ValueError(f"box {int(bad[0])} has xmax < xmin or ymax < ymin: {b[bad[0]].tolist()}")
+    mask = np.zeros((h, w), bool)
+    for xmin, ymin, xmax, ymax in b:
+        cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
+        a, bb = max((xmax - xmin) / 2, 0.5), max((ymax - ymin) / 2, 0.5)
+        r0, r1 = max(0, math.ceil(cy - bb)), min(h, math.floor(cy + bb) + 1)
+        c0, c1 = max(0, math.ceil(cx - a)), min(w, math.floor(cx + a) + 1)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        y = (np.arange(r0, r1) - cy)[:, None] / bb
+        x = (np.arange(c0, c1) - cx)[None, :] / a
+        mask[r0:r1, c0:c1] |= x * x + y * y <= 1.0
+    return mask
+
+
+def _maps_and_regions(maps: Any, regions: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validated maps (N, H*W) float64 non-negative, regions (N, H*W) bool non-empty, single flag."""
+    m_arr = _to_float64(maps, "maps")
+    r_arr = np.asarray(regions)
+    if r_arr.dtype != bool:
+        if not np.all((r_arr == 0) | (r_arr == 1)):
+            raise ValueError("regions must be boolean masks (values 0 or 1)")
+        r_arr = r_arr.astype(bool)
+    if m_arr.shape != r_arr.shape:
+        raise ValueError(f"maps and regions must have the same shape; got {m_arr.shape} and {r_arr.shape}")
+    m, single = _as_map_batch(m_arr, "maps")
+    r = r_arr.reshape(m.shape)
+    negative = np.flatnonzero(m.min(axis=1) < 0)
+    if negative.size:
+        raise ValueError(f"map {int(negative[0])} has negative values; localisation needs a non-negative map")
+    empty = np.flatnonzero(~r.any(axis=1))
+    if empty.size:
+        raise ValueError(f"region {int(empty[0])} is empty; localisation needs at least one region pixel")
+    return m, r, single
+
+
+def _result(values: np.ndarray, single: bool) -> float | np.ndarray:
+    return float(values[0]) if single else values
+
+
+def _normalised(m: np.ndarray) -> np.ndarray:
+    lo = m.min(axis=1, keepdims=True)
+    span = m.max(axis=1, keepdims=True) - lo
+    constant = span[:, 0] == 0
+    span[constant] = 1.0
+    out = (m - lo) / span
+    out[constant] = 1.0
+    return out
+
+
+def normalise_maps(maps: Any) -> np.ndarray:
+    """Min–max normalisation of each map to [0, 1]; a constant map becomes 1 everywhere."""
+    arr = _to_float64(maps, "maps")
+    m, _ = _as_map_batch(arr, "maps")
+    return _normalised(m).reshape(arr.shape)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def pointing_game(maps: Any, regions: Any) -> float | np.ndarray:
+    """Pointing game: 1 when the map's peak lies inside the region, else 0.
+
+    Ties: when several pixels share the maximum, the score is the share of them inside the region —
+    the expected hit of a peak chosen at random among them (a uniform map scores the region's area
+    share). No tolerance margin around the region is applied.
+    """
+    m, r, single = _maps_and_regions(maps, regions)
+    peaks = m == m.max(axis=1, keepdims=True)
+    return _result((peaks & r).sum(axis=1) / peaks.sum(axis=1), single)
+
+
+def energy_pointing_game(maps: Any, regions: Any) -> float | np.ndarray:
+    """Energy-based pointing game: the share of the map's mass (raw values) inside the region.
+
+    A constant map (including all zeros) scores the region's area share.
+    """
+    m, r, single = _maps_and_regions(maps, regions)
+    total = m.sum(axis=1)
+    zero = total == 0
+    inside = np.where(zero, r.sum(axis=1), (m * r).sum(axis=1))
+    return _result(inside / np.where(zero, r.shape[1], total), single)
+
+
+def diff_inside_outside(maps: Any, regions: Any) -> float | np.ndarray:
+    """Diff (seeds/002, section 3.3.4): mean of the min–max normalised map inside the region minus
+    its mean outside, in [−1, 1]; positive when the heat accumulates on the region.
+
+    The region must leave at least one pixel outside it.
+    """
+    m, r, single = _maps_and_regions(maps, regions)
+    n_in = r.sum(axis=1)
+    full = np.flatnonzero(n_in == r.shape[1])
+    if full.size:
+        raise ValueError(f"region {int(full[0])} covers the whole map; Diff needs pixels outside the region")
+    n = _normalised(m)
+    inside = (n * r).sum(axis=1)
+    return _result(inside / n_in - (n.sum(axis=1) - inside) / (r.shape[1] - n_in), single)
+
+
+def _check_thresholds(n_thresholds: int) -> None:
+    if isinstance(n_thresholds, bool) or not isinstance(n_thresholds, (int, np.integer)) or n_thresholds < 1:
+        raise ValueError(f"n_thresholds must be a positive integer; got {n_thresholds!r}")
+
+
+def ehr_curve(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Effective Heat Ratio (seeds/002, section 3.3.4, after Wollek et al.) at each threshold.
+
+    Returns ``thresholds`` (T,) = j / T for j = 0 … T − 1 and ``ehr`` ((T,) for one map, (N, T) for a
+    batch): EHR(t) = |{p ∈ region : m̂(p) > t}| / |{p : m̂(p) > t}| with m̂ the min–max normalised
+    map. The thresholded area is never empty, since the peak (m̂ = 1) exceeds every t < 1.
+    """
+    _check_thresholds(n_thresholds)
+    m, r, single = _maps_and_regions(maps, regions)
+    n = _normalised(m)
+    thresholds = np.arange(n_thresholds) / n_thresholds
+    ehr = np.empty((n.shape[0], n_thresholds))
+    for i, (row, inside) in enumerate(zip(n, r)):
+        everything = np.sort(row)
+        within = np.sort(row[inside])
+        above_all = everything.size - np.searchsorted(everything, thresholds, side="right")
+        above_in = within.size - np.searchsorted(within, thresholds, side="right")
+        ehr[i] = above_in / above_all
+    return thresholds, (ehr[0] if single else ehr)
+
+
+def ehr_auc(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> float | np.ndarray:
+    """EHR-AUC (seeds/002, section 3.3.4): the area under the Effective Heat Ratio over thresholds
+    t ∈ [0, 1), as the mean of ``ehr_curve`` over its T equidistant thresholds (the rectangle rule).
+
+    1 when all the map's heat lies inside the region, 0 when all of it lies outside, the region's
+    area share for a constant map.
+    """
+    _, ehr = ehr_curve(maps, regions, n_thresholds)
+    values = ehr.mean(axis=-1)
+    return float(values) if np.ndim(values) == 0 else values
+
+
+def top_k_iou(maps: Any, regions: Any, k: float) -> float | np.ndarray:
+    """IoU of the map's top-``k`` % region with the region.
+
+    The top region holds the pixels of the normalised map m̂ at least as hot as the ⌈k·H·W/100⌉-th
+    hottest pixel (ties at the boundary are all included), excluding the map's floor (m̂ = 0): a map
+    hot on fewer than k % of the pixels contributes only its hot pixels. A constant map's top region
+    is the whole canvas.
+    """
+    if not 0 < k <= 100:
+        raise ValueError(f"k must be a percentage in (0, 100]; got {k!r}")
+    m, r, single = _maps_and_regions(maps, regions)
+    n = _normalised(m)
+    count = math.ceil(k * n.shape[1] / 100)
+    cutoff = -np.partition(-n, count - 1, axis=1)[:, count - 1:count]
+    top = (n >= cutoff) & (n > 0)
+    return _result((top & r).sum(axis=1) / (top | r).sum(axis=1), single)
+
+
+def localisation_scores(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> dict[str, np.ndarray]:
+    """Every metric of ``LOCALISATION_METRICS`` for a batch (N, H, W) of maps and regions, N values each."""
+    m = _to_float64(maps, "maps")
+    if m.ndim != 3:
+        raise ValueError(f"maps must be a batch (N, H, W); got shape {m.shape}")
+    scores = {
+        "pointing_game": pointing_game(m, regions),
+        "energy_pointing_game": energy_pointing_game(m, regions),
+        "diff": diff_inside_outside(m, regions),
+        "ehr_auc": ehr_auc(m, regions, n_thresholds),
+    }
+    scores.update({f"iou_top{k}": top_k_iou(m, regions, k) for k in TOP_K_PERCENT})
+    return scores
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _summary(values: np.ndarray) -> dict[str, float | int]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(values.size)}
+
+
+def compare_localisation(
+    maps: Mapping[str, Any],
+    regions: Any,
+    findings: Sequence[str],
+    reference: str | None = None,
+    n_thresholds: int = EHR_THRESHOLDS,
+) -> dict[str, Any]:
+    """Score several methods' maps against the same findings' regions and compare them.
+
+    ``maps`` maps a method name to its maps (N, H, W); row i of every method, of ``regions``
+    (N, H, W) and of ``findings`` (N finding names) is one (image, finding) pair. Returns a
+    JSON-serialisable dict:
+
+    - ``n``, ``metrics`` (``LOCALISATION_METRICS``), ``findings`` (sorted distinct names);
+    - ``methods``: {method: {metric: {"overall": {mean, std, n}, "per_finding": {finding: {mean, std, n}}}}};
+    - ``tests``: paired two-sided t-tests (``gazecxr.metrics.paired_ttest``) of ``reference`` (default:
+      the first method) against every other method, per metric, over all pairs (``finding`` None)
+      and within each finding with at least two pairs: records {a, b, metric, finding, t, p, mean_diff, n};
+    - ``scores``: {method: {metric: [N per-pair values]}}.
+    """
+    if not maps:
+        raise ValueError("no methods to compare: maps is empty")
+    names = list(findings)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for method, method_maps in maps.items():
+        arr = _to_float64(method_maps, f"maps[{method!r}]")
+        if arr.ndim != 3 or arr.shape[0] != len(names):
+            raise ValueError(f"maps[{method!r}] must have shape (N, H, W) with N = {len(names)} findings; "
+                             f"got {arr.shape}")
+        try:
+            scores[method] = localisation_scores(arr, regions, n_thresholds)
+        except ValueError as err:
+            raise ValueError(f"method {method!r}: {err}") from err
+    reference = next(iter(maps)) if reference is None else reference
+    if reference not in scores:
+        raise ValueError(f"reference method {reference!r} is not among {list(scores)}")
+    labels = np.asarray(names, dtype=object)
+    distinct = sorted(set(names))
+    groups = {f: labels == f for f in distinct}
+    methods = {
+        method: {metric: {"overall": _summary(v), "per_finding": {f: _summary(v[sel]) for f, sel in groups.items()}}
+                 for metric, v in by_metric.items()}
+        for method, by_metric in scores.items()
+    }
+    tests = []
+    for other in scores:
+        if other == reference:
+            continue
+        for metric in LOCALISATION_METRICS:
+            a, b = scores[reference][metric], scores[other][metric]
+            subsets = [(None, slice(None))] + [(f, sel) for f, sel in groups.items() if sel.sum() >= 2]
+            if len(names) < 2:
+                subsets = subsets[1:]
+            tests += [{"a": reference, "b": other, "metric": metric, "finding": f, **paired_ttest(a[sel], b[sel])}
+                      for f, sel in subsets]
+    return {
+        "n": len(names),
+        "metrics": list(LOCALISATION_METRICS),
+        "findings": distinct,
+        "methods": methods,
+        "tests": tests,
+        "scores": {method: {metric: v.tolist() for metric, v in by_metric.items()} for method, by_metric in scores.items()},
+    }
