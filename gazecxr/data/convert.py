@@ -1,16 +1,21 @@
-"""EGD-CXR (+ MIMIC-CXR images) → the gazecxr HDF5 contract, with a JSON report."""
+"""One converter, any source: radiographs + gaze → the gazecxr HDF5 contract, with a JSON report.
+
+A source (``gazecxr.data.sources``) reads its own tables and yields :class:`SourceRecord`s;
+everything else — image decoding, letterboxing, heatmaps, splits, the HDF5 writer and the
+report — is shared here.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
@@ -18,19 +23,24 @@ from PIL import Image
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
-from gazecxr.data.egd_tables import GazePoints, read_master_sheet, stream_gaze
+from gazecxr.data.egd_tables import GazePoints
 from gazecxr.data.geometry import Letterbox
-from gazecxr.data.heatmap import DEFAULT_SIGMA, gaze_heatmap, in_image
+from gazecxr.data.heatmap import DEFAULT_SIGMA, in_image
 from gazecxr.data.images import ImageReadError, locate_image, read_radiograph
 from gazecxr.data.splits import make_split
-from gazecxr.egd_format import FIXATIONS, MASK_FILES, SEGMENTATION_DIR
+from gazecxr.egd_format import MASK_FILES
 
 MASK_GROUPS = {"lung_mask": ("left_lung", "right_lung"), "heart_mask": ("mediastinum",)}
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """Parameters of one conversion; stored in the HDF5 root attributes and the report."""
+    """Parameters of one conversion; stored in the HDF5 root attributes and the report.
+
+    ``gaze`` names the heatmap recipe: EGD-CXR "raw" (every sample) or "fixations"
+    (duration-weighted); REFLACX "reflacx" (the authors' 1° Gaussians per fixation) or
+    "raw" (gaze.csv samples blurred with ``sigma`` pixels, the EGD recipe).
+    """
 
     height: int = 640
     width: int = 512
@@ -45,17 +55,70 @@ class ConvertOptions:
     strict: bool = False
 
 
+class HeatmapRecipe(Protocol):
+    """One reading's gaze, able to render its heatmap on a letterboxed canvas."""
+
+    def render(self, letterbox: Letterbox) -> np.ndarray: ...
+
+    def on_image(self, orig_size: tuple[int, int]) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
+class ReadingSpec:
+    """One reading of an image as a source read it (original-pixel coordinates).
+
+    ``heatmap`` is None for a reading without gaze (REFLACX discarded readings keep their
+    labels and ellipses). ``fixations`` weights are durations in seconds. ``ellipses`` rows
+    are xmin, ymin, xmax, ymax; ``ellipse_labels`` one bool column per finding.
+    """
+
+    reading_id: str = ""
+    heatmap: HeatmapRecipe | None = None
+    fixations: GazePoints | None = None
+    findings: np.ndarray | None = None
+    ellipses: np.ndarray | None = None
+    ellipse_labels: np.ndarray | None = None
+    ellipse_certainty: np.ndarray | None = None
+    chest_box: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One image to convert: where its film is, who the patient is, its label and readings."""
+
+    record_id: str
+    patient_id: str
+    label: int
+    image_root: str
+    relative_path: str
+    canvas: tuple[int, int]
+    readings: tuple[ReadingSpec, ...]
+    mask_dir: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    """A dataset's table reader: yields records, names its findings, describes itself."""
+
+    name: str
+    finding_names: tuple[str, ...] | None
+
+    def records(self, options: ConvertOptions, report: "ConversionReport") -> list[SourceRecord]: ...
+
+    def description(self) -> str: ...
+
+
 @dataclass
 class ConversionReport:
-    """What a conversion did: every record converted and every record skipped, with why."""
+    """What a conversion did: every record converted and every record (or reading) skipped, with why."""
 
     output: str
     options: dict[str, Any]
     converted: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
-    def skip(self, dicom_id: str, reason: str) -> None:
-        self.skipped.append({"dicom_id": dicom_id, "reason": reason})
+    def skip(self, dicom_id: str, reason: str, **extra: str) -> None:
+        self.skipped.append({"dicom_id": dicom_id, **extra, "reason": reason})
 
     def summary(self) -> dict[str, Any]:
         """Counts by split, class and skip reason."""
@@ -74,30 +137,34 @@ class ConversionReport:
         _atomic_write_text(path, json.dumps(payload, indent=2))
 
 
-@dataclass(frozen=True)
-class _Task:
-    dicom_id: str
-    image_root: str
-    relative_path: str
-    mask_dir: str
-    points: GazePoints
-    canvas: tuple[int, int]
-    sigma: float
-    fixations: GazePoints | None = None
+@dataclass
+class _Reading:
+    """A converted reading: its canvas heatmap (or None) and its geometry-converted tables."""
+
+    spec: ReadingSpec
+    heatmap: np.ndarray | None
+    fixations: np.ndarray
+    fixations_original: np.ndarray
+    ellipses: np.ndarray
+    chest_box: np.ndarray
 
 
 @dataclass
 class _Record:
-    dicom_id: str
+    source: SourceRecord
     image: np.ndarray
     heatmap: np.ndarray
     letterbox: Letterbox
     masks: dict[str, np.ndarray]
     image_file: str
+    readings: list[_Reading]
     n_samples: int
     n_off_image: int
-    fixations: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
-    fixations_original: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    skipped_readings: list[tuple[str, str]]
+
+    @property
+    def fixations(self) -> np.ndarray:
+        return np.concatenate([r.fixations for r in self.readings])
 
 
 def report_path(output: str | Path) -> Path:
@@ -123,26 +190,6 @@ def _read_masks(mask_dir: Path, letterbox: Letterbox) -> dict[str, np.ndarray]:
     return masks
 
 
-def _convert_one(task: _Task) -> _Record | tuple[str, str]:
-    """Convert one record, or return (dicom_id, reason) when it must be skipped."""
-    try:
-        file = locate_image(task.image_root, task.relative_path)
-        pixels = read_radiograph(file)
-        letterbox = Letterbox.fit(pixels.shape, task.canvas)
-        pts = task.points
-        on_image = in_image(pts.x, pts.y, letterbox.orig_size)
-        if not on_image.any():
-            return task.dicom_id, f"no gaze samples: all {len(pts)} samples fall outside the {pixels.shape} image"
-        heatmap = gaze_heatmap(pts.x, pts.y, letterbox, task.sigma, pts.weight)
-        masks = _read_masks(Path(task.mask_dir), letterbox)
-    except ImageReadError as err:
-        reason = "image missing" if "image missing" in str(err) or "not found" in str(err) else "unreadable image"
-        return task.dicom_id, f"{reason}: {err}"
-    canvas_fix, original_fix = fixation_arrays(task.fixations, letterbox)
-    return _Record(task.dicom_id, letterbox.image_to_canvas(pixels), heatmap, letterbox, masks,
-                   str(file), int(on_image.sum()), int((~on_image).sum()), canvas_fix, original_fix)
-
-
 def fixation_arrays(points: GazePoints | None, letterbox: Letterbox) -> tuple[np.ndarray, np.ndarray]:
     """On-image fixations as canvas (x, y, duration) float32 rows and original (x, y) rows."""
     if points is None or not len(points):
@@ -154,7 +201,58 @@ def fixation_arrays(points: GazePoints | None, letterbox: Letterbox) -> tuple[np
     return canvas, np.stack([x, y], axis=1).astype(np.float32)
 
 
-def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_Record | tuple[str, str]]:
+def boxes_to_canvas(boxes: np.ndarray | None, letterbox: Letterbox) -> np.ndarray:
+    """Original-pixel boxes (xmin, ymin, xmax, ymax rows) → canvas coordinates (float32)."""
+    if boxes is None:
+        return np.zeros((0, 4), np.float32)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    (nh, nw), (h, w) = letterbox.resized, letterbox.orig_size
+    scale = np.array([nw / w, nh / h, nw / w, nh / h])
+    shift = np.array([letterbox.pad[1], letterbox.pad[0], letterbox.pad[1], letterbox.pad[0]])
+    return (boxes * scale + shift).astype(np.float32)
+
+
+def _convert_reading(spec: ReadingSpec, letterbox: Letterbox) -> tuple[_Reading, str | None]:
+    heatmap, reason = None, None
+    if spec.heatmap is not None:
+        try:
+            heatmap = spec.heatmap.render(letterbox)
+        except ValueError as err:
+            reason = f"no gaze samples: {err}"
+    fixations, original = fixation_arrays(spec.fixations, letterbox)
+    return _Reading(spec, heatmap, fixations, original, boxes_to_canvas(spec.ellipses, letterbox),
+                    boxes_to_canvas(spec.chest_box, letterbox)), reason
+
+
+def _convert_one(task: SourceRecord) -> _Record | tuple[str, str]:
+    """Convert one record, or return (record_id, reason) when it must be skipped."""
+    try:
+        file = locate_image(task.image_root, task.relative_path)
+        pixels = read_radiograph(file)
+        letterbox = Letterbox.fit(pixels.shape, task.canvas)
+        readings, skipped = [], []
+        for spec in task.readings:
+            reading, reason = _convert_reading(spec, letterbox)
+            readings.append(reading)
+            if reason:
+                skipped.append((spec.reading_id, reason))
+        maps = [r.heatmap for r in readings if r.heatmap is not None]
+        counts = [s.heatmap.on_image(letterbox.orig_size) for s in task.readings if s.heatmap is not None]
+        n_on, n_off = (int(sum(c[k] for c in counts)) for k in (0, 1))
+        if not maps:
+            detail = skipped[0][1].split(": ", 1)[-1] if skipped else "no reading has gaze data"
+            return task.record_id, f"no gaze samples: {detail} ({n_off} samples off the {pixels.shape} image)"
+        heatmap = np.mean(maps, axis=0)
+        heatmap = (heatmap / heatmap.sum(dtype=np.float64)).astype(np.float32)
+        masks = _read_masks(Path(task.mask_dir), letterbox) if task.mask_dir else {}
+    except ImageReadError as err:
+        reason = "image missing" if "image missing" in str(err) or "not found" in str(err) else "unreadable image"
+        return task.record_id, f"{reason}: {err}"
+    return _Record(task, letterbox.image_to_canvas(pixels), heatmap, letterbox, masks, str(file), readings,
+                   n_on, n_off, skipped)
+
+
+def _run_tasks(tasks: list[SourceRecord], workers: int) -> Iterator[_Record | tuple[str, str]]:
     """Results in task order, decoded by ``workers`` processes with a bounded queue."""
     if workers <= 1:
         yield from map(_convert_one, tasks)
@@ -174,11 +272,24 @@ class StrictConversionError(ValueError):
                          f"see {report_file}")
 
 
-class _H5Writer:
-    """Appends records to resizable HDF5 datasets, one chunk per image."""
+def _ragged(file: h5py.File, offsets_name: str, parts: Sequence[np.ndarray], columns: dict[str, int | tuple],
+            dtypes: dict[str, Any]) -> None:
+    """Write ragged per-record tables: ``offsets_name`` (N+1,) and one dataset per column."""
+    counts = [len(p[next(iter(columns))]) for p in parts]
+    file.create_dataset(offsets_name, data=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    for name, tail in columns.items():
+        tail = tail if isinstance(tail, tuple) else ((tail,) if tail else ())
+        values = [np.asarray(p[name]).reshape(-1, *tail) for p in parts]
+        file.create_dataset(name, data=np.concatenate(values).astype(dtypes[name]) if values
+                            else np.zeros((0, *tail), dtypes[name]))
 
-    def __init__(self, file: h5py.File, canvas: tuple[int, int]):
+
+class _H5Writer:
+    """Appends records to resizable HDF5 datasets, one chunk per image; ragged tables at the end."""
+
+    def __init__(self, file: h5py.File, canvas: tuple[int, int], finding_names: tuple[str, ...] | None):
         self.file, self.canvas, self.n = file, canvas, 0
+        self.finding_names = finding_names
         h, w = canvas
         for name, dtype in (("image", np.float32), ("heatmap", np.float32)):
             file.create_dataset(name, (0, h, w), dtype, maxshape=(None, h, w), chunks=(1, h, w),
@@ -187,8 +298,10 @@ class _H5Writer:
                                   ("pad", np.int32, (2,))):
             file.create_dataset(name, (0, *tail), dtype, maxshape=(None, *tail))
         self.mask_names: set[str] = set()
-        self.fixations: list[np.ndarray] = []
-        self.fixations_original: list[np.ndarray] = []
+        self.fixations: list[dict[str, np.ndarray]] = []
+        self.readings: list[dict[str, Any]] = []
+        self.ellipses: list[dict[str, np.ndarray]] = []
+        self.findings: list[np.ndarray] = []
 
     def append(self, record: _Record) -> None:
         i, h, w = self.n, *self.canvas
@@ -207,23 +320,77 @@ class _H5Writer:
             if name in record.masks:
                 self.file[name][i] = record.masks[name]
                 self.mask_names.add(name)
-        self.fixations.append(record.fixations)
-        self.fixations_original.append(record.fixations_original)
+        self._append_tables(record)
         self.n += 1
 
-    def _write_fixations(self) -> None:
-        """The ragged fixation tables: ``fixation_offsets`` (N+1,), ``fixations`` (M, 3), ``fixations_original`` (M, 2)."""
-        counts = [len(f) for f in self.fixations]
-        self.file.create_dataset("fixation_offsets", data=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        self.file.create_dataset("fixations", data=np.concatenate(self.fixations).astype(np.float32).reshape(-1, 3))
-        self.file.create_dataset("fixations_original",
-                                 data=np.concatenate(self.fixations_original).astype(np.float32).reshape(-1, 2))
-        self.file["fixations"].attrs["columns"] = ["x", "y", "duration_s"]
-        self.file["fixations_original"].attrs["columns"] = ["x", "y"]
+    def _append_tables(self, record: _Record) -> None:
+        multi = any(r.spec.reading_id for r in record.readings)
+        first = len(self.readings)
+        fix, orig, which, ell, ell_lab, ell_cert, ell_read = [], [], [], [], [], [], []
+        n_labels = len(self.finding_names or ())
+        for k, reading in enumerate(record.readings):
+            row = first + k if multi else -1
+            fix.append(reading.fixations)
+            orig.append(reading.fixations_original)
+            which.append(np.full(len(reading.fixations), row, np.int32))
+            if multi:
+                spec = reading.spec
+                self.readings.append({
+                    "reading_id": spec.reading_id, "record": self.n, "heatmap": reading.heatmap,
+                    "findings": spec.findings if spec.findings is not None else np.zeros(n_labels, np.float32),
+                    "chest_box": reading.chest_box[0] if len(reading.chest_box) else np.full(4, np.nan, np.float32)})
+            ell.append(reading.ellipses)
+            ell_lab.append(np.zeros((len(reading.ellipses), n_labels), bool) if reading.spec.ellipse_labels is None
+                           else np.asarray(reading.spec.ellipse_labels, bool).reshape(-1, n_labels))
+            ell_cert.append(np.zeros(len(reading.ellipses), np.int8) if reading.spec.ellipse_certainty is None
+                            else np.asarray(reading.spec.ellipse_certainty))
+            ell_read.append(np.full(len(reading.ellipses), row, np.int32))
+        self.fixations.append({"fixations": np.concatenate(fix), "fixations_original": np.concatenate(orig),
+                               "fixation_reading": np.concatenate(which)})
+        self.ellipses.append({"ellipses": np.concatenate(ell), "ellipse_labels": np.concatenate(ell_lab),
+                              "ellipse_certainty": np.concatenate(ell_cert), "ellipse_reading": np.concatenate(ell_read)})
+        if self.finding_names is not None:
+            rows = [r.spec.findings for r in record.readings if r.spec.findings is not None]
+            self.findings.append(np.mean(rows, axis=0) if rows else np.zeros(n_labels, np.float32))
+
+    def _write_tables(self, fixations: bool) -> None:
+        f = self.file
+        if fixations:
+            _ragged(f, "fixation_offsets", self.fixations,
+                    {"fixations": 3, "fixations_original": 2, "fixation_reading": 0},
+                    {"fixations": np.float32, "fixations_original": np.float32, "fixation_reading": np.int32})
+            f["fixations"].attrs["columns"] = ["x", "y", "duration_s"]
+            f["fixations_original"].attrs["columns"] = ["x", "y"]
+        if self.finding_names is None:
+            return
+        names = list(self.finding_names)
+        f.create_dataset("findings", data=np.stack(self.findings).astype(np.float32))
+        f["findings"].attrs["label_names"] = names
+        _ragged(f, "ellipse_offsets", self.ellipses,
+                {"ellipses": 4, "ellipse_labels": (len(names),), "ellipse_certainty": 0, "ellipse_reading": 0},
+                {"ellipses": np.float32, "ellipse_labels": bool, "ellipse_certainty": np.int8,
+                 "ellipse_reading": np.int32})
+        f["ellipses"].attrs["columns"] = ["xmin", "ymin", "xmax", "ymax"]
+        f["ellipse_labels"].attrs["label_names"] = names
+        if not self.readings:
+            return
+        h, w = self.canvas
+        text = h5py.string_dtype("utf-8")
+        f.create_dataset("reading_id", data=np.array([r["reading_id"] for r in self.readings], dtype=object), dtype=text)
+        f.create_dataset("reading_record", data=np.array([r["record"] for r in self.readings], np.int32))
+        has_map = np.array([r["heatmap"] is not None for r in self.readings])
+        f.create_dataset("reading_has_heatmap", data=has_map)
+        maps = f.create_dataset("reading_heatmap", (len(self.readings), h, w), np.float32, chunks=(1, h, w),
+                                compression="lzf")
+        for k, r in enumerate(self.readings):
+            if r["heatmap"] is not None:
+                maps[k] = r["heatmap"]
+        f.create_dataset("reading_findings", data=np.stack([r["findings"] for r in self.readings]).astype(np.float32))
+        f["reading_findings"].attrs["label_names"] = names
+        f.create_dataset("reading_chest_box", data=np.stack([r["chest_box"] for r in self.readings]).astype(np.float32))
 
     def finish(self, columns: dict[str, np.ndarray], attrs: dict[str, Any], fixations: bool = True) -> None:
-        if fixations:
-            self._write_fixations()
+        self._write_tables(fixations)
         for name in MASK_GROUPS:
             if name in self.file and name not in self.mask_names:
                 del self.file[name]
@@ -236,91 +403,75 @@ class _H5Writer:
         self.file.attrs.update(attrs)
 
 
-def convert(
-    egd_dir: str | Path,
-    image_dir: str | Path,
+def split_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels for stratified splitting: records without a class label (-1) form their own stratum."""
+    labels = np.asarray(labels, np.int64)
+    return labels - labels.min() if len(labels) else labels
+
+
+def convert_source(
+    source: Source,
     output: str | Path,
     options: ConvertOptions = ConvertOptions(),
     progress: bool = True,
+    fixations: bool = True,
+    attrs: dict[str, Any] | None = None,
 ) -> ConversionReport:
-    """Convert raw EGD-CXR records to ``output`` (HDF5) and write its JSON report beside it.
+    """Convert the records of ``source`` to ``output`` (HDF5) and write its JSON report beside it.
 
     Bad records are skipped with a reason; the HDF5 file is written under a temporary name
     and renamed only when complete, so an earlier output is never lost to a failed run.
     Raises ``ValueError`` when no record could be converted, and ``StrictConversionError``
     when ``options.strict`` and any record was skipped; neither writes the HDF5 file.
     """
-    egd_dir, image_dir, output = Path(egd_dir), Path(image_dir), Path(output)
+    output = Path(output)
     canvas = (options.height, options.width)
     if options.height % 32 or options.width % 32:
         raise ValueError(f"--height/--width must be multiples of 32 for the networks, got {canvas}")
     report = ConversionReport(str(output), asdict(options))
-    sheet = read_master_sheet(egd_dir)
-    if options.limit is not None:
-        sheet = sheet.iloc[: options.limit]
-    duplicated = sheet["dicom_id"].duplicated()
-    for dicom_id in sheet.loc[duplicated, "dicom_id"]:
-        report.skip(dicom_id, "duplicate dicom_id: listed more than once in the master sheet")
-    sheet = sheet[~duplicated]
-    bad_label = sheet["label"] < 0
-    for dicom_id in sheet.loc[bad_label, "dicom_id"]:
-        report.skip(dicom_id, "label not exactly one of Normal/CHF/pneumonia")
-    sheet = sheet[~bad_label]
-    gaze = stream_gaze(egd_dir, set(sheet["dicom_id"]), options.gaze)
-    has_gaze = sheet["dicom_id"].isin(gaze.keys())
-    for dicom_id in sheet.loc[~has_gaze, "dicom_id"]:
-        report.skip(dicom_id, f"no gaze samples: no rows for this image in the {options.gaze} gaze table")
-    sheet = sheet[has_gaze].reset_index(drop=True)
-    has_fixations = (egd_dir / FIXATIONS).is_file()
-    fixations = (gaze if options.gaze == "fixations" else stream_gaze(egd_dir, set(sheet["dicom_id"]), "fixations")
-                 ) if has_fixations else {}
-    tasks = [
-        _Task(row.dicom_id, str(image_dir), row.path, str(egd_dir / SEGMENTATION_DIR / row.dicom_id),
-              gaze[row.dicom_id], canvas, options.sigma, fixations.get(row.dicom_id))
-        for row in sheet.itertuples()
-    ]
+    tasks = source.records(options, report)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    kept: list[int] = []
+    kept: list[SourceRecord] = []
     try:
         with h5py.File(tmp, "w") as file:
-            writer = _H5Writer(file, canvas)
+            writer = _H5Writer(file, canvas, source.finding_names)
             results = _run_tasks(tasks, options.workers)
-            for i, result in enumerate(tqdm(results, total=len(tasks), desc="converting", unit="img",
-                                            disable=not progress)):
+            for result in tqdm(results, total=len(tasks), desc="converting", unit="img", disable=not progress):
                 if isinstance(result, tuple):
                     report.skip(*result)
                     continue
+                for reading_id, reason in result.skipped_readings:
+                    report.skip(result.source.record_id, reason, reading_id=reading_id)
                 writer.append(result)
-                kept.append(i)
+                kept.append(result.source)
                 report.converted.append({
-                    "dicom_id": result.dicom_id, "patient_id": str(sheet.at[i, "patient_id"]),
-                    "class": CLASS_NAMES[int(sheet.at[i, "label"])], "image_file": result.image_file,
+                    "dicom_id": result.source.record_id, "patient_id": result.source.patient_id,
+                    "class": CLASS_NAMES[result.source.label] if result.source.label >= 0 else "none",
+                    **result.source.info, "image_file": result.image_file,
                     "orig_size": list(result.letterbox.orig_size), "gaze_samples": result.n_samples,
                     "gaze_samples_off_image": result.n_off_image, "fixations": len(result.fixations),
                 })
             if not kept:
-                raise ValueError(f"no record could be converted from {egd_dir} ({len(report.skipped)} skipped; "
-                                 f"first reason: {report.skipped[0]['reason'] if report.skipped else 'empty master sheet'})")
-            done = sheet.iloc[kept]
-            labels = done["label"].to_numpy(np.int64)
-            patients = done["patient_id"].astype(str).to_numpy()
-            split = make_split(options.split, patients, labels, options.seed, options.test_size,
+                raise ValueError(f"no record could be converted from {source.description()} ({len(report.skipped)} "
+                                 f"skipped; first reason: {report.skipped[0]['reason'] if report.skipped else 'no records'})")
+            labels = np.array([r.label for r in kept], np.int64)
+            patients = np.array([r.patient_id for r in kept], dtype=str)
+            split = make_split(options.split, patients, split_labels(labels), options.seed, options.test_size,
                                options.val_fraction)
             for rec, name in zip(report.converted, split):
                 rec["split"] = str(name)
             writer.finish(
-                {"label": labels, "dicom_id": done["dicom_id"].to_numpy(), "patient_id": patients,
-                 "split": split},
-                {"source": f"EGD-CXR ({egd_dir.name}) + images ({image_dir.name})",
+                {"label": labels, "dicom_id": np.array([r.record_id for r in kept], dtype=str),
+                 "patient_id": patients, "split": split},
+                {"source": source.description(), "dataset": source.name,
                  "sigma": options.sigma, "gaze_source": options.gaze, "height": options.height,
                  "width": options.width, "split_method": options.split, "seed": options.seed,
                  "test_size": options.test_size, "val_fraction": options.val_fraction,
                  "limit": -1 if options.limit is None else options.limit,
-                 "heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
                  "package_version": __version__,
-                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                fixations=has_fixations,
+                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(attrs or {})},
+                fixations=fixations,
             )
         if options.strict and report.skipped:
             rejected = output.with_name(output.stem + ".rejected.report.json")
@@ -331,6 +482,21 @@ def convert(
         tmp.unlink(missing_ok=True)
     report.write(report_path(output))
     return report
+
+
+def convert(
+    egd_dir: str | Path,
+    image_dir: str | Path,
+    output: str | Path,
+    options: ConvertOptions = ConvertOptions(),
+    progress: bool = True,
+) -> ConversionReport:
+    """Convert raw EGD-CXR records to ``output`` (see :func:`convert_source`)."""
+    from gazecxr.data.sources.egd_cxr import EGDSource
+
+    source = EGDSource(Path(egd_dir), Path(image_dir))
+    return convert_source(source, output, options, progress, fixations=source.has_fixations,
+                          attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1"})
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
@@ -102,3 +104,85 @@ def reference_heatmap(
     canvas = np.zeros(letterbox.canvas, np.float64)
     canvas[letterbox.region] = resize(full.astype(np.float32), letterbox.resized)
     return _normalised(canvas)
+
+
+def fixation_gaussian_heatmap(
+    x: np.ndarray,
+    y: np.ndarray,
+    duration: np.ndarray,
+    sigma_x: np.ndarray,
+    sigma_y: np.ndarray,
+    shown: np.ndarray,
+    letterbox: Letterbox,
+) -> np.ndarray:
+    """The REFLACX authors' heatmap on the model canvas, summing to 1.
+
+    Each fixation (original-pixel column ``x``, row ``y``, even off the image) adds a 2-D
+    Gaussian density with per-fixation σ (``sigma_x``, ``sigma_y``: one degree of visual
+    angle, in image pixels) evaluated only on the pixels of the region shown on screen at
+    that moment (``shown``: rows of xmin, ymin, xmax, ymax, rounded and clipped to the
+    image), weighted by the fixation's duration. The Gaussian is separable and resizing is
+    linear and separable, so the sum is formed from 1-D profiles resized to the canvas:
+    identical to accumulating at full resolution and resizing, without the full-size array.
+    """
+    x, y, duration, sigma_x, sigma_y = (np.asarray(v, np.float64).ravel() for v in (x, y, duration, sigma_x, sigma_y))
+    shown = np.asarray(shown, np.float64).reshape(-1, 4)
+    h, w = letterbox.orig_size
+    keep = (duration > 0) & (sigma_x > 0) & (sigma_y > 0) & np.isfinite(x + y + duration + sigma_x + sigma_y)
+    if not keep.any():
+        raise ValueError("heatmap has no mass: no fixation with a positive duration and angular resolution")
+    x, y, duration, sigma_x, sigma_y, shown = x[keep], y[keep], duration[keep], sigma_x[keep], sigma_y[keep], shown[keep]
+    x0, y0, x1, y1 = (np.clip(np.round(shown[:, k]), 0, limit).astype(np.int64)[:, None]
+                      for k, limit in enumerate((w, h, w, h)))
+    cols, rows = np.arange(w)[None, :], np.arange(h)[None, :]
+    gx = np.exp(-0.5 * ((cols - x[:, None]) / sigma_x[:, None]) ** 2) / (np.sqrt(2 * np.pi) * sigma_x[:, None])
+    gy = np.exp(-0.5 * ((rows - y[:, None]) / sigma_y[:, None]) ** 2) / (np.sqrt(2 * np.pi) * sigma_y[:, None])
+    gx *= (cols >= x0) & (cols < x1)
+    gy *= (rows >= y0) & (rows < y1)
+    nh, nw = letterbox.resized
+    gx = resize(gx.astype(np.float32), (len(x), nw)).astype(np.float64)
+    gy = resize(gy.astype(np.float32), (len(y), nh)).astype(np.float64)
+    canvas = np.zeros(letterbox.canvas, np.float64)
+    canvas[letterbox.region] = gy.T @ (duration[:, None] * gx)
+    return _normalised(canvas)
+
+
+@dataclass(frozen=True)
+class PointGaze:
+    """Gaze points of one reading (original pixels) and the EGD recipe's σ: renders :func:`gaze_heatmap`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    sigma: float
+
+    def render(self, letterbox: Letterbox) -> np.ndarray:
+        return gaze_heatmap(self.x, self.y, letterbox, self.sigma, self.weight)
+
+    def on_image(self, orig_size: tuple[int, int]) -> tuple[int, int]:
+        """(samples on the image, samples off it)."""
+        inside = int(in_image(self.x, self.y, orig_size).sum())
+        return inside, len(self.x) - inside
+
+
+@dataclass(frozen=True)
+class FixationGaussians:
+    """Fixations of one reading with their angular resolution and shown region: renders
+    :func:`fixation_gaussian_heatmap` (σ = ``degrees`` of visual angle)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    duration: np.ndarray
+    pixels_per_degree_x: np.ndarray
+    pixels_per_degree_y: np.ndarray
+    shown: np.ndarray
+    degrees: float = 1.0
+
+    def render(self, letterbox: Letterbox) -> np.ndarray:
+        return fixation_gaussian_heatmap(self.x, self.y, self.duration, self.degrees * self.pixels_per_degree_x,
+                                         self.degrees * self.pixels_per_degree_y, self.shown, letterbox)
+
+    def on_image(self, orig_size: tuple[int, int]) -> tuple[int, int]:
+        """(fixations on the image, fixations off it)."""
+        inside = int(in_image(self.x, self.y, orig_size).sum())
+        return inside, len(self.x) - inside

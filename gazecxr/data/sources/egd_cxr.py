@@ -1,0 +1,65 @@
+"""EGD-CXR source: master sheet, gaze table and fixations → one record per image (one reader)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gazecxr.data.convert import ConversionReport, ConvertOptions, ReadingSpec, SourceRecord
+from gazecxr.data.egd_tables import GazePoints, read_master_sheet, stream_gaze
+from gazecxr.data.heatmap import PointGaze
+from gazecxr import CLASS_NAMES
+from gazecxr.egd_format import FIXATIONS, SEGMENTATION_DIR
+
+
+@dataclass
+class EGDSource:
+    """The EGD-CXR folder ``egd_dir`` with MIMIC-CXR films under ``image_dir``."""
+
+    egd_dir: Path
+    image_dir: Path
+    name: str = "EGD-CXR"
+    finding_names: tuple[str, ...] | None = None
+
+    @property
+    def has_fixations(self) -> bool:
+        return (self.egd_dir / FIXATIONS).is_file()
+
+    def description(self) -> str:
+        return f"EGD-CXR ({self.egd_dir.name}) + images ({self.image_dir.name})"
+
+    def records(self, options: ConvertOptions, report: ConversionReport) -> list[SourceRecord]:
+        """One record per master-sheet image with exactly one class and some gaze rows."""
+        sheet = read_master_sheet(self.egd_dir)
+        if options.limit is not None:
+            sheet = sheet.iloc[: options.limit]
+        duplicated = sheet["dicom_id"].duplicated()
+        for dicom_id in sheet.loc[duplicated, "dicom_id"]:
+            report.skip(dicom_id, "duplicate dicom_id: listed more than once in the master sheet")
+        sheet = sheet[~duplicated]
+        bad_label = sheet["label"] < 0
+        for dicom_id in sheet.loc[bad_label, "dicom_id"]:
+            report.skip(dicom_id, f"label not exactly one of {'/'.join(CLASS_NAMES)}")
+        sheet = sheet[~bad_label]
+        ids = set(sheet["dicom_id"])
+        gaze = stream_gaze(self.egd_dir, ids, options.gaze)
+        has_gaze = sheet["dicom_id"].isin(gaze.keys())
+        for dicom_id in sheet.loc[~has_gaze, "dicom_id"]:
+            report.skip(dicom_id, f"no gaze samples: no rows for this image in the {options.gaze} gaze table")
+        sheet = sheet[has_gaze]
+        fixations = ((gaze if options.gaze == "fixations" else stream_gaze(self.egd_dir, ids, "fixations"))
+                     if self.has_fixations else {})
+        canvas = (options.height, options.width)
+        return [
+            SourceRecord(row.dicom_id, str(row.patient_id), int(row.label), str(self.image_dir), row.path, canvas,
+                         (ReadingSpec(heatmap=PointGaze(*_xyw(gaze[row.dicom_id]), options.sigma),
+                                      fixations=fixations.get(row.dicom_id)),),
+                         mask_dir=str(self.egd_dir / SEGMENTATION_DIR / row.dicom_id))
+            for row in sheet.itertuples()
+        ]
+
+
+def _xyw(points: GazePoints) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return points.x, points.y, points.weight
