@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from torch import nn
 from torch.utils.data import DataLoader
 
 from gazecxr.config import config_hash, deep_merge, dump_config, parse_yaml
@@ -156,6 +157,16 @@ def _fit(task: Task, config: Mapping[str, Any], settings: TrainSettings, run_dir
     return trainer.fit(train, val, resume=resume and (run_dir / "state.pt").is_file())
 
 
+def train_seconds(*results: FitResult) -> float:
+    """Wall time of the epochs of ``results`` (summed per-epoch ``seconds``, resumed runs included)."""
+    return float(sum(record.get("seconds", 0.0) for result in results for record in result.history))
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters of ``module`` (trainable or not)."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def _registry(config: Mapping[str, Any]) -> Registry:
     return Registry(config["registry"]["root"])
 
@@ -177,6 +188,7 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     seed_everything(int(config["seed"]), bool(train.get("deterministic")))
     encoder = create_model(config["model"]["encoder"])
     metrics: dict[str, float] = {}
+    phases: list[FitResult] = []
     contrastive = s1["contrastive"]
     if contrastive.get("enabled", True):
         options = {"name": contrastive["loss"]}
@@ -188,12 +200,14 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
                       settings_for(config, "stage1", "contrastive"), run_dir / "contrastive", "val_loss",
                       resume, progress, "stage1/contrastive", ctx=ctx)
         encoder.load_state_dict(result.best_state)
+        phases.append(result)
         metrics["contrastive_val_loss"] = result.best_metrics["val_loss"]
         metrics["contrastive_epochs"] = float(result.epochs_run)
     result = _fit(ClassifierTask(encoder), config, settings_for(config, "stage1", "finetune"),
                   run_dir / "finetune", s1["monitor"], resume, progress, "stage1/finetune", on_epoch, ctx=ctx)
     metrics.update(result.best_metrics)
     metrics["finetune_epochs"] = float(result.epochs_run)
+    metrics.update(train_seconds=train_seconds(*phases, result), parameters=float(parameter_count(encoder)))
     registry = _registry(config)
     return _publish(ctx, registry, lambda: registry.save(
         {"encoder": result.best_state}, stage="stage1", config=config,
@@ -238,7 +252,9 @@ def run_stage2(config: Mapping[str, Any], run_dir: str | Path | None = None, res
         architecture["encoder"] = registry.resolve(parents[0]).architecture["encoder"]
     return _publish(ctx, registry, lambda: registry.save(
         {"unet": result.best_state}, stage=stage, config=config, architecture=architecture,
-        parents=parents, metrics={**result.best_metrics, "epochs": float(result.epochs_run)},
+        parents=parents, metrics={**result.best_metrics, "epochs": float(result.epochs_run),
+                                  "train_seconds": train_seconds(result),
+                                  "parameters": float(parameter_count(task.trainable))},
         tags=_tags(config, [f"run={run_dir.name}", f"variant={variant}", *tags]),
     ))
 
@@ -272,7 +288,8 @@ def run_stage3(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     return _publish(ctx, registry, lambda: registry.save(
         {"classifier": result.best_state}, stage="stage3", config=config,
         architecture={"classifier": section, "input_size": input_size(config)}, parents=[parent.id],
-        metrics={**result.best_metrics, "epochs": float(result.epochs_run)},
+        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": train_seconds(result),
+                 "parameters": float(parameter_count(task.trainable))},
         tags=_tags(config, [f"run={run_dir.name}", *tags]),
     ))
 
