@@ -38,3 +38,19 @@ def tiny_config(tiny_h5, tmp_path) -> dict:
     return load_config(ROOT / "configs" / "test.yaml", [
         f"data.h5={tiny_h5}", f"registry.root={tmp_path / 'checkpoints'}", f"runs.root={tmp_path / 'runs'}",
     ])
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_h5, tmp_path_factory) -> dict:
+    """The three stages trained for one epoch on the tiny data, once per session: the config they
+    were trained with (its ``registry.root`` holds them) and the stage-3 entry id."""
+    from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    config = load_config(ROOT / "configs" / "test.yaml", [
+        f"data.h5={tiny_h5}", f"registry.root={root / 'checkpoints'}", f"runs.root={root / 'runs'}",
+        "train.max_epochs=1", "stage1.contrastive.enabled=false",
+    ])
+    run_stage1(config, progress=False)
+    run_stage2(config, progress=False)
+    return {"config": config, "stage3": run_stage3(config, progress=False).id}

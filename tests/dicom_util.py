@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
+import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
 
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"
 
@@ -29,5 +32,20 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0.0
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def compress_dicom(source: Path, path: Path, syntax: str) -> Path:
+    """``source`` re-encoded in transfer syntax ``syntax`` at ``path``: RLE, JPEG 2000 and JPEG-LS by
+    pydicom's encoders, JPEG Lossless (process 14, selection value 1) by libjpeg-turbo through imagecodecs."""
+    ds = pydicom.dcmread(source)
+    if syntax == JPEGLosslessSV1:
+        frame = imagecodecs.jpeg8_encode(ds.pixel_array, lossless=True, predictor=1, bitspersample=ds.BitsStored)
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    else:
+        ds.compress(syntax)
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -25,6 +25,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES
+from gazecxr.data.provenance import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
 from gazecxr.egd_format import (BOUNDING_BOX_COLUMNS, BOUNDING_BOXES, EYE_GAZE, FIXATIONS, GAZE_COLUMNS,
                                 MASK_FILES, MASTER_SHEET, MASTER_SHEET_COLUMNS, SEGMENTATION_DIR)
 from gazecxr.synthetic.gaze import Reading, calibration_reading, display_pads, gaze_rows, simulate_reading
@@ -242,6 +243,7 @@ class _DatasetWriter:
         while self.pending:
             self.pending.popleft().result()
         _write_csv(self.egd / MASTER_SHEET, MASTER_SHEET_COLUMNS, self.rows)
+        (self.egd / SYNTHETIC_MARKER).write_text(SYNTHETIC_MARKER_TEXT, encoding="utf-8")
         _write_csv(self.egd / BOUNDING_BOXES, BOUNDING_BOX_COLUMNS, self.boxes)
         n_raw = _write_gaze(self.egd / EYE_GAZE, self.raw)
         n_fix = _write_gaze(self.egd / FIXATIONS, self.fixations)
