@@ -7,6 +7,7 @@ import json
 import sys
 
 from gazecxr.synthetic import generate, reference_sigma
+from gazecxr.synthetic.reflacx_writer import generate_reflacx
 
 _DESCRIPTION = """\
 Write a synthetic dataset (chest-film phantoms of Normal / CHF / pneumonia in roughly equal
@@ -16,6 +17,15 @@ so that the real-data converter reads it unchanged:
   OUT/EGD/master_sheet.csv, eye_gaze.csv (60 Hz samples), fixations.csv, bounding_boxes.csv
   OUT/EGD/audio_segmentation_transcripts/<dicom_id>/{left_lung,right_lung,mediastinum,aortic_knob}.png
   OUT/MIMIC/files/pXX/p<patient>/s<study>/<dicom_id>.dcm   (12-bit DICOM, some MONOCHROME1)
+
+With --format reflacx the same phantoms are written in the REFLACX 1.0.0 layout instead:
+
+  OUT/REFLACX/main_data/metadata_phase_{1,2,3}.csv and main_data/<id>/fixations.csv, ellipses, chest box, ...
+  OUT/REFLACX/gaze_data/<id>/gaze.csv   (1000 Hz, blinks as empty fields; CRLF like the real files)
+  OUT/MIMIC/files/pXX/p<patient>/s<study>/<dicom_id>.dcm
+
+with five readers on every fifth image (one discarded reading per phase-2 image) and planted,
+visible findings (ellipses + certainties). Convert it with python -m data_prep.reflacx.
 
 The output is a deterministic function of --seed. All DICOM patient metadata is fake.
 """
@@ -36,16 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--size", type=int, default=1024,
                         help="nominal image height in pixels; heights vary by +-15%% (default: 1024)")
+    parser.add_argument("--format", choices=("egd", "reflacx"), default="egd",
+                        help="raw layout to write: EGD-CXR (default) or REFLACX")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    writer = generate_reflacx if args.format == "reflacx" else generate
     try:
-        summary = generate(args.out, n=args.n, seed=args.seed, size=args.size,
-                           progress=not args.quiet, overwrite=args.overwrite)
+        summary = writer(args.out, n=args.n, seed=args.seed, size=args.size,
+                         progress=not args.quiet, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     print(json.dumps(summary, indent=2))
-    print(f"Convert with heatmap sigma {summary['suggested_sigma']:.1f} px (75.5 * size / 3000).", file=sys.stderr)
+    if args.format == "egd":
+        print(f"Convert with heatmap sigma {summary['suggested_sigma']:.1f} px (75.5 * size / 3000).", file=sys.stderr)
     return 0
 
 

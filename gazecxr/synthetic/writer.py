@@ -343,8 +343,8 @@ def _dicom_header(rng: np.random.Generator, *, dicom_id: str, patient: _Patient,
 
 
 def _save_film(path: Path, ds: FileDataset, phantom: Phantom, value_range: tuple[float, float],
-               mask_dir: Path) -> None:
-    """Write the film's DICOM (12-bit stored values) and its anatomical mask PNGs."""
+               mask_dir: Path | None) -> None:
+    """Write the film's DICOM (12-bit stored values) and, with ``mask_dir``, its anatomical mask PNGs."""
     low, high = value_range
     stored = np.empty(phantom.shape, dtype="<u2")
     np.rint(low + phantom.image * np.float32(high - low), out=stored, casting="unsafe")
@@ -352,6 +352,8 @@ def _save_film(path: Path, ds: FileDataset, phantom: Phantom, value_range: tuple
     ds.PixelData = stored.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+    if mask_dir is None:
+        return
     mask_dir.mkdir()
     for name, (filename, *_) in MASK_FILES.items():
         Image.fromarray(phantom.masks[name].view(np.uint8) * np.uint8(255)).save(mask_dir / filename,
