@@ -5,12 +5,16 @@ from .baselines import StandardUNet
 from .cooperative import GazeCXRModel, freeze, is_frozen
 from .densenet import DenseNetEncoder
 from .fusion import FusionClassifier
+from .irnetv2 import InceptionResNetV2
+from .mtunet import MTUNet
 from .resse_unet import ResSEUNet, saliency_from_logits
 
 __all__ = [
     "DenseNetEncoder",
     "FusionClassifier",
     "GazeCXRModel",
+    "InceptionResNetV2",
+    "MTUNet",
     "ResSEUNet",
     "StandardUNet",
     "available_models",

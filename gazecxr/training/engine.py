@@ -35,6 +35,8 @@ from gazecxr.training.runtime import amp_dtype, autocast, rng_state, seed_everyt
 Batch = dict[str, Any]
 Outputs = dict[str, Tensor]
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -43,7 +45,10 @@ class TrainSettings:
     ``feature_cache`` (auto | memory | disk | off) and ``feature_cache_memory_mb`` control the
     frozen-feature cache of stages 2 and 3 (:mod:`gazecxr.training.feature_cache`);
     ``sync_batchnorm`` converts the trainable module's batch norms to SyncBatchNorm under
-    torchrun (CUDA only; batch statistics then span all ranks' batches).
+    torchrun (CUDA only; batch statistics then span all ranks' batches). ``optimizer`` is
+    ``adam`` or ``adamw`` (decoupled weight decay); with ``reload_best_on_lr_drop`` every
+    ReduceLROnPlateau drop (``plateau``) restarts from the best epoch's weights, optimiser and
+    scheduler state at the new learning rate (MT-UNet's released recipe).
     """
 
     batch_size: int = 16
@@ -60,8 +65,12 @@ class TrainSettings:
     feature_cache: str = "auto"
     feature_cache_memory_mb: float = 2048.0
     sync_batchnorm: bool = False
+    optimizer: str = "adam"
+    reload_best_on_lr_drop: bool = False
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.feature_cache not in CACHE_MODES:
             raise ValueError(f"feature_cache must be one of {list(CACHE_MODES)}, got {self.feature_cache!r}")
 
@@ -155,7 +164,7 @@ def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
 
 
 class Trainer:
-    """Adam training of ``task.trainable`` with early stopping on ``monitor``.
+    """Adam (or AdamW) training of ``task.trainable`` with early stopping on ``monitor``.
 
     Every epoch writes ``state.pt`` (model, optimiser, scheduler, scaler, RNG states, epoch,
     best-so-far) atomically into ``run_dir``, appends to ``log.jsonl`` and TensorBoard, and
@@ -205,7 +214,7 @@ class Trainer:
         params = [p for p in task.trainable.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"{name}: the task has no trainable parameters")
-        self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.optimizer = OPTIMIZERS[settings.optimizer](params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.scheduler = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode=mode, **dict(settings.plateau))
             if settings.plateau else None
@@ -310,6 +319,22 @@ class Trainer:
         set_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         return state["epoch"], state["best"], state["bad_epochs"], state["history"], state["stopped_early"]
 
+    def _optim_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None}
+
+    def _reload_best(self) -> None:
+        """Back to the best epoch's weights, optimiser and scheduler state, keeping the current learning rates."""
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.task.trainable.load_state_dict(torch.load(self.run_dir / "best.pt", map_location="cpu",
+                                                       weights_only=True))
+        saved = torch.load(self.run_dir / "best_optim.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None and saved["scheduler"] is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+
     def _log(self, history: list[dict[str, Any]], writer: Any) -> None:
         record = history[-1]
         lines = "".join(json.dumps(r) + "\n" for r in history)
@@ -345,6 +370,7 @@ class Trainer:
                 if self.monitor not in metrics:
                     raise KeyError(f"monitor {self.monitor!r} not among validation metrics {sorted(metrics)}")
                 value = metrics[self.monitor]
+                lr_before = self.optimizer.param_groups[0]["lr"]
                 if self.scheduler is not None:
                     self.scheduler.step(value)
                 if self._improved(value, best["value"]):
@@ -352,8 +378,13 @@ class Trainer:
                     bad_epochs = 0
                     if main:
                         _atomic_save(_cpu_state(self.task.trainable), self.run_dir / "best.pt")
+                        if self.settings.reload_best_on_lr_drop:
+                            _atomic_save(self._optim_state(), self.run_dir / "best_optim.pt")
                 else:
                     bad_epochs += 1
+                    if self.settings.reload_best_on_lr_drop and self.optimizer.param_groups[0]["lr"] < lr_before:
+                        barrier(self.dist)
+                        self._reload_best()
                 stopped_early = self.settings.patience is not None and bad_epochs >= self.settings.patience
                 record = {"epoch": epoch, "train_loss": train_loss, **{f"{k}": v for k, v in metrics.items()},
                           "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tic}

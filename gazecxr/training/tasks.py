@@ -19,7 +19,8 @@ from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.training.engine import Batch, Outputs, Task
 
 
-def _classification_summary(labels: Tensor, logits: Tensor) -> dict[str, float]:
+def classification_summary(labels: Tensor, logits: Tensor) -> dict[str, float]:
+    """Validation cross-entropy (``val_loss``), AUCs, accuracy and calibration error of class logits."""
     y = labels.cpu()
     z = logits.float().cpu()
     probs = torch.softmax(z, dim=1).numpy().astype(np.float64)
@@ -28,6 +29,15 @@ def _classification_summary(labels: Tensor, logits: Tensor) -> dict[str, float]:
            "val_auc_micro": m["auc_micro"], "val_accuracy": m["accuracy"], "val_ece": m["ece"]}
     out.update({f"val_auc_{name}": v for name, v in m["auc_per_class"].items()})
     return out
+
+
+def saliency_scores(logits: Tensor, heatmaps: Tensor) -> Outputs:
+    """Per-image KL, CC and HS (float64, on the CPU) of the saliency maps of ``logits`` (N, 1, H, W)
+    against ground-truth ``heatmaps`` (N, 1, H, W)."""
+    pred = saliency_from_logits(logits.float())[:, 0].cpu().numpy()
+    gt = heatmaps[:, 0].float().cpu().numpy()
+    return {name: torch.from_numpy(np.asarray(fn(pred, gt), dtype=np.float64))
+            for name, fn in (("kl", kl_divergence), ("cc", correlation_coefficient), ("hs", histogram_similarity))}
 
 
 class ContrastiveTask(Task):
@@ -61,7 +71,7 @@ class ClassifierTask(Task):
         return {"logits": self.trainable(batch["image"]).float(), "label": batch["label"]}
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
-        return _classification_summary(outputs["label"], outputs["logits"])
+        return classification_summary(outputs["label"], outputs["logits"])
 
 
 class FrozenEncoderMixin:
@@ -120,12 +130,7 @@ class SaliencyTask(FrozenEncoderMixin, Task):
         return self.kl(self.logits(batch["image"], batch.get("dense"))["logits"].float(), batch["heatmap"])
 
     def outputs(self, batch: Batch) -> Outputs:
-        pred = saliency_from_logits(self.logits(batch["image"], batch.get("dense"))["logits"].float())
-        pred_np = pred[:, 0].cpu().numpy()
-        gt = batch["heatmap"][:, 0].float().cpu().numpy()
-        return {name: torch.from_numpy(np.asarray(fn(pred_np, gt), dtype=np.float64))
-                for name, fn in (("kl", kl_divergence), ("cc", correlation_coefficient),
-                                 ("hs", histogram_similarity))}
+        return saliency_scores(self.logits(batch["image"], batch.get("dense"))["logits"], batch["heatmap"])
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
         return {f"val_{name}": float(outputs[name].mean()) for name in ("kl", "cc", "hs")}
@@ -170,4 +175,4 @@ class FusionTask(FrozenEncoderMixin, Task):
         return {"logits": self.class_logits(batch).float(), "label": batch["label"]}
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
-        return _classification_summary(outputs["label"], outputs["logits"])
+        return classification_summary(outputs["label"], outputs["logits"])

@@ -1,0 +1,148 @@
+"""The paper's peer methods, trained on the same split as our model, each ending with a registry entry.
+
+- ``mtunet``: MT-UNet, classification and saliency jointly with the uncertainty-weighted loss
+  (`gazecxr.losses.UncertaintyWeightedLoss`), Adam 1e-4, ReduceLROnPlateau(0.1) on the
+  validation total loss and, as released, a reload of the best weights and optimiser at every
+  learning-rate drop (``train.reload_best_on_lr_drop``); the best epoch by validation total loss.
+- ``irnetv2``: Inception-ResNet-v2 (timm), cross-entropy, trained like the stage-1 fine-tuning
+  (``stage1.finetune.train`` settings, then ``peers.irnetv2.train``).
+- ``gazegnn``: GazeGNN (`gazecxr.models.gazegnn`), the image resized to 224×224 and the
+  fixations of each record as a log-duration map augmented with it; AdamW. It needs the
+  radiologist's gaze at test time (an oracle): its entries carry the tag ``oracle=test-time-gaze``.
+
+Each entry records ``train_seconds`` (summed epoch wall times, over resumed runs too) and
+``parameters`` in its metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gazecxr.config import deep_merge
+from gazecxr.losses import UncertaintyWeightedLoss
+from gazecxr.models.factory import create_model
+from gazecxr.registry import Entry
+from gazecxr.training.data import input_size
+from gazecxr.training.engine import Batch, FitResult, Outputs, Task, TrainSettings
+from gazecxr.training.runtime import seed_everything
+from gazecxr.training.stages import EpochCallback, _fit, _publish, _registry, _start, _tags
+from gazecxr.training.tasks import ClassifierTask, classification_summary, saliency_scores
+
+PEER_METHODS = ("mtunet", "gazegnn", "irnetv2")
+"""Peer methods, also the registry stage names of their entries."""
+
+ORACLE_TAG = "oracle=test-time-gaze"
+"""Tag of entries whose model needs the radiologist's gaze at test time (GazeGNN)."""
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters of ``module`` (trainable or not)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def peer_settings(config: Mapping[str, Any], method: str) -> TrainSettings:
+    """``train`` defaults merged with the method's ``train`` section (IRNetv2: over ``stage1.finetune.train``)."""
+    base = dict(config["train"])
+    if method == "irnetv2":
+        base = deep_merge(base, config["stage1"]["finetune"].get("train") or {})
+    return TrainSettings.from_config(deep_merge(base, config["peers"][method].get("train") or {}))
+
+
+def _sub_state(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def _train_seconds(result: FitResult) -> float:
+    return float(sum(record.get("seconds", 0.0) for record in result.history))
+
+
+class MTUNetTask(Task):
+    """MT-UNet and its loss weights trained jointly (the log-sigmas are trainable parameters)."""
+
+    def __init__(self, net: nn.Module, loss: UncertaintyWeightedLoss):
+        self.trainable = nn.ModuleDict({"net": net, "loss": loss})
+        self.net, self.weighting = net, loss
+
+    def loss(self, batch: Batch) -> Tensor:
+        out = self.net(batch["image"])
+        return self.weighting(out["class_logits"], batch["label"], out["saliency_logits"], batch["heatmap"])["total"]
+
+    def outputs(self, batch: Batch) -> Outputs:
+        out = self.net(batch["image"])
+        logits, saliency = out["class_logits"].float(), out["saliency_logits"].float()
+        target = batch["heatmap"].flatten(1).float()
+        target = target / target.sum(dim=1, keepdim=True)
+        kl_loss = F.kl_div(F.log_softmax(saliency.flatten(1), dim=1), target, reduction="none").sum(1)
+        return {"logits": logits, "label": batch["label"], "kl_loss": kl_loss,
+                **saliency_scores(saliency, batch["heatmap"])}
+
+    def metrics(self, outputs: Outputs) -> dict[str, float]:
+        out = classification_summary(outputs["label"], outputs["logits"])
+        ce, kl_loss = out["val_loss"], float(outputs["kl_loss"].mean())
+        with torch.no_grad():
+            total = self.weighting.weigh(torch.tensor(ce), torch.tensor(kl_loss))
+        out.update({f"val_{name}": float(outputs[name].mean()) for name in ("kl", "cc", "hs")})
+        out.update(val_total_loss=float(total), val_ce=ce, val_kl_loss=kl_loss,
+                   sigma_class=float(self.weighting.log_sigma_class.exp()),
+                   sigma_saliency=float(self.weighting.log_sigma_saliency.exp()))
+        return out
+
+
+def run_mtunet(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+               progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """MT-UNet: class and saliency jointly (``peers.mtunet``); saves entry ``mtunet``."""
+    ctx, run_dir, config = _start(config, "mtunet", run_dir, resume)
+    seed_everything(int(config["seed"]), bool(config["train"].get("deterministic")))
+    section = config["peers"]["mtunet"]
+    net = create_model(section["model"])
+    task = MTUNetTask(net, UncertaintyWeightedLoss(section["sigma_mode"]))
+    augment = bool(config["data"]["augment"].get("enabled", True))
+    result = _fit(task, config, peer_settings(config, "mtunet"), run_dir, section["monitor"], resume, progress,
+                  "mtunet", on_epoch, ctx=ctx, augment=augment)
+    registry = _registry(config)
+    return _publish(ctx, registry, lambda: registry.save(
+        {"mtunet": _sub_state(result.best_state, "net."), "loss": _sub_state(result.best_state, "loss.")},
+        stage="mtunet", config=config,
+        architecture={"mtunet": section["model"], "sigma_mode": section["sigma_mode"],
+                      "input_size": input_size(config)},
+        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": _train_seconds(result),
+                 "parameters": float(parameter_count(net))},
+        tags=_tags(config, [f"run={run_dir.name}", f"sigma_mode={section['sigma_mode']}", *tags]),
+    ))
+
+
+def run_irnetv2(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+                progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """Inception-ResNet-v2 with cross-entropy (``peers.irnetv2``); saves entry ``irnetv2``."""
+    ctx, run_dir, config = _start(config, "irnetv2", run_dir, resume)
+    seed_everything(int(config["seed"]), bool(config["train"].get("deterministic")))
+    section = config["peers"]["irnetv2"]
+    net = create_model(section["model"])
+    augment = bool(config["data"]["augment"].get("enabled", True))
+    result = _fit(ClassifierTask(net), config, peer_settings(config, "irnetv2"), run_dir, section["monitor"],
+                  resume, progress, "irnetv2", on_epoch, ctx=ctx, augment=augment)
+    registry = _registry(config)
+    return _publish(ctx, registry, lambda: registry.save(
+        {"irnetv2": result.best_state}, stage="irnetv2", config=config,
+        architecture={"irnetv2": section["model"], "input_size": input_size(config)},
+        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": _train_seconds(result),
+                 "parameters": float(parameter_count(net))},
+        tags=_tags(config, [f"run={run_dir.name}", *tags]),
+    ))
+
+
+PEERS = {"mtunet": run_mtunet, "irnetv2": run_irnetv2}
+
+
+def run_peer(method: str, config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+             progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """Train peer ``method`` (one of `PEER_METHODS`) and return its registry entry."""
+    if method not in PEERS:
+        raise ValueError(f"unknown peer method {method!r}; valid methods: {sorted(PEERS)}")
+    return PEERS[method](config, run_dir=run_dir, resume=resume, progress=progress, tags=tags, on_epoch=on_epoch)

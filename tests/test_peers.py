@@ -1,0 +1,153 @@
+"""Peer methods: MT-UNet, IRNetv2 and GazeGNN networks, losses, training runners and predictors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from gazecxr.losses import UncertaintyWeightedLoss
+from gazecxr.models import create_model
+from gazecxr.models.mtunet import MTUNet
+from gazecxr.registry import Registry
+from gazecxr.training.engine import Task, Trainer, TrainSettings
+from gazecxr.training.peers import parameter_count, run_peer
+
+
+# ----------------------------------------------------------------------------- MT-UNet
+
+
+def test_mtunet_width_one_has_released_parameter_count_and_shapes_at_640x512():
+    assert parameter_count(MTUNet(width=1.0)) == 34_632_836  # "about 34.6 M" (released code)
+    with torch.device("meta"):  # shapes at the paper's input size without computing anything
+        out = MTUNet(width=1.0)(torch.empty(2, 1, 640, 512))
+    assert out["class_logits"].shape == (2, 3)
+    assert out["saliency_logits"].shape == (2, 1, 640, 512)
+    assert out["decoder"].shape == (2, 64, 640, 512)
+
+
+def test_mtunet_width_multiplier_and_input_check():
+    net = create_model({"name": "mtunet", "width": 0.0625})
+    assert net.filters == [4, 8, 16, 32, 64]
+    assert net.classifier[0].in_features == 4 + 64  # cat(GAP(e5), GAP(d2))
+    out = net(torch.rand(3, 1, 64, 48))
+    assert out["class_logits"].shape == (3, 3) and out["saliency_logits"].shape == (3, 1, 64, 48)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        net(torch.rand(1, 1, 40, 48))
+
+
+def _loss_inputs():
+    class_logits = torch.zeros(2, 3)  # CE = log 3
+    labels = torch.tensor([0, 2])
+    saliency = torch.zeros(2, 1, 2, 2)  # P uniform over 4 pixels
+    heat = torch.tensor([0.5, 0.5, 0.0, 0.0]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)  # KL = log 2
+    return class_logits, labels, saliency, heat
+
+
+@pytest.mark.parametrize("mode, learned", [("learn_class", 1), ("learn_both", 2), ("fixed", 0)])
+def test_uncertainty_loss_at_initial_sigmas_matches_hand_computation(mode, learned):
+    loss = UncertaintyWeightedLoss(mode)
+    assert len(list(loss.parameters())) == learned
+    out = loss(*_loss_inputs())
+    ce, kl = math.log(3), math.log(2)
+    assert out["ce"].item() == pytest.approx(ce, rel=1e-6)
+    assert out["kl"].item() == pytest.approx(kl, rel=1e-6)
+    # σc = σs = 1: CE/1 + log 2 + KL/2 + log 2
+    assert out["total"].item() == pytest.approx(ce + math.log(2) + kl / 2 + math.log(2), rel=1e-6)
+
+
+def test_uncertainty_loss_with_learned_sigmas_and_its_gradient():
+    loss = UncertaintyWeightedLoss("learn_both")
+    with torch.no_grad():
+        loss.log_sigma_class.fill_(math.log(2.0))
+        loss.log_sigma_saliency.fill_(math.log(0.5))
+    total = loss(*_loss_inputs())["total"]
+    ce, kl = math.log(3), math.log(2)
+    assert total.item() == pytest.approx(ce / 4 + math.log(3) + kl / (2 * 0.25) + math.log(1.5), rel=1e-6)
+    total.backward()
+    # d/ds [CE e^(-2s) + log(e^s + 1)] = -2 CE e^(-2s) + e^s / (e^s + 1), at s = log 2
+    assert loss.log_sigma_class.grad.item() == pytest.approx(-2 * ce / 4 + 2 / 3, rel=1e-5)
+    assert loss.log_sigma_saliency.grad.item() == pytest.approx(-kl / 0.25 + 0.5 / 1.5, rel=1e-5)
+    fixed = UncertaintyWeightedLoss("learn_class")
+    assert fixed.log_sigma_saliency.requires_grad is False  # s_s stays 0 in the released recipe
+    with pytest.raises(ValueError, match="valid modes"):
+        UncertaintyWeightedLoss("learn_none")
+
+
+# ----------------------------------------------------------------------------- engine: reload on LR drop
+
+
+class _ScriptedTask(Task):
+    """A linear model whose 'validation metric' follows a script, to drive the plateau scheduler."""
+
+    def __init__(self, script):
+        self.trainable = nn.Linear(2, 3)
+        self.script = list(script)
+
+    def loss(self, batch):
+        return nn.functional.cross_entropy(self.trainable(batch["x"]), batch["label"])
+
+    def outputs(self, batch):
+        return {"label": batch["label"]}
+
+    def metrics(self, outputs):
+        return {"val_loss": self.script.pop(0)}
+
+
+def test_lr_drop_reloads_best_weights_and_optimizer(tmp_path):
+    data = [{"x": torch.randn(2), "label": i % 3} for i in range(8)]
+    loader = DataLoader(data, batch_size=4)
+    settings = TrainSettings(max_epochs=2, patience=None, plateau={"factor": 0.1, "patience": 0},
+                             reload_best_on_lr_drop=True, device="cpu", lr=0.1)
+    trainer = Trainer(_ScriptedTask([1.0, 2.0]), settings, tmp_path, "val_loss", "min", progress=False)
+    trainer.fit(loader, loader)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    for key, value in best.items():  # epoch 2 was worse and dropped the LR: back to epoch 1's weights
+        assert torch.equal(state["model"][key], value)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)
+    assert int(state["optimizer"]["state"][0]["step"]) == 2  # epoch 1's two Adam steps, not four
+
+    plain = TrainSettings(max_epochs=2, patience=None, plateau={"factor": 0.1, "patience": 0}, device="cpu", lr=0.1)
+    trainer = Trainer(_ScriptedTask([1.0, 2.0]), plain, tmp_path / "plain", "val_loss", "min", progress=False)
+    trainer.fit(loader, loader)
+    state = torch.load(tmp_path / "plain" / "state.pt", weights_only=True)
+    assert int(state["optimizer"]["state"][0]["step"]) == 4
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainSettings(optimizer="sgd")
+
+
+# ----------------------------------------------------------------------------- training runners
+
+
+@pytest.fixture(scope="module")
+def mtunet_entry(tiny_h5, tmp_path_factory):
+    from gazecxr.config import load_config
+    from tests_paths import ROOT
+
+    root = tmp_path_factory.mktemp("peers")
+    config = load_config(ROOT / "configs" / "test.yaml", [
+        f"data.h5={tiny_h5}", f"registry.root={root / 'checkpoints'}", f"runs.root={root / 'runs'}",
+        "peers.mtunet.train.max_epochs=1",
+    ])
+    return config, run_peer("mtunet", config, progress=False, tags=["peer-test"])
+
+
+def test_mtunet_runner_publishes_entry_with_time_and_parameters(mtunet_entry):
+    config, entry = mtunet_entry
+    assert entry.stage == "mtunet"
+    assert entry.architecture["input_size"] == [64, 64]
+    assert entry.architecture["sigma_mode"] == "learn_class"
+    assert entry.metrics["parameters"] == parameter_count(MTUNet(width=0.0625))
+    assert entry.metrics["train_seconds"] > 0
+    for key in ("val_total_loss", "val_auc_macro", "val_kl", "val_cc", "sigma_class"):
+        assert math.isfinite(entry.metrics[key])
+    assert entry.metrics["sigma_saliency"] == 1.0
+    assert "peer-test" in entry.tags
+    state, _ = Registry(config["registry"]["root"]).load(entry.id, stage="mtunet")
+    assert set(state) == {"mtunet", "loss"} and set(state["loss"]) == {"log_sigma_class", "log_sigma_saliency"}
+    with pytest.raises(ValueError, match="valid methods"):
+        run_peer("resnet", config)
