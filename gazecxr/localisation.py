@@ -26,6 +26,7 @@ __all__ = [
     "EHR_THRESHOLDS",
     "LOCALISATION_METRICS",
     "ellipse_mask",
+    "finding_regions",
     "normalise_maps",
     "pointing_game",
     "energy_pointing_game",
@@ -89,6 +90,17 @@ def ellipse_mask(boxes: Any, shape: tuple[int, int]) -> np.ndarray:
         x = (np.arange(c0, c1) - cx)[None, :] / a
         mask[r0:r1, c0:c1] |= x * x + y * y <= 1.0
     return mask
+
+
+def finding_regions(boxes: Any, box_labels: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Per finding, the union of the ellipses labelled with it: (F, H, W) bool from ``boxes`` (K, 4)
+    and ``box_labels`` (K, F) bool (an ellipse may carry several findings, as REFLACX's do)."""
+    b = _to_float64(boxes, "boxes").reshape(-1, 4)
+    labels = np.asarray(box_labels, bool)
+    if labels.ndim != 2 or labels.shape[0] != b.shape[0]:
+        raise ValueError(f"box_labels must have shape (K, F) with K = {b.shape[0]} boxes; got {labels.shape}")
+    return np.stack([ellipse_mask(b[labels[:, f]], shape) for f in range(labels.shape[1])]) if labels.shape[1] \
+        else np.zeros((0, *shape), bool)
 
 
 def _maps_and_regions(maps: Any, regions: Any) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -41,6 +41,7 @@ __all__ = [
     "fixated_map",
     "classification_metrics",
     "reliability_curve",
+    "binned_means",
     "paired_ttest",
 ]
 
@@ -369,18 +370,28 @@ def reliability_curve(y_true: Any, probs: Any, n_bins: int = 10) -> dict[str, np
     bin) and the sample ``count``.
     """
     y, p = _check_classification_inputs(y_true, probs)
+    edges, confidence, accuracy, count = binned_means(p.max(axis=1), p.argmax(axis=1) == y, n_bins)
+    return {"bin_edges": edges, "confidence": confidence, "accuracy": accuracy, "count": count}
+
+
+def binned_means(
+    confidence: np.ndarray, outcome: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration bins: ``confidence`` values in [0, 1] binned into ``n_bins`` equal-width bins
+    (lo, hi]; returns the bin edges and per bin the mean confidence, the mean ``outcome`` (both NaN
+    for an empty bin) and the count."""
     _check_n_bins(n_bins)
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    conf = np.asarray(confidence, np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.digitize(conf, edges[1:-1], right=True)
     count = np.bincount(idx, minlength=n_bins)
     filled = count > 0
-    confidence = np.full(n_bins, np.nan)
-    accuracy = np.full(n_bins, np.nan)
-    confidence[filled] = np.bincount(idx, weights=conf, minlength=n_bins)[filled] / count[filled]
-    accuracy[filled] = np.bincount(idx, weights=correct, minlength=n_bins)[filled] / count[filled]
-    return {"bin_edges": edges, "confidence": confidence, "accuracy": accuracy, "count": count}
+    mean_conf = np.full(n_bins, np.nan)
+    mean_outcome = np.full(n_bins, np.nan)
+    mean_conf[filled] = np.bincount(idx, weights=conf, minlength=n_bins)[filled] / count[filled]
+    mean_outcome[filled] = (np.bincount(idx, weights=np.asarray(outcome, np.float64), minlength=n_bins)[filled]
+                            / count[filled])
+    return edges, mean_conf, mean_outcome, count
 
 
 def classification_metrics(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-from gazecxr.metrics import _check_n_bins, _to_float64
+from gazecxr.metrics import _to_float64, binned_means
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -63,18 +63,10 @@ def binary_reliability(y_true: Any, prob: Any, n_bins: int = 10) -> dict[str, np
     observed ``frequency`` of positives (both NaN for an empty bin) and the ``count``; plus ``ece``,
     Σ_b (n_b / N) |frequency_b − confidence_b|.
     """
-    _check_n_bins(n_bins)
     y, p = _check_multilabel(np.reshape(y_true, (-1, 1)), np.reshape(prob, (-1, 1)))
-    y, p = y[:, 0], p[:, 0]
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.digitize(p, edges[1:-1], right=True)
-    count = np.bincount(idx, minlength=n_bins)
+    edges, confidence, frequency, count = binned_means(p[:, 0], y[:, 0], n_bins)
     filled = count > 0
-    confidence = np.full(n_bins, np.nan)
-    frequency = np.full(n_bins, np.nan)
-    confidence[filled] = np.bincount(idx, weights=p, minlength=n_bins)[filled] / count[filled]
-    frequency[filled] = np.bincount(idx, weights=y, minlength=n_bins)[filled] / count[filled]
-    ece = float(np.sum(count[filled] / p.size * np.abs(frequency[filled] - confidence[filled])))
+    ece = float(np.sum(count[filled] / p.shape[0] * np.abs(frequency[filled] - confidence[filled])))
     return {"bin_edges": edges, "confidence": confidence, "frequency": frequency, "count": count, "ece": ece}
 
 

@@ -16,6 +16,7 @@ from gazecxr.localisation import (
     ehr_curve,
     ellipse_mask,
     energy_pointing_game,
+    finding_regions,
     localisation_scores,
     normalise_maps,
     pointing_game,
@@ -64,6 +65,19 @@ def test_ellipse_union_clipping_and_degenerate_boxes():
     assert np.array_equal(quarter, x * x + y * y <= 400)
     assert not ellipse_mask([[200, 200, 300, 300]], (100, 100)).any()
     assert not ellipse_mask(np.zeros((0, 4)), (5, 6)).any() and ellipse_mask([], (5, 6)).shape == (5, 6)
+
+
+def test_finding_regions_unite_the_ellipses_of_each_finding():
+    boxes = [[2, 2, 10, 8], [20, 5, 30, 15], [5, 20, 15, 28]]
+    labels = [[True, False, False], [True, True, False], [False, False, False]]
+    regions = finding_regions(boxes, labels, (H, W))
+    assert regions.shape == (3, H, W)
+    assert np.array_equal(regions[0], ellipse_mask(boxes[:2], (H, W)))
+    assert np.array_equal(regions[1], ellipse_mask(boxes[1:2], (H, W)))
+    assert not regions[2].any()
+    assert finding_regions(np.zeros((0, 4)), np.zeros((0, 2), bool), (H, W)).shape == (2, H, W)
+    with pytest.raises(ValueError, match="K = 3"):
+        finding_regions(boxes, labels[:2], (H, W))
 
 
 def test_ellipse_rejects_bad_boxes():
