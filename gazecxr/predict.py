@@ -73,6 +73,10 @@ class _Prepared:
     image: np.ndarray
     letterbox: Letterbox
 
+    def canvas(self) -> np.ndarray:
+        """The image letterboxed into the model canvas."""
+        return self.letterbox.image_to_canvas(self.image)
+
 
 def _prepare(item: Any, index: int, canvas: tuple[int, int]) -> _Prepared:
     """Read and check one input; ValueError names it (its path, or ``array[index]``)."""
@@ -97,24 +101,24 @@ def _prepare(item: Any, index: int, canvas: tuple[int, int]) -> _Prepared:
     return _Prepared(source, image, Letterbox.fit(image.shape, canvas))
 
 
-class Predictor:
-    """A trained three-stage model ready for inference (frozen, eval mode, on ``device``).
+BACKENDS = ("pytorch", "onnxruntime")
+
+
+class BasePredictor:
+    """What every inference backend shares: reading inputs, batching, mapping outputs back.
 
     ``checkpoint`` is the stage-3 registry entry id, ``input_size`` the (height, width) the
-    model was trained at, ``classes`` the class names in logit order, ``device`` where it runs.
+    model was trained at, ``classes`` the class names in logit order. A backend implements
+    `run_canvases`; ``supports_gradcam`` says whether it can compute Grad-CAM.
     """
 
-    def __init__(self, model: GazeCXRModel, checkpoint: str, input_size: tuple[int, int],
-                 device: torch.device) -> None:
-        self.model = model.to(device).eval()
-        self.checkpoint = checkpoint
-        self.input_size = input_size
-        self.device = device
-        self.classes: tuple[str, ...] = CLASS_NAMES
+    backend = ""
+    supports_gradcam = False
 
-    def __repr__(self) -> str:
-        return (f"Predictor(checkpoint={self.checkpoint!r}, input_size={self.input_size}, "
-                f"device='{self.device}', classes={self.classes})")
+    def __init__(self, checkpoint: str, input_size: tuple[int, int], classes: Sequence[str] = CLASS_NAMES) -> None:
+        self.checkpoint = checkpoint
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.classes: tuple[str, ...] = tuple(classes)
 
     def predict(self, x: ImageInput | Sequence[ImageInput], gradcam: bool = False,
                 batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction | list[Prediction]:
@@ -125,49 +129,90 @@ class Predictor:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self._check_gradcam(gradcam)
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
         out: list[Prediction] = []
         for start in range(0, len(items), batch_size):
             chunk = [_prepare(item, start + i, self.input_size)
                      for i, item in enumerate(items[start:start + batch_size])]
-            out.extend(self._predict_prepared(chunk, gradcam))
+            out.extend(self.predict_letterboxed([p.source for p in chunk], [p.letterbox for p in chunk],
+                                                np.stack([p.canvas() for p in chunk]), gradcam))
         return out[0] if single else out
 
-    def _predict_prepared(self, batch: list[_Prepared], gradcam: bool) -> list[Prediction]:
-        """Run one batch through the model (one DenseNet pass) and map outputs back."""
-        canvases = np.stack([p.letterbox.image_to_canvas(p.image) for p in batch])
+    def predict_letterboxed(self, sources: Sequence[str], letterboxes: Sequence[Letterbox], canvases: np.ndarray,
+                            gradcam: bool = False) -> list[Prediction]:
+        """Predictions for a batch of images already letterboxed into (N, H, W) ``canvases``
+        (values in [0, 1]), mapped back to each image's original geometry."""
+        self._check_gradcam(gradcam)
+        saliency, probabilities, cams = self.run_canvases(np.ascontiguousarray(canvases, np.float32), gradcam)
+        labels = probabilities.argmax(1)
+        return [Prediction(
+            source=source,
+            saliency=letterbox.to_original(saliency[i], distribution=True),
+            probabilities={name: float(p) for name, p in zip(self.classes, probabilities[i].astype(np.float64))},
+            label=self.classes[int(labels[i])],
+            gradcam=None if cams is None else np.clip(letterbox.to_original(cams[i], distribution=False), 0, 1),
+        ) for i, (source, letterbox) in enumerate(zip(sources, letterboxes))]
+
+    def run_canvases(self, canvases: np.ndarray, gradcam: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The model on (N, H, W) canvases: saliency maps (N, H, W) (each sums to 1), class
+        probabilities (N, classes) and, when ``gradcam``, Grad-CAM maps (N, H, W) in [0, 1]."""
+        raise NotImplementedError
+
+    def _check_gradcam(self, gradcam: bool) -> None:
+        if gradcam and not self.supports_gradcam:
+            raise ValueError(f"Grad-CAM needs the PyTorch backend (it back-propagates through the DenseNet); "
+                             f"this predictor runs on {self.backend}. Use backend='pytorch' for Grad-CAM.")
+
+
+class Predictor(BasePredictor):
+    """A trained three-stage model ready for inference with PyTorch (frozen, eval mode, on ``device``)."""
+
+    backend = "pytorch"
+    supports_gradcam = True
+
+    def __init__(self, model: GazeCXRModel, checkpoint: str, input_size: tuple[int, int],
+                 device: torch.device) -> None:
+        super().__init__(checkpoint, input_size)
+        self.model = model.to(device).eval()
+        self.device = device
+
+    def __repr__(self) -> str:
+        return (f"Predictor(checkpoint={self.checkpoint!r}, input_size={self.input_size}, "
+                f"device='{self.device}', classes={self.classes})")
+
+    def run_canvases(self, canvases: np.ndarray, gradcam: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One DenseNet pass feeds the UNet and the fusion head (and Grad-CAM when asked)."""
         images = torch.from_numpy(canvases)[:, None].to(self.device)
         with torch.no_grad():
             outputs = self.model(images)
-            saliency = saliency_from_logits(outputs["saliency_logits"])[:, 0].cpu().numpy()
+            saliency = saliency_from_logits(outputs["saliency_logits"])[:, 0]
             probabilities = torch.softmax(outputs["class_logits"], dim=1)
-        labels = probabilities.argmax(1)
         cams = None
         if gradcam:
             cams = gradcam_from_tap(self.model.encoder, outputs["dense_features"], self.input_size,
-                                    target=labels)[0].cpu().numpy()
-        probabilities_np = probabilities.cpu().numpy().astype(np.float64)
-        label_ids = labels.tolist()
-        results = []
-        for i, prepared in enumerate(batch):
-            letterbox = prepared.letterbox
-            results.append(Prediction(
-                source=prepared.source,
-                saliency=letterbox.to_original(saliency[i], distribution=True),
-                probabilities={name: float(p) for name, p in zip(self.classes, probabilities_np[i])},
-                label=self.classes[label_ids[i]],
-                gradcam=None if cams is None else np.clip(letterbox.to_original(cams[i], distribution=False), 0, 1),
-            ))
-        return results
+                                    target=probabilities.argmax(1))[0].cpu().numpy()
+        return saliency.cpu().numpy(), probabilities.cpu().numpy(), cams
 
 
-def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str = "best",
-                   device: str | torch.device | None = None) -> Predictor:
-    """The Predictor of stage-3 entry ``run`` (an id, id prefix, ``latest``, ``best`` or a tag)
-    in the registry at ``checkpoints``, on ``device`` (None: CUDA when available, else CPU)."""
+def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str | None = None,
+                   device: str | torch.device | None = None, backend: str = "pytorch") -> BasePredictor:
+    """A predictor on ``backend``.
+
+    ``"pytorch"``: stage-3 entry ``run`` (an id, id prefix, ``latest``, ``best`` (default) or a
+    tag) of the registry at ``checkpoints``, on ``device`` (None: CUDA when available, else CPU).
+    ``"onnxruntime"``: ``checkpoints`` is a file written by ``python -m gazecxr.export``; ``run``,
+    when given, must be (a prefix of) the registry id recorded in it; needs the ``[onnx]`` extra.
+    """
+    if backend == "onnxruntime":
+        from gazecxr.inference.onnx_backend import load_onnx_predictor
+
+        return load_onnx_predictor(checkpoints, run, device)
+    if backend != "pytorch":
+        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     registry = Registry(checkpoints)
-    model, lineage = load_full_model(registry, run)
+    model, lineage = load_full_model(registry, "best" if run is None else run)
     entry = lineage[0]
     size = entry.architecture.get("input_size")
     if not (isinstance(size, list) and len(size) == 2):
@@ -179,7 +224,7 @@ def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str = "b
 # -- command line -----------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through ``write(temporary path)`` and rename it into place."""
     tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
@@ -209,7 +254,7 @@ def _render(prepared: _Prepared, prediction: Prediction, path: Path) -> None:
         _overlay(prepared.image, prediction.gradcam, axes[1], f"Grad-CAM ({prediction.label})")
     probs = ", ".join(f"{name} {p:.2f}" for name, p in prediction.probabilities.items())
     fig.suptitle(f"{prediction.label}  ({probs})", fontsize=10)
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _record(prediction: Prediction, checkpoint: str) -> dict[str, Any]:
@@ -240,19 +285,64 @@ def build_parser() -> argparse.ArgumentParser:
                     "<stem>.png, the saliency heatmap over the radiograph titled with the predicted label and "
                     "class probabilities (plus a Grad-CAM panel with --gradcam), and <stem>.json with the "
                     "probabilities, label, source, checkpoint id and original size. No DICOM metadata is "
-                    "copied. Unreadable images are reported and skipped; the exit code is 1 if any failed.",
-        epilog="Example: python -m gazecxr.predict scans/*.dcm --out predictions --run best --gradcam",
+                    "copied. Unreadable images are reported and skipped; the exit code is 1 if any failed. "
+                    "With --input-list instead of IMAGEs (archive scale): images are read by --workers "
+                    "processes and written as compressed .npz shards of saliency maps in original geometry "
+                    "plus predictions.csv (probabilities, label, or the error of a bad file); rerunning "
+                    "resumes where a stopped run left off; under torchrun the list is split over the ranks.",
+        epilog="Examples: python -m gazecxr.predict scans/*.dcm --out predictions --run best --gradcam; "
+               "python -m gazecxr.predict --input-list archive/ --out archive-saliency --workers 4 "
+               "--backend onnxruntime --model model.onnx",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="radiograph files (.dcm, .png, .jpg)")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="radiograph files (.dcm, .png, .jpg)")
+    parser.add_argument("--input-list", type=Path, metavar="FILE_OR_DIR",
+                        help="batch mode: a text file of image paths (one per line, relative to the file) or a "
+                             "directory searched recursively for .dcm/.dicom/.png/.jpg/.jpeg")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--backend", default="pytorch", choices=BACKENDS,
+                        help="pytorch (registry checkpoint) or onnxruntime (a file from python -m gazecxr.export, "
+                             "given by --model; no Grad-CAM) (default: %(default)s)")
+    parser.add_argument("--model", type=Path, metavar="FILE", help="the exported .onnx file (--backend onnxruntime)")
     parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR", help="checkpoint registry root (default: %(default)s)")
-    parser.add_argument("--run", default="best", metavar="REF",
-                        help="stage-3 entry: id, id prefix, latest, best or a tag (default: %(default)s)")
-    parser.add_argument("--gradcam", action="store_true", help="also compute and draw the DenseNet Grad-CAM")
-    parser.add_argument("--device", default=None, metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--run", default=None, metavar="REF",
+                        help="stage-3 entry: id, id prefix, latest, best or a tag (default: best; with "
+                             "onnxruntime: checked against the id recorded in --model)")
+    parser.add_argument("--gradcam", action="store_true", help="also compute and draw the DenseNet Grad-CAM (pytorch only)")
+    parser.add_argument("--device", default=None, metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda when available; onnxruntime: cpu)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                        help="images per forward pass (default: %(default)s)")
+                        help="images per forward pass, and per shard in batch mode (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="batch mode: image-reading worker processes (default: %(default)s, read in the main process)")
     return parser
+
+
+def _predict_images(predictor: BasePredictor, images: Sequence[str], out: Path, gradcam: bool, batch_size: int) -> int:
+    """The per-image mode: PNG figure and JSON record per image; returns the number that failed."""
+    failed = 0
+    used: set[str] = set()
+    for start in range(0, len(images), batch_size):
+        batch: list[_Prepared] = []
+        for i, name in enumerate(images[start:start + batch_size]):
+            try:
+                batch.append(_prepare(name, start + i, predictor.input_size))
+            except ValueError as err:
+                failed += 1
+                print(f"FAILED {err}", file=sys.stderr)
+        if not batch:
+            continue
+        predictions = predictor.predict_letterboxed([p.source for p in batch], [p.letterbox for p in batch],
+                                                    np.stack([p.canvas() for p in batch]), gradcam)
+        for prepared, prediction in zip(batch, predictions):
+            stem = _unique_stem(Path(prepared.source), used)
+            png, record = out / f"{stem}.png", out / f"{stem}.json"
+            _render(prepared, prediction, png)
+            text = json.dumps(_record(prediction, predictor.checkpoint), indent=2) + "\n"
+            write_atomic(record, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            probs = " ".join(f"{name}={p:.3f}" for name, p in prediction.probabilities.items())
+            print(f"{prepared.source}: {prediction.label} ({probs}) -> {png}, {record}")
+    if failed:
+        print(f"{failed} of {len(images)} images failed", file=sys.stderr)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,35 +351,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.workers < 0:
+        parser.error("--workers must be at least 0")
+    if bool(args.images) == (args.input_list is not None):
+        parser.error("give either IMAGE files or --input-list, not both (nor neither)")
+    if args.input_list is not None and args.gradcam:
+        parser.error("--gradcam is not available with --input-list (batch mode writes saliency maps and probabilities)")
+    if (args.backend == "onnxruntime") != (args.model is not None):
+        parser.error("--backend onnxruntime needs --model FILE.onnx, and --model needs --backend onnxruntime")
+    if args.backend == "onnxruntime" and args.gradcam:
+        parser.error("--gradcam needs --backend pytorch (Grad-CAM back-propagates through the DenseNet)")
     try:
-        predictor = load_predictor(args.checkpoints, args.run, args.device)
+        predictor = load_predictor(args.model if args.model is not None else args.checkpoints, args.run,
+                                   args.device, backend=args.backend)
         args.out.mkdir(parents=True, exist_ok=True)
-    except (LookupError, ValueError, RuntimeError, OSError) as err:
+    except (LookupError, ValueError, RuntimeError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failed = 0
-    used: set[str] = set()
-    for start in range(0, len(args.images), args.batch_size):
-        batch: list[_Prepared] = []
-        for i, name in enumerate(args.images[start:start + args.batch_size]):
-            try:
-                batch.append(_prepare(name, start + i, predictor.input_size))
-            except ValueError as err:
-                failed += 1
-                print(f"FAILED {err}", file=sys.stderr)
-        if not batch:
-            continue
-        for prepared, prediction in zip(batch, predictor._predict_prepared(batch, args.gradcam)):
-            stem = _unique_stem(Path(prepared.source), used)
-            png, record = args.out / f"{stem}.png", args.out / f"{stem}.json"
-            _render(prepared, prediction, png)
-            text = json.dumps(_record(prediction, predictor.checkpoint), indent=2) + "\n"
-            _write_atomic(record, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-            probs = " ".join(f"{name}={p:.3f}" for name, p in prediction.probabilities.items())
-            print(f"{prepared.source}: {prediction.label} ({probs}) -> {png}, {record}")
-    if failed:
-        print(f"{failed} of {len(args.images)} images failed", file=sys.stderr)
-    return 1 if failed else 0
+    if args.input_list is None:
+        return 1 if _predict_images(predictor, args.images, args.out, args.gradcam, args.batch_size) else 0
+    from gazecxr.inference.batch import predict_archive
+
+    try:
+        summary = predict_archive(predictor, args.input_list, args.out, args.workers, args.batch_size)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.to_dict()))
+    if summary.failed:
+        print(f"{summary.failed} of {summary.total} images failed (see the error column of "
+              f"{args.out / 'predictions.csv'})", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":

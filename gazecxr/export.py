@@ -1,0 +1,278 @@
+"""Export a trained three-stage model to ONNX, verified against PyTorch before it is kept.
+
+``python -m gazecxr.export --checkpoint ID --format onnx --out model.onnx`` writes one
+self-contained ``.onnx`` file: input ``image`` (N, 1, H, W) float32 canvases in [0, 1]
+(dynamic batch size N, the training input size H×W), outputs ``saliency`` (N, H, W),
+softmax-normalised over each canvas, and ``probabilities`` (N, classes). One DenseNet pass
+feeds the UNet and the fusion head, as in `GazeCXRModel`. The metadata records the registry
+id and sha256 of the stage-3 checkpoint, the lineage, the input size, the class names and the
+preprocessing. Before the file is renamed into place, ONNX Runtime runs it on sample inputs
+and the export fails if the probabilities differ from PyTorch's by more than 1e-4 or a
+saliency map's Pearson correlation with PyTorch's is below 0.9999.
+
+``--quantize int8`` also writes ``<out stem>.int8.onnx``, statically quantised with ONNX
+Runtime's quantiser calibrated on images of an HDF5 dataset (see `gazecxr.inference.quantize`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gazecxr import CLASS_NAMES, __version__
+from gazecxr.data.geometry import Letterbox
+from gazecxr.inference.onnx_backend import (
+    INPUT_NAME, META_CHECKPOINT, META_CLASSES, META_INPUT_SIZE, META_LINEAGE, META_PREPROCESSING, META_SHA256,
+    META_VERSION, OUTPUT_NAMES, open_session,
+)
+from gazecxr.models.cooperative import GazeCXRModel
+from gazecxr.models.resse_unet import saliency_from_logits
+from gazecxr.predict import write_atomic
+from gazecxr.registry import Registry
+from gazecxr.training.checkpoint_io import load_full_model
+
+EXPORTERS = ("dynamo", "torchscript")
+OPSET = 18
+PROBABILITY_TOLERANCE = 1e-4
+SALIENCY_MIN_PEARSON = 0.9999
+PREPROCESSING = (
+    "greyscale radiograph (DICOM: rescale slope/intercept applied, MONOCHROME1 inverted; PNG/JPEG: "
+    "converted to grey) scaled per image to [0, 1] by min-max; letterboxed into the HxW canvas: resized "
+    "keeping its aspect ratio (bilinear, antialiased, PIL), centred, zero padding; input (N, 1, H, W) float32. "
+    "Outputs are on the canvas: crop the image region and resize back to the original size "
+    "(gazecxr.data.geometry.Letterbox.to_original)."
+)
+
+
+class ExportedGraph(nn.Module):
+    """The part of `GazeCXRModel` that is exported: canvases → (saliency maps, class probabilities)."""
+
+    def __init__(self, model: GazeCXRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """``saliency`` (N, H, W), each map summing to 1, and ``probabilities`` (N, classes)."""
+        outputs = self.model(image)
+        return saliency_from_logits(outputs["saliency_logits"])[:, 0], torch.softmax(outputs["class_logits"], dim=1)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How the exported graph compares with PyTorch on the sample inputs."""
+
+    samples: int
+    probabilities_max_abs_diff: float
+    saliency_max_abs_diff: float
+    saliency_min_pearson: float
+
+    @property
+    def passed(self) -> bool:
+        """Within `PROBABILITY_TOLERANCE` and `SALIENCY_MIN_PEARSON`."""
+        return (self.probabilities_max_abs_diff <= PROBABILITY_TOLERANCE
+                and self.saliency_min_pearson >= SALIENCY_MIN_PEARSON)
+
+
+def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each pair of maps (N, ...) and (N, ...), flattened."""
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return np.where(denominator > 0, (a * b).sum(1) / np.where(denominator > 0, denominator, 1), 1.0)
+
+
+def sample_canvases(input_size: tuple[int, int], count: int = 3, seed: int = 0) -> np.ndarray:
+    """(count, H, W) float32 canvases in [0, 1]: letterboxed smooth phantoms with noise, of
+    different aspect ratios, so that both the image region and the padding are exercised."""
+    rng = np.random.default_rng(seed)
+    h, w = input_size
+    out = []
+    for k in range(count):
+        shape = (h, max(8, int(w * (0.6 + 0.25 * k)))) if k % 2 else (max(8, int(h * (0.7 + 0.2 * k))), w)
+        yy, xx = np.mgrid[0:shape[0], 0:shape[1]] / np.array(shape, float).reshape(2, 1, 1)
+        phantom = np.exp(-((yy - 0.5) ** 2 + (xx - 0.3 - 0.2 * k) ** 2) / 0.05) + 0.3 * rng.random(shape)
+        phantom = (phantom - phantom.min()) / (phantom.max() - phantom.min())
+        out.append(Letterbox.fit(shape, input_size).image_to_canvas(phantom.astype(np.float32)))
+    return np.stack(out).astype(np.float32)
+
+
+def verify(graph: ExportedGraph, session: Any, canvases: np.ndarray) -> Verification:
+    """Compare ONNX Runtime's outputs on ``canvases`` with PyTorch's, one batch of all and one of a
+    single image (the batch dimension is dynamic)."""
+    images = canvases[:, None]
+    with torch.no_grad():
+        saliency, probabilities = (t.numpy() for t in graph(torch.from_numpy(images)))
+    ort_saliency, ort_probabilities = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+    single_saliency, single_probabilities = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[:1]})
+    ort_saliency = np.concatenate([single_saliency, ort_saliency])
+    ort_probabilities = np.concatenate([single_probabilities, ort_probabilities])
+    saliency = np.concatenate([saliency[:1], saliency])
+    probabilities = np.concatenate([probabilities[:1], probabilities])
+    return Verification(
+        samples=len(canvases),
+        probabilities_max_abs_diff=float(np.abs(ort_probabilities - probabilities).max()),
+        saliency_max_abs_diff=float(np.abs(ort_saliency - saliency).max()),
+        saliency_min_pearson=float(pearson_rows(ort_saliency, saliency).min()),
+    )
+
+
+def _torch_export(graph: ExportedGraph, example: Tensor, path: Path, exporter: str) -> None:
+    """Write the ONNX graph of ``graph`` (dynamic batch) to ``path`` as one file."""
+    names = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES), "opset_version": OPSET}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            program = torch.onnx.export(graph, (example,), dynamo=True, verbose=False,
+                                        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}}, **names)
+            program.save(str(path), external_data=False)
+        elif exporter == "torchscript":
+            torch.onnx.export(graph, (example,), str(path), dynamo=False, do_constant_folding=True,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"},
+                                            OUTPUT_NAMES[1]: {0: "batch"}}, **names)
+        else:
+            raise ValueError(f"unknown exporter {exporter!r}; choose one of {list(EXPORTERS)}")
+
+
+def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name, model.doc_string = "gazecxr", "gazecxr three-stage model: saliency and diagnosis"
+    onnx.save(model, str(path))
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export_onnx` wrote and how it verified."""
+
+    path: str
+    checkpoint: str
+    exporter: str
+    input_size: tuple[int, int]
+    bytes: int
+    verification: Verification
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (verification included)."""
+        return {**asdict(self), "verification": {**asdict(self.verification), "passed": self.verification.passed}}
+
+
+def export_onnx(checkpoints: str | os.PathLike, run: str, out: str | os.PathLike,
+                exporter: str = "dynamo", samples: int = 3) -> ExportResult:
+    """Export stage-3 entry ``run`` of the registry at ``checkpoints`` to the ONNX file ``out``.
+
+    The file is written under a temporary name, verified with ONNX Runtime on ``samples``
+    sample canvases, and renamed to ``out`` only if it passes; otherwise RuntimeError (and
+    ``out`` is left as it was).
+    """
+    registry = Registry(checkpoints)
+    model, lineage = load_full_model(registry, run)
+    entry = lineage[0]
+    size = entry.architecture.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2):
+        raise ValueError(f"checkpoint {entry.id} records no input_size [height, width] in its architecture")
+    input_size = (int(size[0]), int(size[1]))
+    graph = ExportedGraph(model.cpu()).eval()
+    canvases = sample_canvases(input_size, samples)
+    metadata = {
+        META_CHECKPOINT: entry.id, META_SHA256: entry.sha256, META_INPUT_SIZE: json.dumps(list(input_size)),
+        META_CLASSES: json.dumps(list(CLASS_NAMES)), META_PREPROCESSING: PREPROCESSING, META_VERSION: __version__,
+        META_LINEAGE: json.dumps([{"id": e.id, "stage": e.stage, "sha256": e.sha256} for e in lineage]),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result: list[Verification] = []
+
+    def write(tmp: Path) -> None:
+        _torch_export(graph, torch.from_numpy(canvases[:2, None]), tmp, exporter)
+        _add_metadata(tmp, metadata)
+        check = verify(graph, open_session(tmp), canvases)
+        if not check.passed:
+            raise RuntimeError(
+                f"the ONNX export of {entry.id} does not match PyTorch: probabilities differ by up to "
+                f"{check.probabilities_max_abs_diff:.3g} (limit {PROBABILITY_TOLERANCE}), saliency Pearson "
+                f"{check.saliency_min_pearson:.6f} (minimum {SALIENCY_MIN_PEARSON}); {out} was not written")
+        result.append(check)
+
+    write_atomic(out, write)
+    return ExportResult(str(out), entry.id, exporter, input_size, out.stat().st_size, result[0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m gazecxr.export`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gazecxr.export",
+        description="Export a trained three-stage model (stage-3 registry entry) to one ONNX file with a dynamic "
+                    "batch size: input 'image' (N,1,H,W) canvases in [0,1], outputs 'saliency' (N,H,W) and "
+                    "'probabilities' (N,classes). The file records the registry id, sha256, input size, class "
+                    "names and preprocessing, and is verified against PyTorch with ONNX Runtime before it is "
+                    "kept (probabilities within 1e-4, saliency Pearson >= 0.9999). Prints a JSON summary.",
+        epilog="Example: python -m gazecxr.export --checkpoint best --format onnx --out model.onnx; then "
+               "python -m gazecxr.predict scans/*.dcm --out predictions --backend onnxruntime --model model.onnx",
+    )
+    parser.add_argument("--checkpoint", default="best", metavar="REF",
+                        help="stage-3 entry: id, id prefix, latest, best or a tag (default: %(default)s)")
+    parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR",
+                        help="checkpoint registry root (default: %(default)s)")
+    parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: %(default)s)")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument("--exporter", default="dynamo", choices=EXPORTERS,
+                        help="torch.onnx exporter: dynamo (torch.export, default) or torchscript (legacy)")
+    parser.add_argument("--quantize", choices=["int8"], help="also write <stem>.int8.onnx, statically quantised "
+                        "(kept only if it stays close to the float model; needs --calibration)")
+    parser.add_argument("--calibration", type=Path, metavar="H5",
+                        help="converted HDF5 dataset whose images calibrate the int8 model")
+    parser.add_argument("--calibration-images", type=int, default=16, metavar="N",
+                        help="images for calibration; as many again are held out to check it (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 verification or quantisation failed, 2 setup error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quantize and args.calibration is None:
+        parser.error("--quantize int8 needs --calibration H5")
+    try:
+        result = export_onnx(args.checkpoints, args.checkpoint, args.out, args.exporter)
+    except (LookupError, ValueError, OSError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    summary: dict[str, Any] = {"export": result.to_dict()}
+    check = result.verification
+    print(f"wrote {result.path} ({result.bytes / 2**20:.1f} MiB) from {result.checkpoint}: probabilities max abs diff "
+          f"{check.probabilities_max_abs_diff:.2e}, saliency max abs diff {check.saliency_max_abs_diff:.2e}, "
+          f"min Pearson {check.saliency_min_pearson:.6f}", file=sys.stderr)
+    code = 0
+    if args.quantize:
+        from gazecxr.inference.quantize import quantize_int8
+
+        quantized = quantize_int8(args.out, args.calibration, args.calibration_images)
+        summary["int8"] = quantized.to_dict()
+        print(quantized.describe(), file=sys.stderr)
+        code = 0 if quantized.kept else 1
+    print(json.dumps(summary, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
