@@ -52,3 +52,33 @@ def test_bad_files_and_splits_are_clear_errors(tmp_path, tiny_h5):
         GazeCXRDataset(tiny_h5, "training")
     with pytest.raises(FileNotFoundError, match="data_prep.egd_cxr"):
         GazeCXRDataset(tmp_path / "none.h5", "train")
+
+
+def test_two_files_split_by_patient_across_files(tiny_h5, tmp_path):
+    import h5py
+
+    other = tmp_path / "other.h5"
+    import shutil
+    shutil.copy(tiny_h5, other)
+    with h5py.File(other, "a") as f:
+        patients = f["patient_id"].asstr()[:]
+        f["label"][:] = -1
+        f.attrs["dataset"] = "REFLACX"
+        del f["split"]
+        f.create_dataset("split", data=np.array(["test"] * len(patients), dtype=object), dtype=h5py.string_dtype())
+    both = {s: GazeCXRDataset([tiny_h5, other], s) for s in ("train", "val", "test")}
+    assert sum(len(d) for d in both.values()) == 120
+    for name, ds in both.items():
+        for other_name, other_ds in both.items():
+            if name != other_name:
+                assert not set(ds.patient_ids) & set(other_ds.patient_ids)
+    test = both["test"]
+    assert set(test.sources) == {"EGD-CXR", "REFLACX"}
+    item = test[int(np.flatnonzero(test.sources == "REFLACX")[0])]
+    assert item["label"] == -1 and item["index"] >= 60
+    ds_one = GazeCXRDataset(tiny_h5, "all")
+    np.testing.assert_array_equal(test.fixations(item["index"]), ds_one.fixations(item["index"] - 60))
+    assert test.letterbox(item["index"]) == ds_one.letterbox(item["index"] - 60)
+    labelled = GazeCXRDataset([tiny_h5, other], "train", labelled_only=True)
+    assert len(labelled) and (labelled.labels >= 0).all() and set(labelled.sources) == {"EGD-CXR"}
+    assert test.summary()["unlabelled"] == int((test.labels < 0).sum()) > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,79 +12,132 @@ import torch
 from torch.utils.data import Dataset
 
 from gazecxr import CLASS_NAMES
+from gazecxr.data.convert import split_labels
 from gazecxr.data.geometry import Letterbox
+from gazecxr.data.splits import make_split
 
 SPLITS = ("train", "val", "test", "all")
 REQUIRED = ("image", "heatmap", "label", "dicom_id", "patient_id", "split", "orig_size", "scale", "pad")
 
 
 class GazeCXRDataset(Dataset):
-    """Records of one split of a gazecxr HDF5 file.
+    """Records of one split of one gazecxr HDF5 file, or of several files as one dataset.
 
     Each item is a dict: ``image`` (1,H,W) float32 in [0,1], ``heatmap`` (1,H,W) float32
-    summing to 1, ``label`` int (index into ``CLASS_NAMES``), ``dicom_id`` str and ``index``
-    (the record's row in the file); plus ``lung_mask``/``heart_mask`` (1,H,W) bool when
-    ``masks=True`` and the file has them. The file is opened lazily in each process, so
-    the dataset is safe with DataLoader workers.
+    summing to 1, ``label`` int (index into ``CLASS_NAMES``, -1 for records without one, e.g.
+    REFLACX), ``dicom_id`` str and ``index`` (the record's row in the file; with several files,
+    the row in their concatenation); plus ``lung_mask``/``heart_mask`` (1,H,W) bool when
+    ``masks=True`` and the files have them. With several files the split is recomputed over
+    all of them, grouped by patient across files. ``labelled_only`` keeps only records with
+    a class label (stages 1 and 3). Files are opened lazily in each process, so the dataset
+    is safe with DataLoader workers.
     """
 
     class_names = CLASS_NAMES
 
     def __init__(
         self,
-        h5_path: str | Path,
+        h5_path: str | Path | Sequence[str | Path],
         split: str,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         masks: bool = False,
+        labelled_only: bool = False,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.h5_path = Path(h5_path)
-        if not self.h5_path.is_file():
-            raise FileNotFoundError(f"{self.h5_path}: dataset file not found (create it with data_prep.egd_cxr)")
+        paths = [h5_path] if isinstance(h5_path, (str, Path)) else list(h5_path)
+        if not paths:
+            raise ValueError("no dataset file given")
+        self.h5_paths = [Path(p) for p in paths]
+        self.h5_path = self.h5_paths[0]
         self.split, self.transform = split, transform
-        with h5py.File(self.h5_path, "r") as f:
+        parts = [self._read_file(path) for path in self.h5_paths]
+        canvases = {p["canvas"] for p in parts}
+        if len(canvases) > 1:
+            raise ValueError(f"{[str(p) for p in self.h5_paths]}: files have different canvases {sorted(canvases)}")
+        self.canvas = parts[0]["canvas"]
+        sizes = [len(p["labels"]) for p in parts]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        column = {key: np.concatenate([p[key] for p in parts]) for key in
+                  ("labels", "dicom_ids", "patient_ids", "splits", "sources")}
+        self._geometry = tuple(np.concatenate([p["geometry"][k] for p in parts]) for k in range(3))
+        self._fixation_offsets = [p["fixation_offsets"] for p in parts]
+        self.has_fixations = all(o is not None for o in self._fixation_offsets)
+        self.has_masks = masks and all(p["masks"] for p in parts)
+        self.attrs = parts[0]["attrs"]
+        splits = column["splits"] if len(parts) == 1 else self._joint_split(column)
+        keep = (splits == split) if split != "all" else np.ones(len(splits), bool)
+        if labelled_only:
+            keep &= column["labels"] >= 0
+        self.indices = np.flatnonzero(keep)
+        self.labels = column["labels"][self.indices].astype(np.int64)
+        self.dicom_ids = column["dicom_ids"][self.indices]
+        self.patient_ids = column["patient_ids"][self.indices]
+        self.sources = column["sources"][self.indices]
+        self._files: dict[int, h5py.File] = {}
+
+    @staticmethod
+    def _read_file(path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: dataset file not found (create it with data_prep.egd_cxr)")
+        with h5py.File(path, "r") as f:
             missing = [k for k in REQUIRED if k not in f]
             if missing:
-                raise ValueError(f"{self.h5_path}: not a gazecxr dataset, missing datasets {missing}")
+                raise ValueError(f"{path}: not a gazecxr dataset, missing datasets {missing}")
             names = [str(n) for n in f["label"].attrs.get("class_names", CLASS_NAMES)]
             if tuple(names) != CLASS_NAMES:
-                raise ValueError(f"{self.h5_path}: class_names {names} differ from {list(CLASS_NAMES)}")
-            splits = f["split"].asstr()[:]
-            self.indices = np.flatnonzero(splits == split) if split != "all" else np.arange(len(splits))
-            self.labels = f["label"][:][self.indices].astype(np.int64)
-            self.dicom_ids = f["dicom_id"].asstr()[:][self.indices]
-            self.patient_ids = f["patient_id"].asstr()[:][self.indices]
-            self._geometry = (f["orig_size"][:], f["scale"][:], f["pad"][:])
-            self.canvas = tuple(f["image"].shape[1:])
-            self.has_masks = masks and all(k in f for k in ("lung_mask", "heart_mask"))
-            self.has_fixations = "fixation_offsets" in f and "fixations" in f
-            self._fixation_offsets = f["fixation_offsets"][:] if self.has_fixations else None
-            self.attrs = dict(f.attrs)
-        self._file: h5py.File | None = None
+                raise ValueError(f"{path}: class_names {names} differ from {list(CLASS_NAMES)}")
+            n = len(f["label"])
+            return {
+                "labels": f["label"][:], "dicom_ids": f["dicom_id"].asstr()[:], "patient_ids": f["patient_id"].asstr()[:],
+                "splits": f["split"].asstr()[:],
+                "sources": np.full(n, str(f.attrs.get("dataset", "EGD-CXR")), dtype=object),
+                "geometry": (f["orig_size"][:], f["scale"][:], f["pad"][:]), "canvas": tuple(f["image"].shape[1:]),
+                "masks": all(k in f for k in ("lung_mask", "heart_mask")),
+                "fixation_offsets": f["fixation_offsets"][:] if "fixation_offsets" in f and "fixations" in f else None,
+                "attrs": dict(f.attrs),
+            }
+
+    def _joint_split(self, column: dict[str, np.ndarray]) -> np.ndarray:
+        """One split over all files, grouped by patient across them (an image in two files has one
+        patient, so it lands in one split), with the first file's split parameters."""
+        a = self.attrs
+        return make_split(str(a.get("split_method", "paper")), column["patient_ids"], split_labels(column["labels"]),
+                          int(a.get("seed", 0)), int(a.get("test_size", 100)), float(a.get("val_fraction", 0.1)))
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        """(file number, row in that file) of global record ``index``."""
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        return k, int(index - self._offsets[k])
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_file"] = None
+        state["_files"] = {}
         return state
 
-    def _h5(self) -> h5py.File:
-        if self._file is None:
-            self._file = h5py.File(self.h5_path, "r")
-        return self._file
+    @property
+    def _file(self) -> h5py.File | None:
+        """The first file's handle once opened (None before: files open lazily per process)."""
+        return self._files.get(0)
+
+    def _h5(self, k: int = 0) -> h5py.File:
+        if k not in self._files:
+            self._files[k] = h5py.File(self.h5_paths[k], "r")
+        return self._files[k]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        row = int(self.indices[i])
-        f = self._h5()
+        index = int(self.indices[i])
+        k, row = self._locate(index)
+        f = self._h5(k)
         sample: dict[str, Any] = {
             "image": torch.from_numpy(f["image"][row].astype(np.float32))[None],
             "heatmap": torch.from_numpy(f["heatmap"][row].astype(np.float32))[None],
             "label": int(self.labels[i]),
             "dicom_id": str(self.dicom_ids[i]),
-            "index": row,
+            "index": index,
         }
         if self.has_masks:
             sample["lung_mask"] = torch.from_numpy(f["lung_mask"][row])[None]
@@ -96,8 +149,9 @@ class GazeCXRDataset(Dataset):
         in seconds; only those on the image. Empty (0, 3) when the record or file has none."""
         if not self.has_fixations:
             return np.zeros((0, 3), np.float32)
-        start, stop = (int(v) for v in self._fixation_offsets[index:index + 2])
-        return self._h5()["fixations"][start:stop].astype(np.float32).reshape(-1, 3)
+        k, row = self._locate(index)
+        start, stop = (int(v) for v in self._fixation_offsets[k][row:row + 2])
+        return self._h5(k)["fixations"][start:stop].astype(np.float32).reshape(-1, 3)
 
     def letterbox(self, index: int) -> Letterbox:
         """Geometry of the record at file row ``index`` (a sample's ``index``)."""
@@ -112,10 +166,12 @@ class GazeCXRDataset(Dataset):
 
     def class_counts(self) -> np.ndarray:
         """Number of records per class in this split."""
-        return np.bincount(self.labels, minlength=len(CLASS_NAMES))
+        return np.bincount(self.labels[self.labels >= 0], minlength=len(CLASS_NAMES))
 
     def summary(self) -> dict[str, Any]:
         """Size, class counts and patients of this split."""
         counts = self.class_counts()
         return {"split": self.split, "records": len(self), "patients": len(set(self.patient_ids)),
-                "classes": {n: int(c) for n, c in zip(CLASS_NAMES, counts)}}
+                "classes": {n: int(c) for n, c in zip(CLASS_NAMES, counts)},
+                "unlabelled": int((self.labels < 0).sum()),
+                "by_source": {str(s): int(c) for s, c in zip(*np.unique(self.sources, return_counts=True))}}

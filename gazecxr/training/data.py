@@ -32,8 +32,9 @@ def make_augment(section: Mapping[str, Any]) -> PairedAugment | None:
 
 
 def input_size(config: Mapping[str, Any]) -> list[int]:
-    """Model input [height, width] of the configured dataset file."""
-    with h5py.File(config["data"]["h5"], "r") as f:
+    """Model input [height, width] of the configured dataset file (the first, when a list)."""
+    files = config["data"]["h5"]
+    with h5py.File(files if isinstance(files, str) else files[0], "r") as f:
         return [int(v) for v in f["image"].shape[1:]]
 
 
