@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
 from sklearn.metrics import roc_curve
 
 from gazecxr import CLASS_NAMES
@@ -71,20 +72,40 @@ def overlay_figure(examples: Sequence[Mapping[str, Any]], columns: Mapping[str, 
     """Grid of test images (rows) with maps overlaid (columns after the plain image).
 
     Each example holds ``image``, ``label``, ``dicom_id`` and the (H, W) maps named by the keys
-    of ``columns`` (key → column title).
+    of ``columns`` (key → column title); optionally ``row_label`` (shown instead of the class and
+    id) and ``boxes`` (K, 4) canvas xmin, ymin, xmax, ymax of finding ellipses with ``box_names``
+    (K names), outlined on every panel and named on the image.
     """
     n_cols = 1 + len(columns)
     fig = Figure(figsize=(2.4 * n_cols, 2.6 * max(1, len(examples))), layout="constrained")
     axes = fig.subplots(max(1, len(examples)), n_cols, squeeze=False)
     for row, example in zip(axes, examples):
         row[0].imshow(example["image"], cmap="gray")
-        row[0].set_ylabel(f"{class_names[example['label']]}\n{example['dicom_id'][:12]}", fontsize=8)
+        row_label = example.get("row_label") or f"{class_names[example['label']]}\n{example['dicom_id'][:12]}"
+        row[0].set_ylabel(row_label, fontsize=8)
         for ax, key in zip(row[1:], columns):
             ax.imshow(example["image"], cmap="gray")
             ax.imshow(example[key], cmap="jet", alpha=0.45)
+        _outline_ellipses(row, example.get("boxes"), example.get("box_names"))
     for ax, title in zip(axes[0], ["image", *columns.values()]):
         ax.set_title(title, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     return fig
+
+
+def _outline_ellipses(axes: Sequence[Any], boxes: Any, names: Sequence[str] | None) -> None:
+    """Outline the ellipses inscribed in ``boxes`` (K, 4) on every panel; name them on the first."""
+    if boxes is None:
+        return
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    limits = [(ax.get_xlim(), ax.get_ylim()) for ax in axes]
+    for k, (xmin, ymin, xmax, ymax) in enumerate(boxes):
+        for ax in axes:
+            ax.add_patch(Ellipse(((xmin + xmax) / 2, (ymin + ymax) / 2), xmax - xmin, ymax - ymin,
+                                 fill=False, edgecolor="lime", linewidth=1.2))
+        if names is not None:
+            axes[0].text(xmin, ymin, names[k], color="lime", fontsize=6, va="bottom", clip_on=True)
+    for ax, (xlim, ylim) in zip(axes, limits):
+        ax.set(xlim=xlim, ylim=ylim)
