@@ -42,7 +42,7 @@ TOP_K_PERCENT: tuple[int, ...] = (5, 10, 20)
 """Sizes (percent of the canvas) of the map's top region scored by IoU against the finding's region."""
 
 EHR_THRESHOLDS: int = 100
-"""Number of equidistant thresholds j / n, j = 0 … n − 1, over which the Effective Heat Ratio is integrated."""
+"""Number of equidistant thresholds j / n, j = 1 … n, over which the Effective Heat Ratio is integrated."""
 
 LOCALISATION_METRICS: tuple[str, ...] = (
     "pointing_game", "energy_pointing_game", "diff", "ehr_auc", *(f"iou_top{k}" for k in TOP_K_PERCENT)
@@ -174,7 +174,9 @@ def energy_pointing_game(maps: Any, regions: Any) -> float | np.ndarray:
 
 def diff_inside_outside(maps: Any, regions: Any) -> float | np.ndarray:
     """Diff (seeds/002, section 3.3.4): mean of the min–max normalised map inside the region minus
-    its mean outside, in [−1, 1]; positive when the heat accumulates on the region.
+    its mean outside, in [−1, 1]; positive when the heat accumulates on the region. Normalising
+    first (the seed scores Grad-CAMs in [0, 1]) makes maps of different scales comparable — a gaze
+    distribution summing to 1 and a Grad-CAM would otherwise differ by orders of magnitude.
 
     The region must leave at least one pixel outside it.
     """
@@ -196,27 +198,30 @@ def _check_thresholds(n_thresholds: int) -> None:
 def ehr_curve(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
     """Effective Heat Ratio (seeds/002, section 3.3.4, after Wollek et al.) at each threshold.
 
-    Returns ``thresholds`` (T,) = j / T for j = 0 … T − 1 and ``ehr`` ((T,) for one map, (N, T) for a
-    batch): EHR(t) = |{p ∈ region : m̂(p) > t}| / |{p : m̂(p) > t}| with m̂ the min–max normalised
-    map. The thresholded area is never empty, since the peak (m̂ = 1) exceeds every t < 1.
+    Returns ``thresholds`` (T,) = j / T for j = 1 … T and ``ehr`` ((T,) for one map, (N, T) for a
+    batch): EHR(t) = |{p ∈ region : m̂(p) ≥ t}| / |{p : m̂(p) ≥ t}| with m̂ the min–max normalised
+    map (DESIGN.md's definition). The thresholded area is never empty, since the peak has m̂ = 1, and
+    never holds the map's floor (m̂ = 0).
     """
     _check_thresholds(n_thresholds)
     m, r, single = _maps_and_regions(maps, regions)
     n = _normalised(m)
-    thresholds = np.arange(n_thresholds) / n_thresholds
+    thresholds = np.arange(1, n_thresholds + 1) / n_thresholds
     ehr = np.empty((n.shape[0], n_thresholds))
     for i, (row, inside) in enumerate(zip(n, r)):
         everything = np.sort(row)
         within = np.sort(row[inside])
-        above_all = everything.size - np.searchsorted(everything, thresholds, side="right")
-        above_in = within.size - np.searchsorted(within, thresholds, side="right")
+        above_all = everything.size - np.searchsorted(everything, thresholds, side="left")
+        above_in = within.size - np.searchsorted(within, thresholds, side="left")
         ehr[i] = above_in / above_all
     return thresholds, (ehr[0] if single else ehr)
 
 
 def ehr_auc(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> float | np.ndarray:
     """EHR-AUC (seeds/002, section 3.3.4): the area under the Effective Heat Ratio over thresholds
-    t ∈ [0, 1), as the mean of ``ehr_curve`` over its T equidistant thresholds (the rectangle rule).
+    t ∈ (0, 1], as the mean of ``ehr_curve`` over its T equidistant thresholds (the rectangle rule).
+    The seed gives neither the normalisation nor the number of thresholds; min–max normalisation
+    (Grad-CAM's convention, which its Diff values in [−1, 1] imply) and T = ``EHR_THRESHOLDS`` are ours.
 
     1 when all the map's heat lies inside the region, 0 when all of it lies outside, the region's
     area share for a constant map.

@@ -152,8 +152,8 @@ def test_ehr_curve_by_hand_and_against_direct_computation():
     m[0, 0], region[0, 0] = 1.0, True
     m[1, :3] = 0.5  # three pixels at half height, outside
     t, ehr = ehr_curve(m, region, n_thresholds=4)
-    assert np.allclose(t, [0, 0.25, 0.5, 0.75])
-    assert np.allclose(ehr, [0.25, 0.25, 1, 1])
+    assert np.allclose(t, [0.25, 0.5, 0.75, 1])
+    assert np.allclose(ehr, [0.25, 0.25, 1, 1])  # the half-height pixels count at t = 0.5 (m >= t)
     assert ehr_auc(m, region, n_thresholds=4) == pytest.approx(0.625)
 
     rng = np.random.default_rng(0)
@@ -162,7 +162,7 @@ def test_ehr_curve_by_hand_and_against_direct_computation():
     got = ehr_auc(maps, regions, n_thresholds=37)
     for i in range(3):
         n = (maps[i] - maps[i].min()) / np.ptp(maps[i])
-        direct = [np.sum((n > tj) & regions[i]) / np.sum(n > tj) for tj in np.arange(37) / 37]
+        direct = [np.sum((n >= tj) & regions[i]) / np.sum(n >= tj) for tj in np.arange(1, 38) / 37]
         assert got[i] == pytest.approx(np.mean(direct))
 
 
