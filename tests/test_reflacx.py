@@ -143,3 +143,28 @@ def test_egd_recipe_option_reads_raw_gaze_without_blinks(reflacx_raw, tmp_path):
         assert f.attrs["gaze_source"] == "raw"
         np.testing.assert_allclose(f["heatmap"][:].sum(axis=(1, 2)), 1, atol=1e-5)
         assert report.converted[0]["gaze_samples"] > 1000
+
+
+def test_dataset_reader_maps_and_inter_reader_summary(reflacx_h5):
+    from gazecxr.data.dataset import GazeCXRDataset
+    from gazecxr.evaluation.consistency import INTER_READER, NO_MULTI_READER, ReaderConsistency
+
+    ds = GazeCXRDataset(reflacx_h5, "all")
+    with h5py.File(reflacx_h5) as f:
+        record, has_map, which = f["reading_record"][:], f["reading_has_heatmap"][:], f["fixation_reading"][:]
+    multi = [i for i in ds.indices if ds.reader_count(int(i)) >= 2]
+    assert len(multi) == 4
+    consistency = ReaderConsistency(ds)
+    for position, index in enumerate(ds.indices):
+        maps, fixations = ds.reader_maps(int(index))
+        assert len(maps) == ((record == index) & has_map).sum() == len(fixations)
+        assert sum(len(f) for f in fixations) == len(ds.fixations(int(index))) == (np.isin(which, np.flatnonzero(record == index))).sum()
+        consistency.add({"position": position, "heatmap": ds[position]["heatmap"][0].numpy(),
+                         "uniform": np.full(ds.canvas, 1.0 / (64 * 64))})
+    summary = consistency.summary()
+    assert summary["images"] == 4 and summary["pairs"] == 18  # 2 phase-2 images lose their discarded reading
+    inter, uniform = summary["scores"][INTER_READER], summary["scores"]["uniform"]
+    assert inter["cc"]["mean"] > 0.3 and inter["kl"]["mean"] < uniform["kl"]["mean"]
+    assert {t["metric"] for t in summary["tests"] if t["method"] == "uniform"} >= {"kl", "cc"}
+    empty = ReaderConsistency(GazeCXRDataset(reflacx_h5, "all"))
+    assert empty.summary() == {"images": 0, "pairs": 0, "note": NO_MULTI_READER}

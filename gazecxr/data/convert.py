@@ -27,6 +27,7 @@ from gazecxr.data.egd_tables import GazePoints
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import DEFAULT_SIGMA, in_image
 from gazecxr.data.images import ImageReadError, locate_image, read_radiograph
+from gazecxr.data.provenance import is_synthetic_source
 from gazecxr.data.splits import make_split
 from gazecxr.egd_format import MASK_FILES
 
@@ -496,7 +497,8 @@ def convert(
 
     source = EGDSource(Path(egd_dir), Path(image_dir))
     return convert_source(source, output, options, progress, fixations=source.has_fixations,
-                          attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1"})
+                          attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
+                                 "synthetic": is_synthetic_source(egd_dir)})
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -62,6 +62,7 @@ class GazeCXRDataset(Dataset):
                   ("labels", "dicom_ids", "patient_ids", "splits", "sources")}
         self._geometry = tuple(np.concatenate([p["geometry"][k] for p in parts]) for k in range(3))
         self._fixation_offsets = [p["fixation_offsets"] for p in parts]
+        self._reading_rows = [p["reading_rows"] for p in parts]
         self.has_fixations = all(o is not None for o in self._fixation_offsets)
         self.has_masks = masks and all(p["masks"] for p in parts)
         self.attrs = parts[0]["attrs"]
@@ -95,6 +96,8 @@ class GazeCXRDataset(Dataset):
                 "geometry": (f["orig_size"][:], f["scale"][:], f["pad"][:]), "canvas": tuple(f["image"].shape[1:]),
                 "masks": all(k in f for k in ("lung_mask", "heart_mask")),
                 "fixation_offsets": f["fixation_offsets"][:] if "fixation_offsets" in f and "fixations" in f else None,
+                "reading_rows": ({int(r): np.flatnonzero((f["reading_record"][:] == r) & f["reading_has_heatmap"][:])
+                                  for r in np.unique(f["reading_record"][:])} if "reading_heatmap" in f else {}),
                 "attrs": dict(f.attrs),
             }
 
@@ -152,6 +155,27 @@ class GazeCXRDataset(Dataset):
         k, row = self._locate(index)
         start, stop = (int(v) for v in self._fixation_offsets[k][row:row + 2])
         return self._h5(k)["fixations"][start:stop].astype(np.float32).reshape(-1, 3)
+
+    def reader_count(self, index: int) -> int:
+        """Number of readings with a heatmap of record ``index`` stored separately (0 for one-reader files)."""
+        k, row = self._locate(index)
+        return len(self._reading_rows[k].get(row, ()))
+
+    def reader_maps(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Per-reader heatmaps (R, H, W) of record ``index`` and each reader's fixations (K, 3),
+        canvas coordinates; R = 0 when the file stores no per-reading maps."""
+        k, row = self._locate(index)
+        rows = self._reading_rows[k].get(row, np.zeros(0, np.int64))
+        if not rows.size:
+            return np.zeros((0, *self.canvas), np.float32), []
+        f = self._h5(k)
+        maps = np.stack([f["reading_heatmap"][int(r)] for r in rows]).astype(np.float32)
+        fixations = self.fixations(index)
+        if self.has_fixations and "fixation_reading" in f:
+            start, stop = (int(v) for v in self._fixation_offsets[k][row:row + 2])
+            which = f["fixation_reading"][start:stop]
+            return maps, [fixations[which == r] for r in rows]
+        return maps, [np.zeros((0, 3), np.float32) for _ in rows]
 
     def letterbox(self, index: int) -> Letterbox:
         """Geometry of the record at file row ``index`` (a sample's ``index``)."""

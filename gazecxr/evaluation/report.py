@@ -8,7 +8,7 @@ import math
 import os
 import secrets
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.data.dataset import GazeCXRDataset
+from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.figures import confusion_figure, overlay_figure, reliability_figure, roc_figure
+from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
 from gazecxr.evaluation.saliency_methods import (
     NSS_TOP_FRACTION,
     SALIENCY_METRICS,
@@ -98,9 +100,11 @@ def region_masks(dataset: GazeCXRDataset, indices: Sequence[int]) -> Tensor:
 
 
 def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch.device,
-              keep: Sequence[int] = (), progress: bool = True) -> SplitOutputs:
+              keep: Sequence[int] = (), progress: bool = True,
+              on_image: Callable[[dict[str, Any]], None] | None = None) -> SplitOutputs:
     """Run every predictor on each batch of ``loader`` (a non-shuffled GazeCXRDataset loader) and score
-    their saliency maps against the ground truth; keeps the maps of the split positions ``keep``."""
+    their saliency maps against the ground truth; keeps the maps of the split positions ``keep`` and
+    hands every image's example (as kept) to ``on_image`` when given."""
     probs: dict[str, list[np.ndarray]] = defaultdict(list)
     scores: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     labels, dicom_ids, kept = [], [], {}
@@ -112,7 +116,7 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
         regions = region_masks(loader.dataset, batch["index"].tolist()).to(device)
         examples = {i: {"position": position + i, "label": int(batch["label"][i]),
                         "dicom_id": batch["dicom_id"][i], "image": batch["image"][i, 0].numpy(), "heatmap": gt[i]}
-                    for i in range(len(gt)) if position + i in keep}
+                    for i in range(len(gt)) if position + i in keep or on_image is not None}
         names: set[tuple[str, str]] = set()
         for predictor in predictors:
             out = predictor(images, regions)
@@ -130,7 +134,11 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
                 probs[name].append(p.detach().cpu().double().numpy())
         labels.append(batch["label"].numpy())
         dicom_ids.extend(batch["dicom_id"])
-        kept.update({example["position"]: example for example in examples.values()})
+        for example in examples.values():
+            if on_image is not None:
+                on_image(example)
+            if example["position"] in keep:
+                kept[example["position"]] = example
         position += len(gt)
     return SplitOutputs(
         labels=np.concatenate(labels),
@@ -275,8 +283,9 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         constant_predictor("center_bias", center_bias_map(config["data"]["h5"], "train")),
         constant_predictor("uniform", uniform_map(dataset.canvas)),
     ]
-    outputs = run_split(predictors, loader, device, example_positions(dataset.labels), progress)
     run_dir = Path(out_dir) / ids["stage3"]
+    gallery = Gallery(run_dir)
+    outputs = run_split(predictors, loader, device, example_positions(dataset.labels), progress, gallery.add)
     metrics = json_safe({
         "classification": summarise_classification(outputs.labels, outputs.probs),
         "saliency": summarise_saliency(outputs.scores),
@@ -287,7 +296,10 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         "data": str(config["data"]["h5"]),
         "package_version": __version__,
         "report_dir": str(run_dir),
+        "synthetic": is_synthetic_attrs(dataset.attrs),
         "notes": [*NOTES, *skipped],
     })
     write_report(run_dir, metrics, outputs)
+    write_html_report(run_dir, markdown_report(metrics), outputs, gallery, dataset_sources(dataset),
+                      metrics["synthetic"])
     return metrics

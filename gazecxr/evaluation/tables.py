@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gazecxr import CLASS_NAMES
+from gazecxr.data.provenance import SYNTHETIC_NOTICE
 
 PAPER_CLASSIFICATION: dict[str, dict[str, float | None]] = {
     "Ours": {"Normal": 0.953, "CHF": 0.927, "pneumonia": 0.894, "auc_macro": None, "auc_micro": 0.925,
@@ -92,12 +93,18 @@ def ttest_table(tests: Sequence[Mapping[str, Any]]) -> str:
     return _table(["A", "B", "Metric", "Mean diff (A − B)", "t", "p"], rows)
 
 
+def synthetic_notice(metrics: Mapping[str, Any]) -> list[str]:
+    """The markdown notice line for a report on synthetic data (``metrics["synthetic"]``), else nothing."""
+    return [f"> **{SYNTHETIC_NOTICE}**"] if metrics.get("synthetic") else []
+
+
 def markdown_report(metrics: Mapping[str, Any]) -> str:
     """The whole ``tables.md``: classification, saliency and t-test tables with their notes."""
     checkpoint = metrics["checkpoint"]
     notes = "\n".join(f"- {note}" for note in metrics.get("notes", []))
     return "\n\n".join([
         f"# Evaluation of {checkpoint['stage3']} ({metrics['split']} split, n = {metrics['n_test']})",
+        *synthetic_notice(metrics),
         "## Classification (cf. paper Table 4.1)",
         classification_table(metrics["classification"]),
         "The paper reports a single AUC, computed by its released code as the micro AUC; "

@@ -1,0 +1,36 @@
+"""Inter-reader (leave-one-reader-out) scoring on hand-made maps."""
+
+import numpy as np
+import pytest
+
+from gazecxr.evaluation.consistency import leave_one_out, score_against_readers
+from gazecxr.metrics import correlation_coefficient, kl_divergence
+
+
+def _blob(cy, cx, shape=(16, 16), s=2.0):
+    rows, cols = np.mgrid[:shape[0], :shape[1]]
+    m = np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / (2 * s * s)) + 1e-6
+    return m / m.sum()
+
+
+def test_leave_one_out_is_the_mean_of_the_others():
+    maps = np.stack([_blob(4, 4), _blob(4, 5), _blob(12, 12)])
+    loo = leave_one_out(maps * np.array([1.0, 3.0, 0.5])[:, None, None])  # unnormalised input
+    np.testing.assert_allclose(loo[0], (maps[1] + maps[2]) / 2, atol=1e-12)
+    np.testing.assert_allclose(loo[2], (maps[0] + maps[1]) / 2, atol=1e-12)
+    with pytest.raises(ValueError, match="at least 2 readers"):
+        leave_one_out(maps[:1])
+
+
+def test_inter_reader_scores_agreeing_readers_higher():
+    agree = np.stack([_blob(4, 4), _blob(4, 5), _blob(5, 4)])
+    disagree = np.stack([_blob(4, 4), _blob(12, 12), _blob(2, 13)])
+    fix = [np.array([[4.0, 4.0, 0.3]]), np.array([[5.0, 4.0, 0.2]]), np.array([[4.0, 5.0, 0.2]])]
+    good = score_against_readers(leave_one_out(agree), agree, fix, None)
+    bad = score_against_readers(leave_one_out(disagree), disagree, fix, None)
+    assert set(good) >= {"kl", "cc", "hs", "nss"} and good["cc"].shape == (3,)
+    assert (good["cc"] > bad["cc"]).all() and (good["kl"] < bad["kl"]).all()
+    np.testing.assert_allclose(good["cc"][1], correlation_coefficient((agree[0] + agree[2]) / 2, agree[1]))
+    np.testing.assert_allclose(bad["kl"][0], kl_divergence((disagree[1] + disagree[2]) / 2, disagree[0]))
+    model = score_against_readers(_blob(4, 4), agree, fix, None)  # one map scored against every reader
+    np.testing.assert_allclose(model["cc"], [correlation_coefficient(_blob(4, 4), m) for m in agree])
