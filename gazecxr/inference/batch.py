@@ -26,6 +26,7 @@ import io
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,8 @@ def reconcile(out: Path, classes: Sequence[str]) -> list[dict[str, str]]:
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """Counts of a batch-prediction run (``ok``/``failed`` among the images it processed)."""
+    """Counts of a batch-prediction run: images listed, skipped (written by an earlier run), and
+    of all listed images, those with a prediction (``ok``) and those that ``failed``."""
 
     total: int
     skipped: int
@@ -257,7 +259,6 @@ def _run(predictor: BasePredictor, items: list[tuple[str, Path]], out: Path, wor
     journal = out / (CSV_NAME if not ctx.enabled else f"predictions.rank{ctx.rank}.csv")
     loader = DataLoader(_ImageFiles(mine, predictor.input_size), batch_size=batch_size, num_workers=workers,
                         collate_fn=list)
-    ok = failed = 0
     with open(journal, "a", encoding="utf-8", newline="") as handle, \
             tqdm(total=len(mine), desc=f"predict (rank {ctx.rank})" if ctx.enabled else "predict", unit="image",
                  disable=not progress, file=sys.stderr) as bar:
@@ -275,16 +276,15 @@ def _run(predictor: BasePredictor, items: list[tuple[str, Path]], out: Path, wor
             arrays = _shard_arrays(batch, predictions, classes)
             _write_shard(shard, arrays)
             _append(handle, columns, _rows(arrays, shard.name, classes))
-            ok += len(good)
-            failed += len(batch) - len(good)
             bar.update(len(batch))
-    counts = distributed.sum_across([ok, failed], ctx)
     distributed.barrier(ctx)
-    summary = BatchSummary(len(items), len(items) - len(remaining), int(counts[0]), int(counts[1]), str(out))
+    summary = None
     if ctx.is_main:
-        reconcile(out, classes)
+        wanted = {source for source, _ in items}
+        statuses = Counter(row["status"] for row in reconcile(out, classes) if row["source"] in wanted)
+        summary = BatchSummary(len(items), len(items) - len(remaining), statuses["ok"], statuses["error"], str(out))
         record = {**summary.to_dict(), "checkpoint": predictor.checkpoint, "backend": predictor.backend,
                   "ranks": ctx.world_size, "workers": workers, "batch_size": batch_size}
         text = json.dumps(record, indent=2) + "\n"
         write_atomic(out / SUMMARY_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return summary
+    return distributed.broadcast_object(summary, ctx)
