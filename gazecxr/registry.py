@@ -40,6 +40,9 @@ DEFAULT_METRICS: dict[str, tuple[str, str]] = {
     "stage1": ("val_auc_macro", "max"),
     "stage2": ("val_kl", "min"),
     "stage3": ("val_auc_macro", "max"),
+    "mtunet": ("val_total_loss", "min"),
+    "gazegnn": ("val_auc_macro", "max"),
+    "irnetv2": ("val_auc_macro", "max"),
 }
 """Per-stage (metric, mode) that ``best`` uses when no metric is given."""
 

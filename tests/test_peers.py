@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -151,3 +152,87 @@ def test_mtunet_runner_publishes_entry_with_time_and_parameters(mtunet_entry):
     assert set(state) == {"mtunet", "loss"} and set(state["loss"]) == {"log_sigma_class", "log_sigma_saliency"}
     with pytest.raises(ValueError, match="valid methods"):
         run_peer("resnet", config)
+
+
+# ----------------------------------------------------------------------------- GazeGNN
+
+
+def test_gaze_grid_on_hand_made_map():
+    from gazecxr.models.gazegnn import gaze_grid
+
+    gaze = torch.zeros(1, 16, 16)
+    gaze[0, 5, 9] = 1.0   # inside windows i = 0..3 (rows 4i-7 … 4i+6), j = 1..3
+    gaze[0, 15, 0] = 2.0  # last row: only i = 3; first column: j = 0, 1
+    expected = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1], [2, 3, 1, 1]]) / 3
+    assert torch.allclose(gaze_grid(gaze), expected)
+    assert torch.equal(gaze_grid(torch.zeros(2, 8, 8)), torch.zeros(2, 2, 2))  # no gaze: left at 0
+    assert gaze_grid(torch.rand(3, 224, 224)).shape == (3, 56, 56)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        gaze_grid(torch.zeros(1, 10, 10))
+
+
+def test_fixation_duration_map_on_hand_made_fixations():
+    from gazecxr.data.gaze_maps import fixation_duration_map
+
+    fixations = [[1.2, 2.0, 0.5], [4.4, 3.0, 0.09], [1.0, 2.0, 0.5], [7.0, 1.0, 3.0]]  # last one off the canvas
+    got = fixation_duration_map(fixations, (4, 5))
+    expected = np.zeros((4, 5))
+    expected[2, 1] = 1.0  # 0.5 + 0.5 s, the longest: log(1.01) maps to 1
+    expected[3, 4] = math.log(10) / math.log(101)  # (log 0.1 − log 0.01) / (log 1.01 − log 0.01)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not fixation_duration_map(np.zeros((0, 3)), (4, 5)).any()
+
+
+def test_paired_augment_moves_gaze_map_with_image():
+    from gazecxr.data.transforms import PairedAugment
+
+    torch.manual_seed(0)
+    pattern = torch.zeros(1, 32, 32)
+    pattern[0, 8:12, 20:26] = 1.0
+    heat = torch.full((1, 32, 32), 1 / 1024)
+    augment = PairedAugment(rotation=20, translate=0.2, brightness=0.0, contrast=0.0)
+    out = augment({"image": pattern.clone(), "heatmap": heat, "gaze": pattern.clone()})
+    assert not torch.equal(out["gaze"], pattern)
+    assert torch.allclose(out["gaze"], out["image"], atol=1e-6)
+
+
+def test_vig_ti_and_gazegnn_parameter_counts_and_outputs():
+    from gazecxr.models.gazegnn import GazeGNN
+    from gazecxr.models.vig import PyramidViG
+
+    # Pyramid ViG-Ti of the released code: 10.7 M parameters at 1000 classes (the fixed relative-position
+    # tables, 1.77 M values, are buffers here); GazeGNN: 3 classes plus BatchNorm2d(1) for the gaze grid
+    assert parameter_count(PyramidViG(num_classes=1000)) == 10_714_376
+    net = GazeGNN()
+    assert parameter_count(net) == 9_692_453
+    assert sum(b.numel() for n, b in net.named_buffers() if n.endswith("relative_pos")) == 1_771_938
+    tiny = create_model({"name": "gazegnn", "image_size": 32, "channels": [8, 16, 24, 32], "blocks": [1, 1, 1, 1],
+                         "hidden": 32}).eval()
+    image = torch.rand(2, 1, 64, 48)
+    gaze = torch.zeros(2, 1, 64, 48)
+    gaze[:, :, 10, 30] = 1.0
+    with torch.no_grad():
+        logits = tiny(image, gaze)
+        assert logits.shape == (2, 3)
+        assert not torch.allclose(tiny(image, torch.zeros_like(gaze)), logits)  # the gaze enters the model
+    with pytest.raises(FileNotFoundError, match="no ViG weights can be downloaded"):
+        GazeGNN(image_size=32, channels=[8, 16, 24, 32], blocks=[1, 1, 1, 1], pretrained="/nonexistent.pth")
+
+
+def test_gazegnn_cli_trains_an_oracle_entry(tiny_h5, tmp_path, capsys):
+    import json
+
+    from gazecxr.training.cli import main
+    from gazecxr.training.peers import ORACLE_TAG
+    from tests_paths import ROOT
+
+    code = main("peer", ["--method", "gazegnn", "--config", str(ROOT / "configs" / "test.yaml"), "--quiet",
+                         "--set", f"data.h5={tiny_h5}", "--set", f"registry.root={tmp_path / 'ck'}",
+                         "--set", f"runs.root={tmp_path / 'runs'}", "--set", "peers.gazegnn.train.max_epochs=1"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    entry = Registry(tmp_path / "ck").resolve(printed["id"])
+    assert entry.stage == "gazegnn" and ORACLE_TAG in entry.tags
+    assert entry.architecture["model_input"] == [32, 32] and entry.architecture["input_size"] == [64, 64]
+    assert entry.metrics["train_seconds"] > 0 and entry.metrics["parameters"] > 0
+    assert 0.0 <= entry.metrics["val_auc_micro"] <= 1.0

@@ -64,6 +64,8 @@ class PairedAugment:
         for key in ("lung_mask", "heart_mask"):
             if key in sample:
                 out[key] = move(sample[key].to(torch.uint8), InterpolationMode.NEAREST).bool()
+        if "gaze" in sample:  # per-pixel gaze map in [0, 1] (GazeGNN)
+            out["gaze"] = move(sample["gaze"], InterpolationMode.BILINEAR).clamp(0.0, 1.0)
         return out
 
     def __repr__(self) -> str:

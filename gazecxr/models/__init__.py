@@ -5,6 +5,7 @@ from .baselines import StandardUNet
 from .cooperative import GazeCXRModel, freeze, is_frozen
 from .densenet import DenseNetEncoder
 from .fusion import FusionClassifier
+from .gazegnn import GazeGNN
 from .irnetv2 import InceptionResNetV2
 from .mtunet import MTUNet
 from .resse_unet import ResSEUNet, saliency_from_logits
@@ -13,6 +14,7 @@ __all__ = [
     "DenseNetEncoder",
     "FusionClassifier",
     "GazeCXRModel",
+    "GazeGNN",
     "InceptionResNetV2",
     "MTUNet",
     "ResSEUNet",

@@ -1,4 +1,4 @@
-"""The command line shared by ``python -m stages.stage1`` … ``stage3``."""
+"""The command line shared by ``python -m stages.stage1`` … ``stage3`` and ``stages.peer``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.training.distributed import teardown
+from gazecxr.training.peers import PEER_METHODS, run_peer
 from gazecxr.training.stages import STAGES
 
 DESCRIPTIONS = {
@@ -22,15 +24,26 @@ DESCRIPTIONS = {
 }
 
 
+PEER_DESCRIPTION = (
+    "Train one of the paper's peer methods on the configured split: mtunet (MT-UNet, class and saliency "
+    "jointly with learned loss weights), gazegnn (GazeGNN, a Vision GNN fed the radiologist's fixations; "
+    "it needs gaze at test time, so it is an oracle row and is not served by gazecxr.predict) or irnetv2 "
+    "(Inception-ResNet-v2). Settings: the peers.<method> config section."
+)
+
+
 def build_parser(stage: str) -> argparse.ArgumentParser:
+    description = PEER_DESCRIPTION if stage == "peer" else DESCRIPTIONS[stage]
     parser = argparse.ArgumentParser(
         prog=f"python -m stages.{stage}",
-        description=DESCRIPTIONS[stage] + " The best model is saved to the checkpoint registry "
+        description=description + " The best model is saved to the checkpoint registry "
         "(registry.root) with its resolved config, metrics and lineage; per-epoch state, a JSONL log "
         "and TensorBoard files go to the run directory (runs.root/<stage>/<run>).",
         epilog="Examples: --config configs/demo.yaml --set train.lr=3e-4 --set data.num_workers=2; "
                "resume a killed run with --resume (latest run) or --resume --run-dir DIR.",
     )
+    if stage == "peer":
+        parser.add_argument("--method", required=True, choices=PEER_METHODS, help="the peer method to train")
     add_config_arguments(parser)
     parser.add_argument("--run-dir", default=None, help="run directory (default: a new one under runs.root)")
     parser.add_argument("--resume", action="store_true",
@@ -46,8 +59,8 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     args = build_parser(stage).parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        entry = STAGES[stage](config, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet,
-                              tags=args.tags)
+        runner = partial(run_peer, args.method) if stage == "peer" else STAGES[stage]
+        entry = runner(config, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet, tags=args.tags)
     except (ConfigError, FileNotFoundError, FileExistsError, LookupError, ValueError) as err:
         teardown(wait=False)
         print(f"error: {err}", file=sys.stderr)

@@ -25,11 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazecxr.config import deep_merge
+from gazecxr.data.dataset import GazeCXRDataset
+from gazecxr.data.gaze_maps import GazeMapDataset
 from gazecxr.losses import UncertaintyWeightedLoss
 from gazecxr.models.factory import create_model
-from gazecxr.registry import Entry
-from gazecxr.training.data import input_size
-from gazecxr.training.engine import Batch, FitResult, Outputs, Task, TrainSettings
+from gazecxr.registry import Entry, infer_mode
+from gazecxr.training.data import input_size, make_augment, make_loader
+from gazecxr.training.engine import Batch, FitResult, Outputs, Task, Trainer, TrainSettings
 from gazecxr.training.runtime import seed_everything
 from gazecxr.training.stages import EpochCallback, _fit, _publish, _registry, _start, _tags
 from gazecxr.training.tasks import ClassifierTask, classification_summary, saliency_scores
@@ -137,7 +139,60 @@ def run_irnetv2(config: Mapping[str, Any], run_dir: str | Path | None = None, re
     ))
 
 
-PEERS = {"mtunet": run_mtunet, "irnetv2": run_irnetv2}
+def gaze_dataset(config: Mapping[str, Any], split: str, augment: bool) -> GazeMapDataset:
+    """One split with per-pixel gaze maps, augmented (image and gaze together) when ``augment``."""
+    data = config["data"]
+    return GazeMapDataset(GazeCXRDataset(data["h5"], split), make_augment(data["augment"]) if augment else None)
+
+
+class GazeGNNTask(Task):
+    """Cross-entropy training of a classifier fed the batch's images and gaze maps (``gaze``)."""
+
+    def __init__(self, net: nn.Module):
+        self.trainable = net
+
+    def logits(self, batch: Batch) -> Tensor:
+        """Class logits of the batch."""
+        return self.trainable(batch["image"], batch["gaze"]).float()
+
+    def loss(self, batch: Batch) -> Tensor:
+        return F.cross_entropy(self.logits(batch), batch["label"])
+
+    def outputs(self, batch: Batch) -> Outputs:
+        return {"logits": self.logits(batch), "label": batch["label"]}
+
+    def metrics(self, outputs: Outputs) -> dict[str, float]:
+        return classification_summary(outputs["label"], outputs["logits"])
+
+
+def run_gazegnn(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+                progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """GazeGNN on images and their fixations (``peers.gazegnn``); saves entry ``gazegnn`` tagged `ORACLE_TAG`."""
+    ctx, run_dir, config = _start(config, "gazegnn", run_dir, resume)
+    seed_everything(int(config["seed"]), bool(config["train"].get("deterministic")))
+    section = config["peers"]["gazegnn"]
+    net = create_model(section["model"])
+    settings = peer_settings(config, "gazegnn")
+    monitor = section["monitor"]
+    trainer = Trainer(GazeGNNTask(net), settings, run_dir, monitor, infer_mode(monitor), seed=int(config["seed"]),
+                      progress=progress, name="gazegnn", on_epoch=on_epoch, dist=ctx)
+    augment = bool(config["data"]["augment"].get("enabled", True))
+    train, val = (make_loader(config, split, settings.batch_size, is_train, trainer.device,
+                              dataset=gaze_dataset(config, split, is_train and augment), dist=ctx)
+                  for split, is_train in (("train", True), ("val", False)))
+    result = trainer.fit(train, val, resume=resume and (run_dir / "state.pt").is_file())
+    registry = _registry(config)
+    size = int(net.image_size)
+    return _publish(ctx, registry, lambda: registry.save(
+        {"gazegnn": result.best_state}, stage="gazegnn", config=config,
+        architecture={"gazegnn": section["model"], "input_size": input_size(config), "model_input": [size, size]},
+        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": _train_seconds(result),
+                 "parameters": float(parameter_count(net))},
+        tags=_tags(config, [f"run={run_dir.name}", ORACLE_TAG, *tags]),
+    ))
+
+
+PEERS = {"mtunet": run_mtunet, "gazegnn": run_gazegnn, "irnetv2": run_irnetv2}
 
 
 def run_peer(method: str, config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,

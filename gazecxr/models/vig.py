@@ -1,0 +1,181 @@
+"""Pyramid Vision GNN (ViG, Han et al., NeurIPS 2022), the backbone of GazeGNN; no library provides it.
+
+Written after the released code (huawei-noah Efficient-AI-Backbones ``vig_pytorch``, as copied by
+ukaukaaaa/GazeGNN), with the same module names so that its state dicts load: every block is a
+``Grapher`` (fc1 → dynamic dilated kNN graph convolution with max-relative aggregation → fc2,
+residual) followed by an ``FFN`` (residual). Image patches are graph nodes; each node's k
+neighbours are found in feature space among the (average-pooled by ``reduce_ratio``) nodes, with a
+fixed relative 2-D sin-cos position term added to the distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def sincos_pos_embed_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """(len(positions), dim) sin-cos embedding of 1-D positions (MAE convention: sines then cosines)."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.outer(positions.reshape(-1), omega)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> np.ndarray:
+    """(grid², dim) 2-D sin-cos embedding of a grid×grid node lattice (half the channels per axis)."""
+    w, h = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64))
+    return np.concatenate([sincos_pos_embed_1d(dim // 2, w), sincos_pos_embed_1d(dim // 2, h)], axis=1)
+
+
+def relative_position(dim: int, grid: int, reduce_ratio: int) -> Tensor:
+    """The released relative-position distance term (grid², grid²/r²): −2·⟨e_i, e_j⟩/dim of the 2-D
+    sin-cos embeddings, the key axis resized bicubically to the pooled node count."""
+    embed = sincos_pos_embed_2d(dim, grid)
+    rel = torch.from_numpy(2 * embed @ embed.T / embed.shape[1]).float()[None, None]
+    n = grid * grid
+    rel = F.interpolate(rel, size=(n, n // (reduce_ratio * reduce_ratio)), mode="bicubic", align_corners=False)
+    return -rel[0, 0]
+
+
+def dilated_knn(x: Tensor, y: Tensor, k: int, dilation: int, relative_pos: Tensor | None) -> Tensor:
+    """Indices (B, N, k') into the M key nodes ``y`` (B, M, C) of each query node of ``x`` (B, N, C):
+    the k·dilation nearest (L2 on unit-normalised features, plus ``relative_pos`` (N, M)), every
+    ``dilation``-th of them; k·dilation is capped at M (only matters for tiny inputs)."""
+    with torch.no_grad():
+        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+        dist = x.pow(2).sum(-1, keepdim=True) - 2 * x @ y.transpose(1, 2) + y.pow(2).sum(-1).unsqueeze(1)
+        if relative_pos is not None:
+            dist = dist + relative_pos
+        return dist.topk(min(k * dilation, y.shape[1]), dim=-1, largest=False).indices[..., ::dilation]
+
+
+class MRConv(nn.Module):
+    """Max-relative graph convolution: [x_i, max_j (x_j − x_i)] → grouped 1×1 conv → BN → GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int, groups: int = 4) -> None:
+        super().__init__()
+        self.nn = nn.Sequential(nn.Conv2d(2 * in_channels, out_channels, 1, groups=groups),
+                                nn.BatchNorm2d(out_channels), nn.GELU())
+
+    def forward(self, x: Tensor, keys: Tensor, neighbours: Tensor) -> Tensor:
+        """``x`` (B, C, N), ``keys`` (B, C, M), ``neighbours`` (B, N, k) → (B, out, N, 1)."""
+        b, c, n = x.shape
+        index = neighbours.reshape(b, 1, -1).expand(b, c, -1)
+        gathered = keys.gather(2, index).view(b, c, n, -1)
+        relative = (gathered - x.unsqueeze(-1)).amax(dim=-1)
+        return self.nn(torch.stack([x, relative], dim=2).reshape(b, 2 * c, n, 1))
+
+
+class DyGraphConv(nn.Module):
+    """Dynamic graph convolution: kNN graph rebuilt from the current features on every forward."""
+
+    def __init__(self, in_channels: int, out_channels: int, k: int, dilation: int, reduce_ratio: int) -> None:
+        super().__init__()
+        self.k, self.dilation, self.r = k, dilation, reduce_ratio
+        self.gconv = MRConv(in_channels, out_channels)
+
+    def forward(self, x: Tensor, relative_pos: Tensor | None) -> Tensor:
+        b, c, h, w = x.shape
+        keys = F.avg_pool2d(x, self.r, self.r) if self.r > 1 else x
+        x, keys = x.reshape(b, c, -1), keys.reshape(b, c, -1)
+        neighbours = dilated_knn(x.transpose(1, 2), keys.transpose(1, 2), self.k, self.dilation, relative_pos)
+        return self.gconv(x, keys, neighbours).reshape(b, -1, h, w)
+
+
+def _conv_bn(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+
+
+class Grapher(nn.Module):
+    """fc1 (1×1 conv + BN) → graph conv to 2C channels → fc2 (1×1 conv + BN back to C), residual."""
+
+    def __init__(self, channels: int, k: int, dilation: int, reduce_ratio: int, grid: int) -> None:
+        super().__init__()
+        self.fc1 = _conv_bn(channels, channels)
+        self.graph_conv = DyGraphConv(channels, 2 * channels, k, dilation, reduce_ratio)
+        self.fc2 = _conv_bn(2 * channels, channels)
+        self.register_buffer("relative_pos", relative_position(channels, grid, reduce_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[-2] * x.shape[-1]
+        if n != self.relative_pos.shape[0]:
+            raise ValueError(f"ViG block built for {self.relative_pos.shape[0]} nodes got {n}: "
+                             "the input size must be the model's image_size")
+        return self.fc2(self.graph_conv(self.fc1(x), self.relative_pos)) + x
+
+
+class FFN(nn.Module):
+    """1×1 conv + BN (C → 4C) → GELU → 1×1 conv + BN (4C → C), residual."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = _conv_bn(channels, hidden), nn.GELU(), _conv_bn(hidden, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x))) + x
+
+
+class PyramidViG(nn.Module):
+    """Pyramid ViG: a stem to stride 4, stages of (Grapher, FFN) blocks separated by stride-2 convs,
+    and a 1×1-conv head on the globally pooled last stage. ViG-Ti: channels [48, 96, 240, 384],
+    blocks [2, 2, 6, 2], k = 9, reduce ratios [4, 2, 1, 1], head width 1024.
+
+    ``forward_features`` takes an optional ``embedding`` added to the stem output (with the
+    position embedding), the hook GazeGNN uses for its gaze grid.
+    """
+
+    def __init__(self, image_size: int = 224, in_channels: int = 3, num_classes: int = 3,
+                 channels: Sequence[int] = (48, 96, 240, 384), blocks: Sequence[int] = (2, 2, 6, 2), k: int = 9,
+                 reduce_ratios: Sequence[int] = (4, 2, 1, 1), hidden: int = 1024, dropout: float = 0.0) -> None:
+        super().__init__()
+        if image_size % 32:
+            raise ValueError(f"ViG image_size must be a multiple of 32, got {image_size}")
+        if not len(channels) == len(blocks) == len(reduce_ratios):
+            raise ValueError("channels, blocks and reduce_ratios need one value per stage")
+        c0 = channels[0]
+        self.image_size = image_size
+        self.stem = nn.ModuleDict({"convs": nn.Sequential(
+            nn.Conv2d(in_channels, c0 // 2, 3, stride=2, padding=1), nn.BatchNorm2d(c0 // 2), nn.GELU(),
+            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1), nn.BatchNorm2d(c0), nn.GELU(),
+            nn.Conv2d(c0, c0, 3, stride=1, padding=1), nn.BatchNorm2d(c0),
+        )})
+        grid = image_size // 4
+        self.pos_embed = nn.Parameter(torch.zeros(1, c0, grid, grid))
+        max_dilation = 49 // k
+        layers: list[nn.Module] = []
+        index = 0
+        for stage, (c, depth, r) in enumerate(zip(channels, blocks, reduce_ratios)):
+            if stage > 0:
+                layers.append(nn.Sequential(nn.Conv2d(channels[stage - 1], c, 3, stride=2, padding=1),
+                                            nn.BatchNorm2d(c)))
+                grid //= 2
+            for _ in range(depth):
+                dilation = min(index // 4 + 1, max_dilation)
+                layers.append(nn.Sequential(Grapher(c, k, dilation, r, grid), FFN(c, 4 * c)))
+                index += 1
+        self.backbone = nn.Sequential(*layers)
+        self.prediction = nn.Sequential(nn.Conv2d(channels[-1], hidden, 1), nn.BatchNorm2d(hidden), nn.GELU(),
+                                        nn.Dropout(dropout), nn.Conv2d(hidden, num_classes, 1))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
+        """Last-stage feature map (N, channels[-1], S/32, S/32) of images (N, C, S, S)."""
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"ViG input must be {self.image_size}×{self.image_size}, got {tuple(x.shape[-2:])}")
+        x = self.stem["convs"](x) + self.pos_embed
+        if embedding is not None:
+            x = x + embedding
+        return self.backbone(x)
+
+    def forward(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
+        """Class logits (N, num_classes)."""
+        pooled = F.adaptive_avg_pool2d(self.forward_features(x, embedding), 1)
+        return self.prediction(pooled).flatten(1)
