@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -103,29 +104,40 @@ def finding_regions(boxes: Any, box_labels: Any, shape: tuple[int, int]) -> np.n
         else np.zeros((0, *shape), bool)
 
 
-def _maps_and_regions(maps: Any, regions: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Validated maps (N, H*W) float64 non-negative, regions (N, H*W) bool non-empty, single flag."""
-    m_arr = _to_float64(maps, "maps")
-    r_arr = np.asarray(regions)
-    if r_arr.dtype != bool:
-        if not np.all((r_arr == 0) | (r_arr == 1)):
-            raise ValueError("regions must be boolean masks (values 0 or 1)")
-        r_arr = r_arr.astype(bool)
-    if m_arr.shape != r_arr.shape:
-        raise ValueError(f"maps and regions must have the same shape; got {m_arr.shape} and {r_arr.shape}")
-    m, single = _as_map_batch(m_arr, "maps")
-    r = r_arr.reshape(m.shape)
-    negative = np.flatnonzero(m.min(axis=1) < 0)
-    if negative.size:
-        raise ValueError(f"map {int(negative[0])} has negative values; localisation needs a non-negative map")
-    empty = np.flatnonzero(~r.any(axis=1))
-    if empty.size:
-        raise ValueError(f"region {int(empty[0])} is empty; localisation needs at least one region pixel")
-    return m, r, single
+class _Batch:
+    """Validated maps (N, H*W) float64 non-negative and regions (N, H*W) bool non-empty, with the
+    normalised maps and their per-row sort computed once for all metrics."""
 
+    def __init__(self, maps: Any, regions: Any) -> None:
+        m_arr = _to_float64(maps, "maps")
+        r_arr = np.asarray(regions)
+        if r_arr.dtype != bool:
+            if not np.all((r_arr == 0) | (r_arr == 1)):
+                raise ValueError("regions must be boolean masks (values 0 or 1)")
+            r_arr = r_arr.astype(bool)
+        if m_arr.shape != r_arr.shape:
+            raise ValueError(f"maps and regions must have the same shape; got {m_arr.shape} and {r_arr.shape}")
+        self.m, self.single = _as_map_batch(m_arr, "maps")
+        self.r = r_arr.reshape(self.m.shape)
+        negative = np.flatnonzero(self.m.min(axis=1) < 0)
+        if negative.size:
+            raise ValueError(f"map {int(negative[0])} has negative values; localisation needs a non-negative map")
+        empty = np.flatnonzero(~self.r.any(axis=1))
+        if empty.size:
+            raise ValueError(f"region {int(empty[0])} is empty; localisation needs at least one region pixel")
 
-def _result(values: np.ndarray, single: bool) -> float | np.ndarray:
-    return float(values[0]) if single else values
+    @cached_property
+    def n(self) -> np.ndarray:
+        """Min–max normalised maps; constant maps are 1 everywhere."""
+        return _normalised(self.m)
+
+    @cached_property
+    def n_sorted(self) -> np.ndarray:
+        """Each normalised map's values in ascending order."""
+        return np.sort(self.n, axis=1)
+
+    def result(self, values: np.ndarray) -> float | np.ndarray:
+        return float(values[0]) if self.single else values
 
 
 def _normalised(m: np.ndarray) -> np.ndarray:
@@ -133,7 +145,8 @@ def _normalised(m: np.ndarray) -> np.ndarray:
     span = m.max(axis=1, keepdims=True) - lo
     constant = span[:, 0] == 0
     span[constant] = 1.0
-    out = (m - lo) / span
+    out = m - lo
+    out /= span
     out[constant] = 1.0
     return out
 
@@ -148,6 +161,11 @@ def normalise_maps(maps: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------- metrics
 
 
+def _pointing(b: _Batch) -> np.ndarray:
+    peaks = b.m == b.m.max(axis=1, keepdims=True)
+    return (peaks & b.r).sum(axis=1) / peaks.sum(axis=1)
+
+
 def pointing_game(maps: Any, regions: Any) -> float | np.ndarray:
     """Pointing game: 1 when the map's peak lies inside the region, else 0.
 
@@ -155,9 +173,15 @@ def pointing_game(maps: Any, regions: Any) -> float | np.ndarray:
     the expected hit of a peak chosen at random among them (a uniform map scores the region's area
     share). No tolerance margin around the region is applied.
     """
-    m, r, single = _maps_and_regions(maps, regions)
-    peaks = m == m.max(axis=1, keepdims=True)
-    return _result((peaks & r).sum(axis=1) / peaks.sum(axis=1), single)
+    b = _Batch(maps, regions)
+    return b.result(_pointing(b))
+
+
+def _energy(b: _Batch) -> np.ndarray:
+    total = b.m.sum(axis=1)
+    zero = total == 0
+    inside = np.where(zero, b.r.sum(axis=1), np.sum(b.m, axis=1, where=b.r))
+    return inside / np.where(zero, b.r.shape[1], total)
 
 
 def energy_pointing_game(maps: Any, regions: Any) -> float | np.ndarray:
@@ -165,11 +189,17 @@ def energy_pointing_game(maps: Any, regions: Any) -> float | np.ndarray:
 
     A constant map (including all zeros) scores the region's area share.
     """
-    m, r, single = _maps_and_regions(maps, regions)
-    total = m.sum(axis=1)
-    zero = total == 0
-    inside = np.where(zero, r.sum(axis=1), (m * r).sum(axis=1))
-    return _result(inside / np.where(zero, r.shape[1], total), single)
+    b = _Batch(maps, regions)
+    return b.result(_energy(b))
+
+
+def _diff(b: _Batch) -> np.ndarray:
+    n_in = b.r.sum(axis=1)
+    full = np.flatnonzero(n_in == b.r.shape[1])
+    if full.size:
+        raise ValueError(f"region {int(full[0])} covers the whole map; Diff needs pixels outside the region")
+    inside = np.sum(b.n, axis=1, where=b.r)
+    return inside / n_in - (b.n.sum(axis=1) - inside) / (b.r.shape[1] - n_in)
 
 
 def diff_inside_outside(maps: Any, regions: Any) -> float | np.ndarray:
@@ -180,19 +210,25 @@ def diff_inside_outside(maps: Any, regions: Any) -> float | np.ndarray:
 
     The region must leave at least one pixel outside it.
     """
-    m, r, single = _maps_and_regions(maps, regions)
-    n_in = r.sum(axis=1)
-    full = np.flatnonzero(n_in == r.shape[1])
-    if full.size:
-        raise ValueError(f"region {int(full[0])} covers the whole map; Diff needs pixels outside the region")
-    n = _normalised(m)
-    inside = (n * r).sum(axis=1)
-    return _result(inside / n_in - (n.sum(axis=1) - inside) / (r.shape[1] - n_in), single)
+    b = _Batch(maps, regions)
+    return b.result(_diff(b))
 
 
 def _check_thresholds(n_thresholds: int) -> None:
     if isinstance(n_thresholds, bool) or not isinstance(n_thresholds, (int, np.integer)) or n_thresholds < 1:
         raise ValueError(f"n_thresholds must be a positive integer; got {n_thresholds!r}")
+
+
+def _ehr(b: _Batch, n_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
+    _check_thresholds(n_thresholds)
+    thresholds = np.arange(1, n_thresholds + 1) / n_thresholds
+    ehr = np.empty((b.n.shape[0], n_thresholds))
+    for i, (everything, row, inside) in enumerate(zip(b.n_sorted, b.n, b.r)):
+        within = np.sort(row[inside])
+        above_all = everything.size - np.searchsorted(everything, thresholds, side="left")
+        above_in = within.size - np.searchsorted(within, thresholds, side="left")
+        ehr[i] = above_in / above_all
+    return thresholds, ehr
 
 
 def ehr_curve(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
@@ -203,18 +239,9 @@ def ehr_curve(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> tu
     map (DESIGN.md's definition). The thresholded area is never empty, since the peak has m̂ = 1, and
     never holds the map's floor (m̂ = 0).
     """
-    _check_thresholds(n_thresholds)
-    m, r, single = _maps_and_regions(maps, regions)
-    n = _normalised(m)
-    thresholds = np.arange(1, n_thresholds + 1) / n_thresholds
-    ehr = np.empty((n.shape[0], n_thresholds))
-    for i, (row, inside) in enumerate(zip(n, r)):
-        everything = np.sort(row)
-        within = np.sort(row[inside])
-        above_all = everything.size - np.searchsorted(everything, thresholds, side="left")
-        above_in = within.size - np.searchsorted(within, thresholds, side="left")
-        ehr[i] = above_in / above_all
-    return thresholds, (ehr[0] if single else ehr)
+    b = _Batch(maps, regions)
+    thresholds, ehr = _ehr(b, n_thresholds)
+    return thresholds, (ehr[0] if b.single else ehr)
 
 
 def ehr_auc(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> float | np.ndarray:
@@ -226,9 +253,17 @@ def ehr_auc(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> floa
     1 when all the map's heat lies inside the region, 0 when all of it lies outside, the region's
     area share for a constant map.
     """
-    _, ehr = ehr_curve(maps, regions, n_thresholds)
-    values = ehr.mean(axis=-1)
-    return float(values) if np.ndim(values) == 0 else values
+    b = _Batch(maps, regions)
+    return b.result(_ehr(b, n_thresholds)[1].mean(axis=1))
+
+
+def _top_k(b: _Batch, k: float) -> np.ndarray:
+    if not 0 < k <= 100:
+        raise ValueError(f"k must be a percentage in (0, 100]; got {k!r}")
+    count = math.ceil(k * b.n.shape[1] / 100)
+    cutoff = b.n_sorted[:, -count:-count + 1 or None]
+    top = (b.n >= cutoff) & (b.n > 0)
+    return (top & b.r).sum(axis=1) / (top | b.r).sum(axis=1)
 
 
 def top_k_iou(maps: Any, regions: Any, k: float) -> float | np.ndarray:
@@ -239,28 +274,18 @@ def top_k_iou(maps: Any, regions: Any, k: float) -> float | np.ndarray:
     hot on fewer than k % of the pixels contributes only its hot pixels. A constant map's top region
     is the whole canvas.
     """
-    if not 0 < k <= 100:
-        raise ValueError(f"k must be a percentage in (0, 100]; got {k!r}")
-    m, r, single = _maps_and_regions(maps, regions)
-    n = _normalised(m)
-    count = math.ceil(k * n.shape[1] / 100)
-    cutoff = -np.partition(-n, count - 1, axis=1)[:, count - 1:count]
-    top = (n >= cutoff) & (n > 0)
-    return _result((top & r).sum(axis=1) / (top | r).sum(axis=1), single)
+    b = _Batch(maps, regions)
+    return b.result(_top_k(b, k))
 
 
 def localisation_scores(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHOLDS) -> dict[str, np.ndarray]:
     """Every metric of ``LOCALISATION_METRICS`` for a batch (N, H, W) of maps and regions, N values each."""
-    m = _to_float64(maps, "maps")
-    if m.ndim != 3:
-        raise ValueError(f"maps must be a batch (N, H, W); got shape {m.shape}")
-    scores = {
-        "pointing_game": pointing_game(m, regions),
-        "energy_pointing_game": energy_pointing_game(m, regions),
-        "diff": diff_inside_outside(m, regions),
-        "ehr_auc": ehr_auc(m, regions, n_thresholds),
-    }
-    scores.update({f"iou_top{k}": top_k_iou(m, regions, k) for k in TOP_K_PERCENT})
+    if np.ndim(maps) != 3:
+        raise ValueError(f"maps must be a batch (N, H, W); got shape {np.shape(maps)}")
+    b = _Batch(maps, regions)
+    scores = {"pointing_game": _pointing(b), "energy_pointing_game": _energy(b), "diff": _diff(b),
+              "ehr_auc": _ehr(b, n_thresholds)[1].mean(axis=1)}
+    scores.update({f"iou_top{k}": _top_k(b, k) for k in TOP_K_PERCENT})
     return scores
 
 
