@@ -236,3 +236,51 @@ def test_gazegnn_cli_trains_an_oracle_entry(tiny_h5, tmp_path, capsys):
     assert entry.architecture["model_input"] == [32, 32] and entry.architecture["input_size"] == [64, 64]
     assert entry.metrics["train_seconds"] > 0 and entry.metrics["parameters"] > 0
     assert 0.0 <= entry.metrics["val_auc_micro"] <= 1.0
+
+
+# ----------------------------------------------------------------------------- predictors, predict refusal
+
+
+def test_mtunet_entry_predictor_gives_saliency_and_probabilities(mtunet_entry):
+    from gazecxr.evaluation.peer_predictors import peer_entry_predictor
+
+    config, entry = mtunet_entry
+    registry = Registry(config["registry"]["root"])
+    predict = peer_entry_predictor(registry, entry, "mtunet", torch.device("cpu"))
+    images = torch.rand(3, 1, 64, 64)
+    out = predict(images, torch.ones(3, 64, 64, dtype=torch.bool))
+    assert out.saliency["mtunet"].shape == (3, 64, 64)
+    assert torch.allclose(out.saliency["mtunet"].sum(dim=(1, 2)), torch.ones(3))
+    assert out.probs["mtunet"].shape == (3, 3)
+    state, _ = registry.load(entry.id)
+    net = MTUNet(width=0.0625).eval()
+    net.load_state_dict(state["mtunet"])
+    with torch.no_grad():
+        expected = torch.softmax(net(images)["class_logits"], 1)
+    assert torch.allclose(out.probs["mtunet"], expected, atol=1e-6)
+
+
+def test_gazegnn_predictor_uses_fixations_and_predict_refuses_it(tmp_path):
+    from gazecxr.evaluation.peer_predictors import peer_entry_predictor
+    from gazecxr.predict import load_predictor
+    from gazecxr.training.checkpoint_io import load_full_model
+    from gazecxr.training.peers import ORACLE_TAG
+
+    section = {"name": "gazegnn", "image_size": 32, "channels": [8, 16, 24, 32], "blocks": [1, 1, 1, 1],
+               "hidden": 32, "pretrained": "none"}
+    registry = Registry(tmp_path / "ck")
+    entry = registry.save({"gazegnn": create_model(section).state_dict()}, stage="gazegnn", config={},
+                          architecture={"gazegnn": section, "input_size": [64, 64], "model_input": [32, 32]},
+                          tags=[ORACLE_TAG])
+    predict = peer_entry_predictor(registry, entry, "gazegnn", torch.device("cpu"))
+    assert predict.uses_gaze
+    images, regions = torch.rand(2, 1, 64, 64), torch.ones(2, 64, 64, dtype=torch.bool)
+    looked = [np.array([[10.0, 20.0, 0.4], [40.0, 50.0, 1.2]]), np.array([[30.0, 30.0, 0.8]])]
+    elsewhere = [np.array([[60.0, 5.0, 0.4]]), np.array([[3.0, 60.0, 2.0]])]
+    probs = predict(images, regions, fixations=looked).probs["gazegnn"]
+    assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2))
+    assert not torch.allclose(predict(images, regions, fixations=elsewhere).probs["gazegnn"], probs)
+    with pytest.raises(ValueError, match="needs the radiologist's gaze at test time"):
+        load_full_model(registry, entry.id)
+    with pytest.raises(ValueError, match="does not serve it"):
+        load_predictor(tmp_path / "ck", run=entry.id)

@@ -55,9 +55,20 @@ def load_saliency(registry: Registry, ref: str, stage: str = "stage2") -> tuple[
     return unet, encoder, entry
 
 
+ORACLE_STAGES = ("gazegnn",)
+"""Registry stages whose models need the radiologist's gaze at test time; never served."""
+
+
 def load_full_model(registry: Registry, ref: str = "best") -> tuple[GazeCXRModel, list[Entry]]:
-    """The assembled 3-stage model of a stage-3 entry, frozen and in eval mode, and its lineage."""
-    state, entry = registry.load(ref, stage="stage3")
+    """The assembled 3-stage model of a stage-3 entry, frozen and in eval mode, and its lineage.
+
+    A reference to an oracle entry (GazeGNN) is refused with an error saying why.
+    """
+    try:
+        state, entry = registry.load(ref, stage="stage3")
+    except LookupError:
+        _refuse_oracle(registry, ref)
+        raise
     classifier = build_module(entry, "classifier", state)
     unet, encoder, saliency_entry = load_saliency(registry, entry.parents[0])
     if encoder is None:
@@ -65,3 +76,13 @@ def load_full_model(registry: Registry, ref: str = "best") -> tuple[GazeCXRModel
     model = GazeCXRModel(encoder, unet, classifier)
     freeze(model)
     return model, registry.lineage(entry.id)
+
+
+def _refuse_oracle(registry: Registry, ref: str) -> None:
+    try:
+        other = registry.resolve(ref)
+    except LookupError:
+        return
+    if other.stage in ORACLE_STAGES:
+        raise ValueError(f"checkpoint {other.id} is a {other.stage} model: it needs the radiologist's gaze at test "
+                         "time (an oracle comparison row), so gazecxr.predict does not serve it; give a stage-3 entry")
