@@ -357,5 +357,6 @@ def compare_localisation(
         "findings": distinct,
         "methods": methods,
         "tests": tests,
-        "scores": {method: {metric: v.tolist() for metric, v in by_metric.items()} for method, by_metric in scores.items()},
+        "scores": {method: {metric: v.tolist() for metric, v in by_metric.items()}
+                   for method, by_metric in scores.items()},
     }
