@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gazecxr import CLASS_NAMES
-from gazecxr.localisation import energy_pointing_game
+from gazecxr.localisation import energy_pointing_game, summarise
 from gazecxr.metrics import _to_float64, paired_ttest
 
 __all__ = ["ELSEWHERE", "mass_shares", "anatomy_by_class"]
@@ -61,11 +61,6 @@ def mass_shares(maps: Any, masks: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _summary(values: np.ndarray) -> dict[str, float | int]:
-    return {"mean": float(np.mean(values)) if values.size else float("nan"),
-            "std": float(np.std(values)) if values.size else float("nan"), "n": int(values.size)}
-
-
 def anatomy_by_class(
     maps: Mapping[str, Any],
     masks: Mapping[str, Any],
@@ -107,7 +102,7 @@ def anatomy_by_class(
     regions = list(first)
     valid = ~np.isnan(first[ELSEWHERE])
     groups = {"all": valid, **{c: valid & (y == k) for k, c in enumerate(names)}}
-    methods = {method: {group: {region: _summary(v[sel]) for region, v in by_region.items()}
+    methods = {method: {group: {region: summarise(v[sel]) for region, v in by_region.items()}
                         for group, sel in groups.items()}
                for method, by_region in shares.items()}
     tests = [{"a": reference, "b": other, "region": region, "class": None if group == "all" else group,

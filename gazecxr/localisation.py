@@ -36,6 +36,7 @@ __all__ = [
     "ehr_auc",
     "top_k_iou",
     "localisation_scores",
+    "summarise",
     "compare_localisation",
 ]
 
@@ -292,7 +293,10 @@ def localisation_scores(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHO
 # --------------------------------------------------------------------------- comparison
 
 
-def _summary(values: np.ndarray) -> dict[str, float | int]:
+def summarise(values: np.ndarray) -> dict[str, float | int]:
+    """Mean, population std and count of per-sample scores (NaN mean and std when there are none)."""
+    if not values.size:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(values.size)}
 
 
@@ -336,7 +340,7 @@ def compare_localisation(
     distinct = sorted(set(names))
     groups = {f: labels == f for f in distinct}
     methods = {
-        method: {metric: {"overall": _summary(v), "per_finding": {f: _summary(v[sel]) for f, sel in groups.items()}}
+        method: {metric: {"overall": summarise(v), "per_finding": {f: summarise(v[sel]) for f, sel in groups.items()}}
                  for metric, v in by_metric.items()}
         for method, by_metric in scores.items()
     }
