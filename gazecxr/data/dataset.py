@@ -29,7 +29,8 @@ class GazeCXRDataset(Dataset):
     the row in their concatenation); plus ``lung_mask``/``heart_mask`` (1,H,W) bool when
     ``masks=True`` and the files have them. With several files the split is recomputed over
     all of them, grouped by patient across files. ``labelled_only`` keeps only records with
-    a class label (stages 1 and 3). Files are opened lazily in each process, so the dataset
+    a class label (stages 1 and 3); ``sources`` only records of those datasets (the file
+    attribute ``dataset``, e.g. "EGD-CXR", "REFLACX"), the split still computed over all. Files are opened lazily in each process, so the dataset
     is safe with DataLoader workers.
     """
 
@@ -42,6 +43,7 @@ class GazeCXRDataset(Dataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         masks: bool = False,
         labelled_only: bool = False,
+        sources: Sequence[str] | None = None,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -70,6 +72,8 @@ class GazeCXRDataset(Dataset):
         keep = (splits == split) if split != "all" else np.ones(len(splits), bool)
         if labelled_only:
             keep &= column["labels"] >= 0
+        if sources is not None:
+            keep &= np.isin(column["sources"], list(sources))
         self.indices = np.flatnonzero(keep)
         self.labels = column["labels"][self.indices].astype(np.int64)
         self.dicom_ids = column["dicom_ids"][self.indices]

@@ -38,10 +38,15 @@ def input_size(config: Mapping[str, Any]) -> list[int]:
         return [int(v) for v in f["image"].shape[1:]]
 
 
-def make_dataset(config: Mapping[str, Any], split: str, augment: bool) -> GazeCXRDataset:
-    """One split of the configured dataset file, with the ``data.augment`` transform when ``augment``."""
+def make_dataset(config: Mapping[str, Any], split: str, augment: bool, labelled_only: bool = False) -> GazeCXRDataset:
+    """One split of the configured dataset file(s), with the ``data.augment`` transform when ``augment``.
+
+    ``data.h5`` is one file or a list (split jointly, grouped by patient across files);
+    ``data.sources`` optionally keeps only some datasets' records; ``labelled_only`` keeps the
+    records that carry a class label (the stages trained on the class task)."""
     data = config["data"]
-    return GazeCXRDataset(data["h5"], split, transform=make_augment(data["augment"]) if augment else None)
+    return GazeCXRDataset(data["h5"], split, transform=make_augment(data["augment"]) if augment else None,
+                          labelled_only=labelled_only, sources=data.get("sources"))
 
 
 class EpochBatchSampler(BatchSampler):
@@ -63,19 +68,20 @@ def make_loader(
     augment: bool | None = None,
     dataset: Dataset | None = None,
     dist: DistContext = SINGLE,
+    labelled_only: bool = False,
 ) -> DataLoader:
     """Loader of one split; shuffled and seeded per epoch when ``train``.
 
     ``augment`` (default: ``train``) applies ``data.augment``; ``dataset`` replaces the split's
     dataset (e.g. one joined with cached features; a dataset with ``batched = True`` is
-    indexed by whole batches). Under ``torchrun`` each rank reads its shard through a
+    indexed by whole batches); ``labelled_only`` keeps records with a class label. Under ``torchrun`` each rank reads its shard through a
     DistributedSampler, which pads the last shard with repeated records (the trainer drops
     them again when it gathers validation outputs). Pinned memory and worker prefetching
     are used on CUDA / with ``data.num_workers > 0``.
     """
     data = config["data"]
     if dataset is None:
-        dataset = make_dataset(config, split, train if augment is None else augment)
+        dataset = make_dataset(config, split, train if augment is None else augment, labelled_only)
     if len(dataset) == 0:
         raise ValueError(f"{data['h5']}: the {split!r} split is empty")
     seed = int(config.get("seed", 0))

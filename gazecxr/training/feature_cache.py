@@ -32,7 +32,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,8 +88,10 @@ class CacheKey:
         return Path(root) / f"{self.stage}-{self.split}-{self.digest()[:20]}"
 
 
-def data_identity(path: str | Path) -> dict[str, Any]:
-    """Resolved path, size and modification time (ns) of a dataset file."""
+def data_identity(path: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    """Resolved path, size and modification time (ns) of a dataset file (of each, for a list)."""
+    if not isinstance(path, (str, Path)):
+        return {"files": [data_identity(p) for p in path]}
     path = Path(path).resolve()
     stat = path.stat()
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

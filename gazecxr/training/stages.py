@@ -128,12 +128,13 @@ def stage_loaders(task: Task, config: Mapping[str, Any], settings: TrainSettings
     """Train and val loaders of a stage (train augmented when ``augment``); a split without
     augmentation reads ``cache``'s frozen features when ``settings.feature_cache`` is not off."""
     budget = MemoryBudget.megabytes(settings.feature_cache_memory_mb)
+    labelled = bool(getattr(task, "uses_class_labels", True))
     loaders = []
     for split, train in (("train", True), ("val", False)):
         augmented = train and augment
         dataset = None
         if cache is not None and settings.feature_cache != "off" and not augmented:
-            base = make_dataset(config, split, augment=False)
+            base = make_dataset(config, split, augment=False, labelled_only=labelled)
             store = load_or_build(
                 _cache_key(cache, config, split, trainer), base, task.frozen_features,
                 mode=settings.feature_cache, root=Path(config["runs"]["root"]) / "cache", budget=budget,
@@ -143,7 +144,7 @@ def stage_loaders(task: Task, config: Mapping[str, Any], settings: TrainSettings
             )
             dataset = WithFeatures(base, store) if cache.with_images else FeatureDataset(store)
         loaders.append(make_loader(config, split, settings.batch_size, train, trainer.device, augment=augmented,
-                                   dataset=dataset, dist=trainer.dist))
+                                   dataset=dataset, dist=trainer.dist, labelled_only=labelled))
     return loaders
 
 

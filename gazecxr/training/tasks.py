@@ -109,6 +109,9 @@ class SaliencyTask(FrozenEncoderMixin, Task):
     computed without autograd and without the DenseNet's unused classifier head.
     """
 
+    uses_class_labels = False
+    """Trained on every record with a heatmap, whether or not it has a class label."""
+
     def __init__(self, unet: nn.Module, encoder: nn.Module | None = None):
         self.trainable, self.encoder = unet, encoder
         self.frozen = [encoder] if encoder is not None else []
