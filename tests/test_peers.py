@@ -284,3 +284,19 @@ def test_gazegnn_predictor_uses_fixations_and_predict_refuses_it(tmp_path):
         load_full_model(registry, entry.id)
     with pytest.raises(ValueError, match="does not serve it"):
         load_predictor(tmp_path / "ck", run=entry.id)
+
+
+def test_models_summary_counts_every_network(capsys):
+    import json
+
+    from gazecxr.models.__main__ import main
+    from tests_paths import ROOT
+
+    assert main(["summary", "--config", str(ROOT / "configs" / "test.yaml"), "--json"]) == 0
+    rows = {row["name"]: row["parameters"] for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"densenet", "resse_unet", "fusion", "full", "resse_unet_only", "standard_unet",
+                         "mtunet", "irnetv2", "gazegnn"}
+    assert rows["full"] == rows["densenet"] + rows["resse_unet"] + rows["fusion"]
+    assert rows["mtunet"] == parameter_count(MTUNet(width=0.0625))
+    assert rows["irnetv2"] == 54_310_499  # timm inception_resnet_v2, 1 input channel, 3 classes
+    assert main(["summary", "--config", "/nonexistent.yaml"]) == 2
