@@ -97,3 +97,14 @@ def test_summaries_average_seed_means_and_pool_images_for_tests():
     scores = classification_scores(labels, np.eye(3)[[0, 2, 2, 1]])
     np.testing.assert_array_equal(scores["correct"], [1, 0, 1, 0])
     np.testing.assert_array_equal(scores["p_true"], [1, 0, 1, 0])
+
+
+def test_report_page_shows_seed_zero_per_image_outputs_and_synthetic_notice(ablated):
+    _, out, metrics = ablated
+    text = (out / "index.html").read_text(encoding="utf-8")
+    data = json.loads(text.split('id="report-data">')[1].split("</script>")[0])
+    assert len(data["records"]) == metrics["n_test"] and data["main"] == "fusion"
+    assert set(data["records"][0]["probs"]) == set(CLASSIFICATION_METHODS)
+    assert set(SALIENCY_METHODS) <= set(data["records"][0]["layers"][1:])
+    assert all((out / r["sprite"]).is_file() for r in data["records"])
+    assert metrics["synthetic"] is True and "synthetic phantoms" in text.split("<h1>")[0]

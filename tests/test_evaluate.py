@@ -1,16 +1,18 @@
 import json
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from gazecxr.config import load_config
 from gazecxr.evaluation import center_bias_map, evaluate
-from gazecxr.evaluation.saliency_methods import fixation_map, gradcam_saliency
-from gazecxr.metrics import EPS
+from gazecxr.evaluation.saliency_methods import SALIENCY_METRICS, fixation_map, gradcam_saliency
+from gazecxr.metrics import EPS, auc_judd
 from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
 from stages.evaluate import main as cli_main
 from tests_paths import ROOT
@@ -78,7 +80,7 @@ def test_metrics_json_schema_with_finite_numbers(evaluated):
         assert set(result["auc_per_class"]) == {"Normal", "CHF", "pneumonia"}
         assert np.sum(result["confusion_matrix"]) == 12
     for result in stored["saliency"].values():
-        assert set(result) == {"kl", "cc", "hs", "nss"}
+        assert set(result) == set(SALIENCY_METRICS)
         assert all(set(v) == {"mean", "std"} for v in result.values())
     assert all(math.isfinite(x) for x in _numbers({k: stored[k] for k in ("classification", "saliency", "tests")}))
     assert any("NSS" in note for note in stored["notes"]) and any("gradcam" in note for note in stored["notes"])
@@ -88,8 +90,11 @@ def test_ttests_compare_full_with_every_other_method(evaluated):
     tests = evaluated[3]["tests"]
     assert all(set(t) >= {"a", "b", "metric", "t", "p"} and t["a"] == "full" for t in tests)
     covered = {(t["b"], t["metric"]) for t in tests}
-    assert {(m, k) for m in SALIENCY_METHODS - {"full"} for k in ("kl", "cc", "hs", "nss")} == covered
+    assert {(m, k) for m in SALIENCY_METHODS - {"full"} for k in SALIENCY_METRICS} == covered
     assert all(0 <= t["p"] <= 1 for t in tests)
+    classification = evaluated[3]["classification_tests"]
+    assert {(t["a"], t["b"], t["metric"]) for t in classification} == {
+        ("full", "stage1", "correct"), ("full", "stage1", "p_true")}
 
 
 def test_uniform_and_center_bias_match_independent_computation(evaluated):
@@ -166,3 +171,73 @@ def test_gradcam_saliency_is_confined_to_the_image_and_falls_back_to_uniform():
     assert torch.allclose(maps.sum((1, 2)), torch.ones(2, dtype=maps.dtype))
     assert (maps[~regions] == 0).all()
     assert torch.allclose(maps[1][regions[1]], torch.full((8,), 1 / 8))
+
+
+def _fixations(h5, split):
+    """Per test record: its fixations (K, 3) and dicom id, read straight from the file."""
+    with h5py.File(h5, "r") as f:
+        rows = np.flatnonzero(f["split"].asstr()[:] == split)
+        offsets, table = f["fixation_offsets"][:], f["fixations"][:]
+        return [table[offsets[r]:offsets[r + 1]] for r in rows]
+
+
+def test_fixation_metrics_on_recorded_fixations_match_an_independent_computation(evaluated):
+    config, _, _, metrics, run_dir = evaluated
+    h5 = config["data"]["h5"]
+    assert metrics["fixations"]["source"] == "recorded"
+    fixations = _fixations(h5, "test")
+    assert metrics["fixations"]["fixations"] == sum(map(len, fixations)) > 12
+    center = center_bias_map(h5)
+    pixels = [(np.floor(f[:, 1] + 0.5).astype(int).clip(0, 63), np.floor(f[:, 0] + 0.5).astype(int).clip(0, 63))
+              for f in fixations]
+    judd, sauc = [], []
+    for i, (rows, cols) in enumerate(pixels):
+        fixated = np.zeros((64, 64), bool)
+        fixated[rows, cols] = True
+        judd.append(auc_judd(center, fixated))
+        others = np.concatenate([center[r, c] for j, (r, c) in enumerate(pixels) if j != i])
+        positives = center[fixated]
+        sauc.append(roc_auc_score(np.r_[np.ones(len(positives)), np.zeros(len(others))], np.r_[positives, others]))
+    result = metrics["saliency"]["center_bias"]
+    assert result["auc_judd"]["mean"] == pytest.approx(np.mean(judd), abs=1e-9)
+    assert result["sauc"]["mean"] == pytest.approx(np.mean(sauc), abs=1e-9)
+    assert result["auc_judd"]["mean"] > 0.6 and result["auc_judd"]["mean"] > result["sauc"]["mean"]
+    uniform = metrics["saliency"]["uniform"]
+    assert uniform["auc_judd"] == {"mean": 0.5, "std": 0.0} and uniform["sauc"] == {"mean": 0.5, "std": 0.0}
+    assert uniform["nss"] == {"mean": 0.0, "std": 0.0}
+    text = (run_dir / "tables.md").read_text()
+    assert "| AUC-Judd ↑ |" in text and "| sAUC ↑ |" in text and "on the recorded fixations" in text
+
+
+def test_costs_and_every_paper_column_in_the_tables(evaluated):
+    _, (e1, e2, e3), baseline, metrics, run_dir = evaluated
+    costs = metrics["costs"]
+    assert costs["full"]["parameters"] == sum(e.metrics["parameters"] for e in (e1, e2, e3))
+    assert costs["stage1"]["parameters"] == e1.metrics["parameters"] > 0
+    assert costs["resse_unet"]["train_seconds"] == baseline.metrics["train_seconds"] > 0
+    assert costs["uniform"] == {"parameters": 0.0, "train_seconds": 0.0}
+    text = (run_dir / "tables.md").read_text()
+    assert "| Parameters |" in text and "| Training time |" in text
+    for column in ("Paper: MT-UNet", "Paper: DNet201", "Paper: IRNetv2", "Paper: GazeGNN (uses test-time gaze (oracle))",
+                   "Paper: Res_SE-UNet", "Paper: UNet_S"):
+        assert column in text, column
+    for number in ("0.847", "0.640", "0.794", "0.602", "0.868", "0.730", "0.964", "0.545 ± 0.109", "0.781 ± 0.202"):
+        assert number in text, number
+
+
+def test_file_without_fixations_falls_back_to_the_top_five_percent_nss(evaluated, tmp_path):
+    config, *_ = evaluated
+    old = tmp_path / "old.h5"
+    with h5py.File(config["data"]["h5"], "r") as src, h5py.File(old, "w") as dst:
+        for key in src:
+            if not key.startswith("fixation"):
+                src.copy(src[key], dst, key)
+        dst.attrs.update(src.attrs)
+    metrics = evaluate({**config, "data": {**config["data"], "h5": str(old)}}, out_dir=tmp_path / "reports",
+                       progress=False)
+    assert metrics["fixations"] == {"source": "approximated"}
+    assert all(set(result) == {"kl", "cc", "hs", "nss"} for result in metrics["saliency"].values())
+    assert {t["metric"] for t in metrics["tests"]} == {"kl", "cc", "hs", "nss"}
+    assert metrics["saliency"]["full"]["kl"] == evaluated[3]["saliency"]["full"]["kl"]
+    text = (Path(metrics["report_dir"]) / "tables.md").read_text()
+    assert "top-5 % ground-truth approximation" in text and "| AUC-Judd ↑ | — |" in text

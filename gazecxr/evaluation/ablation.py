@@ -19,6 +19,8 @@ from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.config import config_hash
+from gazecxr.data.provenance import is_synthetic_attrs
+from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
 from gazecxr.evaluation.report import (
     SplitOutputs,
     json_safe,
@@ -34,7 +36,8 @@ from gazecxr.evaluation.saliency_methods import (
     entry_predictor,
     uniform_map,
 )
-from gazecxr.evaluation.tables import CLASS_LABELS, MISSING, PAPER_CLASSIFICATION, PAPER_SALIENCY, SALIENCY_ROWS
+from gazecxr.evaluation.tables import (CLASS_LABELS, MISSING, PAPER_CLASSIFICATION, PAPER_SALIENCY, SALIENCY_ROWS,
+                                      synthetic_notice)
 from gazecxr.metrics import EPS, classification_metrics
 from gazecxr.registry import Entry, Registry
 from gazecxr.training.data import make_loader
@@ -241,6 +244,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     """The ``tables.md`` of an ablation: both tables and the notes."""
     return "\n\n".join([
         f"# Ablation over seeds {report['seeds']} ({report['split']} split, n = {report['n_test']} images)",
+        *synthetic_notice(report),
         "## Visual saliency prediction (cf. paper Table 4.2)", saliency_table(report),
         "## Classification (cf. paper Table 4.1)", classification_table(report),
         "## Notes", "\n".join(f"- {note}" for note in report["notes"]),
@@ -266,8 +270,11 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     loader = make_loader(config, split, int(config["train"]["batch_size"]), train=False, device=device)
     constants = [constant_predictor("center_bias", center_bias_map(config["data"]["h5"], "train")),
                  constant_predictor("uniform", uniform_map(loader.dataset.canvas))]
+    out = Path(out_dir)
+    gallery = Gallery(out)
     outputs = [run_split([*(entry_predictor(registry, e, name, device) for name, e in entries.items()), *constants],
-                         loader, device, progress=progress) for entries, _ in trained]
+                         loader, device, progress=progress, on_image=gallery.add if seed == 0 else None)
+               for seed, (entries, _) in enumerate(trained)]
     report = json_safe({
         "seeds": list(range(seeds)),
         "split": split,
@@ -279,9 +286,10 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
         "entries": {str(s): {m: e.id for m, e in entries.items()} for s, (entries, _) in enumerate(trained)},
         "reused": {str(s): flags for s, (_, flags) in enumerate(trained)},
         "notes": list(NOTES),
+        "synthetic": is_synthetic_attrs(loader.dataset.attrs),
     })
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_text_atomic(out / "tables.md", markdown(report))
+    write_html_report(out, markdown(report), outputs[0], gallery, dataset_sources(loader.dataset), report["synthetic"],
+                      main=REFERENCE["classification"], caption="Per-image outputs of the seed-0 models.")
     return report

@@ -113,9 +113,11 @@ def _figures(report_dir: Path) -> list[str]:
 
 
 def render_page(title: str, tables_markdown: str, figures: Sequence[str], records: Sequence[Mapping[str, Any]],
-                synthetic: bool, main: str | None = None, class_names: Sequence[str] = CLASS_NAMES) -> str:
+                synthetic: bool, main: str | None = None, caption: str = "",
+                class_names: Sequence[str] = CLASS_NAMES) -> str:
     """The HTML text of the page; ``main`` is the classification method whose prediction the
-    correct/incorrect filter uses (default: ``full`` when present, else the first)."""
+    correct/incorrect filter uses (default: ``full`` when present, else the first); ``caption``
+    is a line under the gallery's heading."""
     classification = list(records[0]["probs"]) if records else []
     if main is None:
         main = "full" if "full" in classification else (classification[0] if classification else None)
@@ -128,11 +130,13 @@ def render_page(title: str, tables_markdown: str, figures: Sequence[str], record
                             f"<figcaption>{html.escape(f)}</figcaption></figure>" for f in figures)
     return _PAGE.format(title=html.escape(title, quote=False), banner=banner, n=len(records),
                         tables=markdown.markdown(tables_markdown, extensions=["tables"]),
-                        figures=figure_tags, data=payload, css=_CSS, js=_JS)
+                        figures=figure_tags, data=payload, css=_CSS, js=_JS,
+                        caption=f"<p>{html.escape(caption, quote=False)}</p>" if caption else "")
 
 
 def write_html_report(report_dir: str | Path, tables_markdown: str, outputs: SplitOutputs, gallery: Gallery,
-                      sources: Sequence[str] | str, synthetic: bool, main: str | None = None) -> Path:
+                      sources: Sequence[str] | str, synthetic: bool, main: str | None = None,
+                      caption: str = "") -> Path:
     """Write ``report_dir/index.html`` from an evaluation's tables (markdown, its first ``# `` line is the
     page title), figures (the PNGs in ``report_dir``) and per-image ``outputs`` with their ``gallery``
     thumbnails, through a temporary file renamed into place; returns its path."""
@@ -141,7 +145,7 @@ def write_html_report(report_dir: str | Path, tables_markdown: str, outputs: Spl
     title, body = (head[2:].strip(), rest) if head.startswith("# ") else (f"Report {report_dir.name}", tables_markdown)
     records = gallery_records(gallery, outputs.labels, outputs.probs, outputs.scores, sources)
     path = report_dir / "index.html"
-    text = render_page(title, body, _figures(report_dir), records, synthetic, main)
+    text = render_page(title, body, _figures(report_dir), records, synthetic, main, caption)
     tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -276,7 +280,7 @@ _PAGE = """<!DOCTYPE html>
 <nav><a href="#summary">summary</a> · <a href="#figures">figures</a> · <a href="#gallery-section">gallery ({n} images)</a></nav>
 <section id="summary">{tables}</section>
 <section id="figures"><h2>Figures</h2>{figures}</section>
-<section id="gallery-section"><h2>Gallery</h2>
+<section id="gallery-section"><h2>Gallery</h2>{caption}
 <div id="controls">
 <label>sort <select id="sort"></select></label>
 <label><select id="order"><option value="asc">ascending</option><option value="desc">descending</option></select></label>

@@ -9,7 +9,7 @@ import os
 import secrets
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.figures import confusion_figure, overlay_figure, reliability_figure, roc_figure
 from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
+from gazecxr.evaluation.fixations import PIXEL_RULE, SAUC_NEGATIVES, SplitFixations
 from gazecxr.evaluation.saliency_methods import (
+    FIXATION_METRICS,
     NSS_TOP_FRACTION,
     SALIENCY_METRICS,
     Predictor,
@@ -34,6 +36,7 @@ from gazecxr.evaluation.saliency_methods import (
     entry_predictor,
     fixation_map,
     full_model_predictor,
+    predict_batch,
     score_maps,
     uniform_map,
 )
@@ -47,6 +50,12 @@ from gazecxr.training.runtime import resolve_device
 BASELINE_METHODS: dict[str, str] = {"baseline_resse": "resse_unet", "baseline_unet": "standard_unet"}
 """Registry stage of a saliency baseline → its method name in the report."""
 
+PEER_STAGES: tuple[str, ...] = ("mtunet", "irnetv2", "gazegnn")
+"""Registry stages of the peer methods, also their method names in the report."""
+
+ORACLE_METHODS: frozenset[str] = frozenset({"gazegnn"})
+"""Methods that use the radiologist's gaze at test time (an oracle setting)."""
+
 EXAMPLES_PER_CLASS = 2
 """Test images per class shown in the overlay figure."""
 
@@ -56,9 +65,6 @@ OVERLAY_COLUMNS: dict[str, str] = {"heatmap": "gaze ground truth", "full": "pred
 NOTES: tuple[str, ...] = (
     f"KL = Σ G·log(ε + G/(P + ε)) with ε = {EPS} (nats); CC = Pearson correlation over pixels; "
     "HS = Σ min(P, G); maps normalised to sum 1 over the whole canvas.",
-    f"NSS fixation map: the HDF5 holds gaze heatmaps, not raw fixations, so the fixated pixels of an "
-    f"image are the ceil({NSS_TOP_FRACTION:g}·H·W) canvas pixels of highest ground-truth density "
-    "(zero-density pixels excluded; ties broken by pixel order).",
     "gradcam: Grad-CAM of the stage-1 DenseNet at its feature tap for its own predicted class, upsampled "
     "bilinearly to the canvas, set to zero outside the letterboxed image region (the ground truth is zero "
     "on the padding) and normalised to sum 1; a CAM with no mass on the image falls back to the uniform "
@@ -67,7 +73,12 @@ NOTES: tuple[str, ...] = (
     "training split, normalised to sum 1.",
     "Saliency summaries are mean and population standard deviation (ddof = 0) over images.",
     "tests: paired two-sided t-tests over images of 'full' against every other saliency method, on each "
-    "saliency metric; mean_diff = mean of (a − b).",
+    "saliency metric, and of the fusion classifier 'full' against every other classifier on per-image "
+    "correctness (0/1) and probability of the true class; mean_diff = mean of (a − b); images without a "
+    "value (no fixation) are left out of a pair.",
+    "AUC-Judd: ROC area of the map as a classifier of fixated against all other canvas pixels, thresholds at "
+    "the fixated pixels' values (ties count as above). sAUC: probability that the map ranks a fixated pixel "
+    "above another image's fixation, ties one half. Both are averaged over images.",
     "Values that are undefined (an AUC of a class absent from the split, an infinite t) are null.",
 )
 
@@ -89,6 +100,8 @@ class SplitOutputs:
     examples: list[dict[str, Any]]
     """The kept images: ``position``, ``label``, ``dicom_id``, ``image`` and ``heatmap`` (H, W) and
     every saliency method's map (H, W) under its name."""
+    fixations: dict[str, Any] = field(default_factory=dict)
+    """What the fixation metrics were scored on: ``source`` (recorded | approximated) and counts."""
 
 
 def region_masks(dataset: GazeCXRDataset, indices: Sequence[int]) -> Tensor:
@@ -109,24 +122,29 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
     scores: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     labels, dicom_ids, kept = [], [], {}
     position = 0
-    for batch in tqdm(loader, desc=f"evaluate {loader.dataset.split}", unit="batch", disable=not progress):
+    dataset: GazeCXRDataset = loader.dataset
+    recorded = SplitFixations(dataset) if dataset.has_fixations else None
+    if recorded is None and any(getattr(p, "uses_gaze", False) for p in predictors):
+        raise ValueError(f"{dataset.h5_path} stores no fixations, but a method needs test-time gaze")
+    for batch in tqdm(loader, desc=f"evaluate {dataset.split}", unit="batch", disable=not progress):
         images = batch["image"].to(device)
         gt = batch["heatmap"][:, 0].double().numpy()
-        fixations = fixation_map(gt)
-        regions = region_masks(loader.dataset, batch["index"].tolist()).to(device)
+        indices = batch["index"].tolist()
+        fixations, nonfixations = recorded.targets(indices) if recorded else (fixation_map(gt), None)
+        regions = region_masks(dataset, indices).to(device)
         examples = {i: {"position": position + i, "label": int(batch["label"][i]),
                         "dicom_id": batch["dicom_id"][i], "image": batch["image"][i, 0].numpy(), "heatmap": gt[i]}
                     for i in range(len(gt)) if position + i in keep or on_image is not None}
         names: set[tuple[str, str]] = set()
         for predictor in predictors:
-            out = predictor(images, regions)
+            out = predict_batch(predictor, images, regions, lambda: [dataset.fixations(i) for i in indices])
             for key in [*(("saliency", n) for n in out.saliency), *(("classification", n) for n in out.probs)]:
                 if key in names:
                     raise ValueError(f"two predictors produce {key[0]} outputs named {key[1]!r}")
                 names.add(key)
             for name, maps in out.saliency.items():
                 maps = maps.detach().cpu().double().numpy()
-                for metric, values in score_maps(maps, gt, fixations).items():
+                for metric, values in score_maps(maps, gt, fixations, nonfixations).items():
                     scores[name][metric].append(values)
                 for i, example in examples.items():
                     example[name] = maps[i]
@@ -146,6 +164,7 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
         probs={name: np.concatenate(chunks) for name, chunks in probs.items()},
         scores={name: {m: np.concatenate(v) for m, v in by_metric.items()} for name, by_metric in scores.items()},
         examples=[kept[p] for p in keep if p in kept],
+        fixations={"source": "recorded", **recorded.summary()} if recorded else {"source": "approximated"},
     )
 
 
@@ -172,18 +191,45 @@ def summarise_classification(labels: np.ndarray, probs: Mapping[str, np.ndarray]
     return {name: classification_metrics(labels, p) for name, p in probs.items()}
 
 
+def mean_std(values: np.ndarray) -> dict[str, float]:
+    """Mean and population std of the finite ``values`` (NaN for none)."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return {"mean": math.nan, "std": math.nan}
+    return {"mean": float(np.mean(finite)), "std": float(np.std(finite))}
+
+
 def summarise_saliency(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and population std over images of every saliency method's scores."""
-    return {name: {m: {"mean": float(np.mean(v)), "std": float(np.std(v))} for m, v in by_metric.items()}
-            for name, by_metric in scores.items()}
+    """Mean and population std over images (those with a value) of every saliency method's scores."""
+    return {name: {m: mean_std(v) for m, v in by_metric.items()} for name, by_metric in scores.items()}
+
+
+CLASSIFICATION_SCORES: tuple[str, ...] = ("correct", "p_true")
+"""Per-image classification scores for the paired tests: arg-max is the label (0/1), and the
+probability given to the true class."""
+
+
+def classification_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image ``correct`` (arg-max is the label, 0/1) and ``p_true`` (probability of the true class)."""
+    return {"correct": (probs.argmax(1) == labels).astype(np.float64),
+            "p_true": probs[np.arange(len(labels)), labels].astype(np.float64)}
 
 
 def paired_tests(scores: Mapping[str, Mapping[str, np.ndarray]], reference: str = "full",
                  metrics: Sequence[str] = SALIENCY_METRICS) -> list[dict[str, Any]]:
-    """Paired two-sided t-tests of ``reference`` against every other saliency method, per metric."""
-    return [{"a": reference, "b": other, "metric": metric,
-             **paired_ttest(scores[reference][metric], scores[other][metric])}
-            for other in scores if other != reference for metric in metrics]
+    """Paired two-sided t-tests of ``reference`` against every other method, per metric that both have,
+    over the images where both values are finite (at least 2)."""
+    tests = []
+    for other in scores:
+        for metric in metrics:
+            if other == reference or metric not in scores[reference] or metric not in scores[other]:
+                continue
+            a, b = np.asarray(scores[reference][metric]), np.asarray(scores[other][metric])
+            both = np.isfinite(a) & np.isfinite(b)
+            if both.sum() >= 2:
+                tests.append({"a": reference, "b": other, "metric": metric, **paired_ttest(a[both], b[both])})
+    return tests
 
 
 def json_safe(value: Any) -> Any:
@@ -245,20 +291,57 @@ def write_report(run_dir: Path, metrics: Mapping[str, Any], outputs: SplitOutput
 # ----------------------------------------------------------------------------- entry point
 
 
+def _selection_metric(entry: Entry) -> str:
+    """The validation metric that picks the best entry of ``entry``'s kind: val_kl for the saliency
+    baselines, the monitor of its config for a peer method."""
+    if entry.stage in BASELINE_METHODS:
+        return "val_kl"
+    return str(entry.config.get("peers", {}).get(entry.stage, {}).get("monitor", "val_loss"))
+
+
 def best_baselines(registry: Registry, input_size: Sequence[int]) -> tuple[dict[str, Entry], list[str]]:
-    """The best saliency baseline of each kind in the registry (lowest val_kl) made for ``input_size``,
-    by method name, and notes on the ones left out."""
+    """The best entry of each saliency baseline and peer method in the registry (by validation: lowest
+    val_kl for the baselines, each peer's configured monitor) made for ``input_size``, by method name, and
+    notes on the ones left out."""
     chosen, notes = {}, []
-    for stage, method in BASELINE_METHODS.items():
+    for stage, method in {**BASELINE_METHODS, **{m: m for m in PEER_STAGES}}.items():
         if not registry.entries(stage=stage):
             continue
-        entry = registry.resolve("best", stage=stage, metric="val_kl", mode="min")
+        metric = _selection_metric(registry.resolve("latest", stage=stage))
+        entry = registry.resolve("best", stage=stage, metric=metric)
         if entry.architecture.get("input_size") != list(input_size):
             notes.append(f"{method} ({entry.id}) left out: made for input size "
                          f"{entry.architecture.get('input_size')}, the data are {list(input_size)}")
             continue
         chosen[method] = entry
     return chosen, notes
+
+
+def method_cost(registry: Registry, entry: Entry) -> dict[str, float | None]:
+    """``parameters`` and ``train_seconds`` of the model behind ``entry``, its frozen parents included
+    (summed over its lineage); None when an entry of the lineage predates these records."""
+    lineage = registry.lineage(entry.id)
+    cost: dict[str, float | None] = {}
+    for key in ("parameters", "train_seconds"):
+        values = [e.metrics.get(key) for e in lineage]
+        cost[key] = None if any(v is None for v in values) else float(sum(values))
+    return cost
+
+
+NO_COST: dict[str, float | None] = {"parameters": 0.0, "train_seconds": 0.0}
+"""Cost of a method with no learned parameters (uniform, centre bias)."""
+
+
+def fixation_notes(fixations: Mapping[str, Any]) -> list[str]:
+    """How NSS, AUC-Judd and sAUC were scored (``SplitOutputs.fixations``), for the report notes."""
+    if fixations.get("source") == "recorded":
+        return [f"NSS, AUC-Judd and sAUC use the recorded fixations: {fixations['fixations']} fixations on "
+                f"{fixations['records_with_fixations']} of {fixations['records']} images (an image without "
+                "fixations has no value).", PIXEL_RULE, SAUC_NEGATIVES]
+    return [f"NSS fixation map (approximation): the data file stores no fixations (convert it again to add "
+            f"them), so the fixated pixels of an image are the ceil({NSS_TOP_FRACTION:g}·H·W) canvas pixels of "
+            "highest ground-truth density (zero-density pixels excluded; ties broken by pixel order). AUC-Judd "
+            "and sAUC need recorded fixations: not available."]
 
 
 def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str | Path = "reports",
@@ -286,10 +369,19 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
     run_dir = Path(out_dir) / ids["stage3"]
     gallery = Gallery(run_dir)
     outputs = run_split(predictors, loader, device, example_positions(dataset.labels), progress, gallery.add)
+    stage1 = next(e for e in lineage if e.stage == "stage1")
+    costs = {"full": method_cost(registry, lineage[0]), "stage1": method_cost(registry, stage1),
+             "gradcam": method_cost(registry, stage1), "center_bias": NO_COST, "uniform": NO_COST,
+             **{name: method_cost(registry, entry) for name, entry in baselines.items()}}
+    class_scores = {name: classification_scores(outputs.labels, p) for name, p in outputs.probs.items()}
     metrics = json_safe({
         "classification": summarise_classification(outputs.labels, outputs.probs),
         "saliency": summarise_saliency(outputs.scores),
         "tests": paired_tests(outputs.scores, "full"),
+        "classification_tests": paired_tests(class_scores, "full", CLASSIFICATION_SCORES),
+        "fixations": outputs.fixations,
+        "costs": costs,
+        "oracle": sorted(name for name in baselines if name in ORACLE_METHODS),
         "checkpoint": {"ref": checkpoint, **ids, "baselines": {name: e.id for name, e in baselines.items()}},
         "n_test": len(outputs.labels),
         "split": split,
@@ -297,7 +389,7 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         "package_version": __version__,
         "report_dir": str(run_dir),
         "synthetic": is_synthetic_attrs(dataset.attrs),
-        "notes": [*NOTES, *skipped],
+        "notes": [*NOTES, *fixation_notes(outputs.fixations), *skipped],
     })
     write_report(run_dir, metrics, outputs)
     write_html_report(run_dir, markdown_report(metrics), outputs, gallery, dataset_sources(dataset),

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gazecxr.gradcam import gradcam_from_tap
-from gazecxr.metrics import correlation_coefficient, histogram_similarity, kl_divergence, nss
+from gazecxr.metrics import auc_judd, correlation_coefficient, histogram_similarity, kl_divergence, nss, shuffled_auc
 from gazecxr.models.cooperative import GazeCXRModel, freeze
 from gazecxr.models.densenet import DenseNetEncoder
 from gazecxr.models.resse_unet import saliency_from_logits
@@ -29,8 +29,11 @@ from gazecxr.training.checkpoint_io import SALIENCY_STAGES, load_encoder, load_f
 NSS_TOP_FRACTION: float = 0.05
 """Share of canvas pixels, those of highest ground-truth density, that form NSS's fixation map."""
 
-SALIENCY_METRICS: tuple[str, ...] = ("kl", "cc", "hs", "nss")
+SALIENCY_METRICS: tuple[str, ...] = ("kl", "cc", "hs", "nss", "auc_judd", "sauc")
 """Per-image saliency scores, in report order (KL lower is better, the others higher)."""
+
+FIXATION_METRICS: tuple[str, ...] = ("auc_judd", "sauc")
+"""The scores that need recorded fixations (absent for files without them)."""
 
 _CHUNK = 64
 
@@ -82,14 +85,23 @@ def fixation_map(gt: np.ndarray, fraction: float = NSS_TOP_FRACTION) -> np.ndarr
     return fixated.reshape(np.shape(gt))
 
 
-def score_maps(pred: np.ndarray, gt: np.ndarray, fixations: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image KL, CC, HS and NSS (arrays of N) of predicted maps against ground truth (N, H, W)."""
-    return {
-        "kl": np.asarray(kl_divergence(pred, gt)),
-        "cc": np.asarray(correlation_coefficient(pred, gt)),
-        "hs": np.asarray(histogram_similarity(pred, gt)),
-        "nss": np.asarray(nss(pred, fixations)),
-    }
+def score_maps(pred: np.ndarray, gt: np.ndarray, fixations: np.ndarray,
+               nonfixations: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-image scores (arrays of N) of predicted maps against ground truth (N, H, W): KL, CC, HS, NSS on
+    the binary ``fixations`` maps and, when the other images' fixation counts ``nonfixations`` are given,
+    AUC-Judd and sAUC. Images without a fixated pixel score NaN on the fixation metrics."""
+    scores = {"kl": np.asarray(kl_divergence(pred, gt)), "cc": np.asarray(correlation_coefficient(pred, gt)),
+              "hs": np.asarray(histogram_similarity(pred, gt))}
+    fixated = np.asarray(fixations).reshape(len(pred), -1).any(axis=1)
+    metrics = {"nss": lambda keep: nss(pred[keep], fixations[keep])}
+    if nonfixations is not None:
+        metrics["auc_judd"] = lambda keep: auc_judd(pred[keep], fixations[keep])
+        metrics["sauc"] = lambda keep: shuffled_auc(pred[keep], fixations[keep], nonfixations[keep])
+    for name, metric in metrics.items():
+        scores[name] = np.full(len(pred), np.nan)
+        if fixated.any():
+            scores[name][fixated] = metric(fixated)
+    return scores
 
 
 # ----------------------------------------------------------------------------- predictors
@@ -104,7 +116,26 @@ class MethodOutputs:
 
 
 Predictor = Callable[[Tensor, Tensor], MethodOutputs]
-"""(images (N, 1, H, W), image regions (N, H, W) bool) → named outputs of one or more methods."""
+"""(images (N, 1, H, W), image regions (N, H, W) bool) → named outputs of one or more methods.
+
+A predictor that needs the radiologist's gaze at test time (an oracle, e.g. GazeGNN) is marked with
+`uses_gaze`; it is then also called with ``fixations=``, a list of N arrays (K, 3) of canvas x, y and
+duration in seconds (`GazeCXRDataset.fixations`)."""
+
+
+def uses_gaze(predictor: Callable[..., MethodOutputs]) -> Callable[..., MethodOutputs]:
+    """Mark ``predictor`` as needing test-time gaze: it is called as
+    ``predictor(images, regions, fixations=...)``."""
+    predictor.uses_gaze = True
+    return predictor
+
+
+def predict_batch(predictor: Callable[..., MethodOutputs], images: Tensor, regions: Tensor,
+                  fixations: Callable[[], list[np.ndarray]]) -> MethodOutputs:
+    """Call ``predictor`` on a batch, passing the batch's ``fixations()`` only to gaze predictors."""
+    if getattr(predictor, "uses_gaze", False):
+        return predictor(images, regions, fixations=fixations())
+    return predictor(images, regions)
 
 
 def full_model_predictor(model: GazeCXRModel, name: str = "full", stage1_name: str | None = "stage1",
