@@ -22,6 +22,8 @@ BENCHES = {
     "heatmap": "gaze heatmap, model-resolution recipe vs full-resolution reference",
     "convert_throughput": "data_prep.egd_cxr images/s, 2 workers vs 1",
     "predict_latency": "predict at 640x512, stage-2 + stage-3 run separately vs one shared DenseNet pass",
+    "onnx_latency": "ONNX Runtime vs eager PyTorch at 640x512, paper model batch 1 (also batch 8, demo model)",
+    "batch_predict": "archive batch prediction images/s, 2 reader workers vs 1 (demo model, ONNX Runtime)",
 }
 
 

@@ -5,8 +5,9 @@ Layout of the output directory::
     predictions.csv        one row per image: source, status (ok | error), label, one probability
                            column per class, original height and width, shard, key, error
     shards/<first>.npz     one compressed file per batch: the batch's saliency maps in original
-                           geometry (``saliency_<k>``) and its rows (``sources``, ``probabilities``,
-                           ``sizes``, ``errors``)
+                           geometry (``saliency_<k>``, uint16 relative to the map's peak, which is
+                           ``peaks[k]``: read them with `read_saliency`) and its rows (``sources``,
+                           ``probabilities``, ``sizes``, ``errors``)
     summary.json           counts, checkpoint and backend of the last completed run
 
 A shard is written under a temporary name and renamed; only then are its rows appended to
@@ -47,6 +48,9 @@ SHARD_DIR = "shards"
 SUMMARY_NAME = "summary.json"
 IMAGE_SUFFIXES = DICOM_SUFFIXES + RASTER_SUFFIXES
 _TMP = ".tmp-"
+_LEVELS = 65535
+"""Saliency maps are stored as uint16 fractions of their peak: relative precision 1.5e-5 of the
+peak, and about 3x smaller and faster to compress than float32 (whose noisy low bits deflate badly)."""
 
 
 def csv_columns(classes: Sequence[str]) -> list[str]:
@@ -212,12 +216,24 @@ def _shard_arrays(batch: Sequence[dict[str, Any]], predictions: dict[int, Any],
         "errors": np.array([item["error"] for item in batch]),
         "probabilities": np.full((len(batch), len(classes)), np.nan, np.float32),
         "sizes": np.zeros((len(batch), 2), np.int64),
+        "peaks": np.zeros(len(batch), np.float32),
     }
     for k, prediction in predictions.items():
         arrays["probabilities"][k] = [prediction.probabilities[name] for name in classes]
         arrays["sizes"][k] = prediction.original_size
-        arrays[f"saliency_{k}"] = prediction.saliency
+        peak = float(prediction.saliency.max())
+        arrays["peaks"][k] = peak
+        arrays[f"saliency_{k}"] = np.round(prediction.saliency * (_LEVELS / peak)).astype(np.uint16)
     return arrays
+
+
+def read_saliency(shard: str | os.PathLike, key: str) -> np.ndarray:
+    """The saliency map ``key`` (a CSV row's ``key``) of ``shard``: float32 in original geometry,
+    non-negative, summing to 1."""
+    with np.load(shard) as arrays:
+        quantised, peak = arrays[key], float(arrays["peaks"][int(key.rsplit("_", 1)[1])])
+    saliency = quantised.astype(np.float64) * (peak / _LEVELS)
+    return (saliency / saliency.sum()).astype(np.float32)
 
 
 def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
