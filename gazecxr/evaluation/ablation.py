@@ -22,8 +22,11 @@ from gazecxr.config import config_hash
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
 from gazecxr.evaluation.report import (
+    CLASSIFICATION_SCORES,
     SplitOutputs,
+    classification_scores,
     json_safe,
+    mean_std,
     paired_tests,
     run_split,
     write_text_atomic,
@@ -36,8 +39,15 @@ from gazecxr.evaluation.saliency_methods import (
     entry_predictor,
     uniform_map,
 )
-from gazecxr.evaluation.tables import (CLASS_LABELS, MISSING, PAPER_CLASSIFICATION, PAPER_SALIENCY, SALIENCY_ROWS,
-                                      synthetic_notice)
+from gazecxr.evaluation.tables import (
+    CLASS_LABELS,
+    MISSING,
+    PAPER_CLASSIFICATION,
+    PAPER_NAMES,
+    PAPER_SALIENCY,
+    SALIENCY_ROWS,
+    synthetic_notice,
+)
 from gazecxr.metrics import EPS, classification_metrics
 from gazecxr.registry import Entry, Registry
 from gazecxr.training.data import make_loader
@@ -73,20 +83,12 @@ CLASSIFICATION_METHODS: tuple[str, ...] = ("densenet", "densenet_cl", "fusion")
 REFERENCE = {"saliency": "full", "classification": "fusion"}
 """The full model, tested against every other row of its table."""
 
-CLASSIFICATION_SCORES: tuple[str, ...] = ("correct", "p_true")
-"""Per-image classification scores for the paired tests: arg-max is the label (0/1), and the
-probability given to the true class."""
-
-PAPER_DENSENET: dict[str, float | None] = {"Normal": 0.964, "CHF": 0.897, "pneumonia": 0.849, "auc_macro": None,
-                                           "auc_micro": 0.880, "accuracy": 0.690}
-"""Paper Table 4.1, column DNet201 (DenseNet-201 without contrastive pretraining)."""
-
 PAPER_ROWS: dict[str, dict[str, Any]] = {
-    "full": PAPER_SALIENCY["Ours"], "resse_unet": PAPER_SALIENCY["Res_SE-UNet"],
-    "standard_unet": PAPER_SALIENCY["UNet_S"], "fusion": PAPER_CLASSIFICATION["Ours"],
-    "densenet_cl": PAPER_CLASSIFICATION["DNet201-CL"], "densenet": PAPER_DENSENET,
+    **{m: PAPER_SALIENCY[PAPER_NAMES[m]] for m in SALIENCY_METHODS if PAPER_NAMES.get(m) in PAPER_SALIENCY},
+    **{m: PAPER_CLASSIFICATION[PAPER_NAMES[m]] for m in CLASSIFICATION_METHODS},
 }
-"""Our method name → the paper's published numbers for it."""
+"""Our method name → the paper's published numbers for it (saliency rows from Table 4.2, classification
+rows from Table 4.1)."""
 
 CLASSIFICATION_COLUMNS: dict[str, str] = {
     **{c: f"AUC ({CLASS_LABELS[c]})" for c in CLASS_NAMES},
@@ -161,21 +163,16 @@ def over_seeds(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(array)), "std": std, "per_seed": [float(v) for v in array]}
 
 
-def classification_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image ``correct`` (arg-max is the label, 0/1) and ``p_true`` (probability of the true class)."""
-    return {"correct": (probs.argmax(1) == labels).astype(np.float64),
-            "p_true": probs[np.arange(len(labels)), labels].astype(np.float64)}
-
-
 def summarise(outputs: Sequence[SplitOutputs]) -> dict[str, Any]:
     """Per-seed summaries over seeds and the pooled paired tests, from each seed's split outputs."""
-    saliency = {m: {k: over_seeds([float(np.mean(o.scores[m][k])) for o in outputs]) for k in SALIENCY_METRICS}
-                for m in SALIENCY_METHODS}
+    scored = {m: [k for k in SALIENCY_METRICS if all(k in o.scores[m] for o in outputs)] for m in SALIENCY_METHODS}
+    saliency = {m: {k: over_seeds([mean_std(o.scores[m][k])["mean"] for o in outputs]) for k in keys}
+                for m, keys in scored.items()}
     per_seed = {m: [classification_metrics(o.labels, o.probs[m]) for o in outputs] for m in CLASSIFICATION_METHODS}
     classification = {m: {key: over_seeds([r["auc_per_class"][key] if key in CLASS_NAMES else r[key] for r in runs])
                           for key in CLASSIFICATION_COLUMNS} for m, runs in per_seed.items()}
-    pooled_saliency = {m: {k: np.concatenate([o.scores[m][k] for o in outputs]) for k in SALIENCY_METRICS}
-                       for m in SALIENCY_METHODS}
+    pooled_saliency = {m: {k: np.concatenate([o.scores[m][k] for o in outputs]) for k in keys}
+                       for m, keys in scored.items()}
     pooled_classes = {m: {k: np.concatenate([classification_scores(o.labels, o.probs[m])[k] for o in outputs])
                           for k in CLASSIFICATION_SCORES} for m in CLASSIFICATION_METHODS}
     return {
@@ -221,7 +218,7 @@ def saliency_table(report: Mapping[str, Any]) -> str:
     paper_keys = [k for k in SALIENCY_METRICS if PAPER_ROWS["full"][k] is not None]
     header = ["Method", *SALIENCY_ROWS.values(), *(f"p {k.upper()}" for k in SALIENCY_METRICS),
               *(f"Paper {k.upper()}" for k in paper_keys)]
-    rows = [[m, *(_cell(report["saliency"][m][k]) for k in SALIENCY_METRICS),
+    rows = [[m, *(_cell(report["saliency"][m].get(k)) for k in SALIENCY_METRICS),
              *(_p(tests.get((m, k))) for k in SALIENCY_METRICS),
              *(_cell(PAPER_ROWS.get(m, {}).get(k)) for k in paper_keys)] for m in SALIENCY_METHODS]
     return _table(header, rows)
