@@ -300,3 +300,40 @@ def test_models_summary_counts_every_network(capsys):
     assert rows["mtunet"] == parameter_count(MTUNet(width=0.0625))
     assert rows["irnetv2"] == 54_310_499  # timm inception_resnet_v2, 1 input channel, 3 classes
     assert main(["summary", "--config", "/nonexistent.yaml"]) == 2
+
+
+def test_gaze_dataset_needs_fixations_and_gives_maps(tiny_h5, tmp_path):
+    import shutil
+
+    import h5py
+
+    from gazecxr.data.dataset import GazeCXRDataset
+    from gazecxr.data.gaze_maps import GazeMapDataset, fixation_duration_map
+
+    base = GazeCXRDataset(tiny_h5, "val")
+    sample = GazeMapDataset(base)[0]
+    expected = fixation_duration_map(base.fixations(sample["index"]), base.canvas)
+    assert sample["gaze"].shape == (1, 64, 64) and np.array_equal(sample["gaze"][0].numpy(), expected)
+    assert expected.max() == 1.0  # the synthetic records have fixations on the canvas
+    old = tmp_path / "old.h5"
+    shutil.copy(tiny_h5, old)
+    with h5py.File(old, "a") as f:
+        del f["fixations"], f["fixation_offsets"]
+    with pytest.raises(ValueError, match="stores no fixations"):
+        GazeMapDataset(GazeCXRDataset(old, "val"))
+
+
+def test_irnetv2_enlarges_inputs_below_its_minimum_size():
+    import torch.nn.functional as F
+
+    from gazecxr.models.irnetv2 import MIN_INPUT, InceptionResNetV2
+
+    net = InceptionResNetV2().eval()
+    image = torch.rand(2, 1, 64, 48)  # the tiny test canvas is below timm's minimum of 75 px
+    with torch.no_grad():
+        logits = net(image)
+        assert logits.shape == (2, 3)
+        enlarged = F.interpolate(image, size=(100, MIN_INPUT), mode="bilinear", align_corners=False)
+        assert torch.allclose(logits, net.net(enlarged), atol=1e-5)
+        with pytest.raises(RuntimeError):
+            net.net(image)

@@ -9,6 +9,8 @@
 - ``gazegnn``: GazeGNN (`gazecxr.models.gazegnn`), the image resized to 224×224 and the
   fixations of each record as a log-duration map augmented with it; AdamW. It needs the
   radiologist's gaze at test time (an oracle): its entries carry the tag ``oracle=test-time-gaze``.
+  Its checkpoint is chosen on the validation split like every other method's (the released code
+  chose it on the test split).
 
 Each entry records ``train_seconds`` (summed epoch wall times, over resumed runs too) and
 ``parameters`` in its metrics.
