@@ -34,3 +34,16 @@ def test_inter_reader_scores_agreeing_readers_higher():
     np.testing.assert_allclose(bad["kl"][0], kl_divergence((disagree[1] + disagree[2]) / 2, disagree[0]))
     model = score_against_readers(_blob(4, 4), agree, fix, None)  # one map scored against every reader
     np.testing.assert_allclose(model["cc"], [correlation_coefficient(_blob(4, 4), m) for m in agree])
+
+
+def test_source_comparison_summary_is_per_source_pooled_and_paired():
+    from gazecxr.evaluation.source_comparison import summarise
+
+    sources = np.array(["EGD-CXR"] * 4 + ["REFLACX"] * 3)
+    a = {m: np.arange(7.0) for m in ("kl", "cc", "hs", "nss")}
+    b = {m: np.arange(7.0) + np.array([1, 1, 1, 1, 2, 2, 2.5]) for m in ("kl", "cc", "hs", "nss")}
+    out = summarise({"egd_only": a, "egd+reflacx": b}, sources)
+    assert set(out["by_source"]) == {"pooled", "EGD-CXR", "REFLACX"}
+    assert out["by_source"]["REFLACX"]["egd_only"]["kl"] == {"mean": 5.0, "std": pytest.approx(np.std([4, 5, 6])), "n": 3}
+    test = next(t for t in out["tests"] if t["source"] == "EGD-CXR" and t["metric"] == "cc")
+    assert test["mean_diff"] == 1.0 and test["p"] == 0.0 and test["method"] == "egd+reflacx"

@@ -1,32 +1,59 @@
-"""`python -m gazecxr.data summary FILE.h5`: what a converted dataset holds."""
+"""`python -m gazecxr.data summary FILE.h5 [FILE.h5 ...]`: what converted datasets hold."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
 import h5py
 
 from gazecxr.data.dataset import GazeCXRDataset
 
+OPTIONAL_TABLES = ("fixations", "reading_id", "findings", "ellipses", "lung_mask", "heart_mask")
 
-def summarise(path: str) -> dict:
-    """Per-split record, patient and class counts plus the file's creation parameters."""
+
+def _file_summary(path: str) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-        shape = list(f["image"].shape)
-        masks = [k for k in ("lung_mask", "heart_mask") if k in f]
-    splits = [GazeCXRDataset(path, s).summary() for s in ("train", "val", "test")]
-    return {"file": path, "image_shape": shape, "masks": masks, "splits": splits, "attributes": attrs}
+        out: dict[str, Any] = {"file": path, "records": len(f["label"]), "image_shape": list(f["image"].shape),
+                               "masks": [k for k in ("lung_mask", "heart_mask") if k in f],
+                               "optional": [k for k in OPTIONAL_TABLES if k in f], "attributes": attrs}
+        if "fixations" in f:
+            out["fixations"] = len(f["fixations"])
+        if "reading_id" in f:
+            record = f["reading_record"][:]
+            per_image = [int((record == r).sum()) for r in range(len(f["label"]))]
+            out["readings"] = {"total": len(record), "with_gaze": int(f["reading_has_heatmap"][:].sum()),
+                               "images_with_2+_readers": sum(n >= 2 for n in per_image)}
+        if "findings" in f:
+            names = [str(n) for n in f["findings"].attrs["label_names"]]
+            present = (f["findings"][:] >= 3).sum(axis=0)
+            out["findings_present"] = {n: int(c) for n, c in zip(names, present)}
+            out["ellipses"] = len(f["ellipses"])
+    return out
+
+
+def summarise(paths: str | list[str]) -> dict:
+    """Per-split record, patient, class and source counts (a list of files is split jointly, by
+    patient across files) plus each file's optional tables and creation parameters."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    splits = [GazeCXRDataset(paths, s).summary() for s in ("train", "val", "test")]
+    files = [_file_summary(p) for p in paths]
+    if len(files) == 1:
+        return {**files[0], "splits": splits}
+    return {"files": files, "splits": splits}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gazecxr.data",
-                                     description="Inspect a gazecxr HDF5 dataset.")
+                                     description="Inspect gazecxr HDF5 datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
-    summary = sub.add_parser("summary", help="print records, patients and classes per split as JSON")
-    summary.add_argument("file", help="HDF5 file written by data_prep.egd_cxr")
+    summary = sub.add_parser("summary", help="print records, patients, classes, sources and optional tables "
+                                             "(fixations, readings, findings, ellipses) per split as JSON")
+    summary.add_argument("file", nargs="+", help="HDF5 file(s) written by data_prep.egd_cxr / data_prep.reflacx; "
+                                                 "several files are split jointly, as in training")
     args = parser.parse_args(argv)
     try:
         print(json.dumps(summarise(args.file), indent=2, default=str))
