@@ -242,11 +242,11 @@ def test_gazegnn_cli_trains_an_oracle_entry(tiny_h5, tmp_path, capsys):
 
 
 def test_mtunet_entry_predictor_gives_saliency_and_probabilities(mtunet_entry):
-    from gazecxr.evaluation.peer_predictors import peer_entry_predictor
+    from gazecxr.evaluation.saliency_methods import entry_predictor
 
     config, entry = mtunet_entry
     registry = Registry(config["registry"]["root"])
-    predict = peer_entry_predictor(registry, entry, "mtunet", torch.device("cpu"))
+    predict = entry_predictor(registry, entry, "mtunet", torch.device("cpu"))
     images = torch.rand(3, 1, 64, 64)
     out = predict(images, torch.ones(3, 64, 64, dtype=torch.bool))
     assert out.saliency["mtunet"].shape == (3, 64, 64)
@@ -261,7 +261,7 @@ def test_mtunet_entry_predictor_gives_saliency_and_probabilities(mtunet_entry):
 
 
 def test_gazegnn_predictor_uses_fixations_and_predict_refuses_it(tmp_path):
-    from gazecxr.evaluation.peer_predictors import peer_entry_predictor
+    from gazecxr.evaluation.saliency_methods import entry_predictor, predict_batch
     from gazecxr.predict import load_predictor
     from gazecxr.training.checkpoint_io import load_full_model
     from gazecxr.training.peers import ORACLE_TAG
@@ -272,14 +272,14 @@ def test_gazegnn_predictor_uses_fixations_and_predict_refuses_it(tmp_path):
     entry = registry.save({"gazegnn": create_model(section).state_dict()}, stage="gazegnn", config={},
                           architecture={"gazegnn": section, "input_size": [64, 64], "model_input": [32, 32]},
                           tags=[ORACLE_TAG])
-    predict = peer_entry_predictor(registry, entry, "gazegnn", torch.device("cpu"))
+    predict = entry_predictor(registry, entry, "gazegnn", torch.device("cpu"))
     assert predict.uses_gaze
     images, regions = torch.rand(2, 1, 64, 64), torch.ones(2, 64, 64, dtype=torch.bool)
     looked = [np.array([[10.0, 20.0, 0.4], [40.0, 50.0, 1.2]]), np.array([[30.0, 30.0, 0.8]])]
     elsewhere = [np.array([[60.0, 5.0, 0.4]]), np.array([[3.0, 60.0, 2.0]])]
-    probs = predict(images, regions, fixations=looked).probs["gazegnn"]
+    probs = predict_batch(predict, images, regions, lambda: looked).probs["gazegnn"]
     assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2))
-    assert not torch.allclose(predict(images, regions, fixations=elsewhere).probs["gazegnn"], probs)
+    assert not torch.allclose(predict_batch(predict, images, regions, lambda: elsewhere).probs["gazegnn"], probs)
     with pytest.raises(ValueError, match="needs the radiologist's gaze at test time"):
         load_full_model(registry, entry.id)
     with pytest.raises(ValueError, match="does not serve it"):
@@ -329,11 +329,26 @@ def test_irnetv2_enlarges_inputs_below_its_minimum_size():
     from gazecxr.models.irnetv2 import MIN_INPUT, InceptionResNetV2
 
     net = InceptionResNetV2().eval()
-    image = torch.rand(2, 1, 64, 48)  # the tiny test canvas is below timm's minimum of 75 px
+    image = torch.rand(1, 1, 64, 48)  # the tiny test canvas is below timm's minimum of 75 px
     with torch.no_grad():
         logits = net(image)
-        assert logits.shape == (2, 3)
+        assert logits.shape == (1, 3)
         enlarged = F.interpolate(image, size=(100, MIN_INPUT), mode="bilinear", align_corners=False)
         assert torch.allclose(logits, net.net(enlarged), atol=1e-5)
         with pytest.raises(RuntimeError):
             net.net(image)
+
+
+def test_gazegnn_loads_a_local_pretrained_file_except_a_different_head(tmp_path):
+    from gazecxr.models.gazegnn import GazeGNN
+
+    tiny = {"image_size": 32, "channels": [8, 16, 24, 32], "blocks": [1, 1, 1, 1], "hidden": 32}
+    source = GazeGNN(num_classes=5, **tiny)
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "vig.pth")
+    net = GazeGNN(num_classes=3, pretrained=str(tmp_path / "vig.pth"), **tiny)
+    assert torch.equal(net.pos_embed, source.pos_embed)
+    assert torch.equal(net.backbone[0][0].fc1[0].weight, source.backbone[0][0].fc1[0].weight)
+    assert net.prediction[4].weight.shape == (3, 32, 1, 1) and net.imagenet_norm
+    torch.save({"pos_embed": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not a matching Pyramid ViG state dict"):
+        GazeGNN(pretrained=str(tmp_path / "other.pth"), **tiny)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from gazecxr.data.gaze_maps import fixation_duration_map
-from gazecxr.evaluation.saliency_methods import MethodOutputs, Predictor
+from gazecxr.evaluation.saliency_methods import MethodOutputs, Predictor, uses_gaze
 from gazecxr.models.cooperative import freeze
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.registry import Entry, Registry
@@ -45,7 +45,7 @@ def gaze_maps(fixations: list[np.ndarray], size: tuple[int, int], device: torch.
 
 def gazegnn_predictor(name: str, net: nn.Module) -> Predictor:
     """GazeGNN's class probabilities as method ``name``, from the images and the batch's fixations
-    (an oracle: marked ``uses_gaze``, it is called with ``fixations=``, a list of (K, 3) arrays)."""
+    (an oracle, marked with `uses_gaze`: it is called with ``fixations=``, a list of (K, 3) arrays)."""
 
     def predict(images: Tensor, regions: Tensor, fixations: list[np.ndarray]) -> MethodOutputs:
         if len(fixations) != len(images):
@@ -54,8 +54,7 @@ def gazegnn_predictor(name: str, net: nn.Module) -> Predictor:
         with torch.no_grad():
             return MethodOutputs(probs={name: torch.softmax(net(images, gaze).float(), 1)})
 
-    predict.uses_gaze = True  # type: ignore[attr-defined]
-    return predict
+    return uses_gaze(predict)
 
 
 _PREDICTORS = {"mtunet": mtunet_predictor, "irnetv2": classifier_predictor, "gazegnn": gazegnn_predictor}

@@ -205,4 +205,8 @@ def entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.d
     if entry.stage == "stage3":
         model, _ = load_full_model(registry, entry.id)
         return full_model_predictor(model.to(device), name, stage1_name=None, gradcam_name=None)
+    if entry.stage in ("mtunet", "gazegnn", "irnetv2"):  # peer methods (gazegnn: a `uses_gaze` predictor)
+        from gazecxr.evaluation.peer_predictors import peer_entry_predictor
+
+        return peer_entry_predictor(registry, entry, name, device)
     raise ValueError(f"checkpoint {entry.id}: no predictor for stage {entry.stage!r}")
