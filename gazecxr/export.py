@@ -145,7 +145,7 @@ def _torch_export(graph: ExportedGraph, example: Tensor, path: Path, exporter: s
             raise ValueError(f"unknown exporter {exporter!r}; choose one of {list(EXPORTERS)}")
 
 
-def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
+def add_metadata(path: Path, metadata: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
@@ -201,7 +201,7 @@ def export_onnx(checkpoints: str | os.PathLike, run: str, out: str | os.PathLike
 
     def write(tmp: Path) -> None:
         _torch_export(graph, torch.from_numpy(canvases[:2, None]), tmp, exporter)
-        _add_metadata(tmp, metadata)
+        add_metadata(tmp, metadata)
         check = verify(graph, open_session(tmp), canvases)
         if not check.passed:
             raise RuntimeError(

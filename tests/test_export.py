@@ -141,3 +141,22 @@ def test_export_and_predict_command_lines(registry, exported, inputs, tmp_path, 
         predict_main([str(inputs[0]), "--out", str(predictions), "--backend", "onnxruntime", "--model", str(out),
                       "--gradcam"])
     assert "--gradcam needs --backend pytorch" in capsys.readouterr().err
+
+
+def test_int8_quantisation_is_measured_and_kept_only_when_close(registry, exported, tiny_h5, inputs, capsys):
+    root, entry_id, _ = registry
+    _, path = exported
+    code = export_main(["--checkpoint", entry_id, "--checkpoints", str(root),
+                        "--out", str(path.parent / "q.onnx"), "--quantize", "int8", "--calibration", str(tiny_h5),
+                        "--calibration-images", "4"])
+    int8 = json.loads(capsys.readouterr().out)["int8"]
+    assert int8["calibration_images"] == 4 and int8["held_out_images"] == 4
+    close = int8["saliency_min_pearson"] >= 0.99 and int8["probabilities_max_abs_diff"] <= 0.02
+    assert int8["kept"] == close and code == (0 if close else 1)
+    assert Path(int8["path"]).is_file() == close and Path(int8["path"]).name == "q.int8.onnx"
+    if close:
+        quantized = load_predictor(int8["path"], backend="onnxruntime")
+        reference = load_predictor(path, backend="onnxruntime")
+        a, b = quantized.predict(inputs[3]), reference.predict(inputs[3])
+        assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in CLASS_NAMES) < 0.05
+        assert pearson_rows(a.saliency[None], b.saliency[None])[0] > 0.98
