@@ -92,7 +92,7 @@ def _check_known(data: Mapping[str, Any], base: Mapping[str, Any], where: str, p
             _check_known(value, base[key], where, dotted + ".")
 
 
-FREE_FORM = ("model.", "stage2.baseline_unet.")
+FREE_FORM = ("model.", "stage2.baseline_unet.", "task.")
 """Sections whose keys are constructor arguments: not all of them appear in the base config.
 Per-stage ``train`` sections are free-form too (they override the top-level ``train``)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -34,6 +34,10 @@ __all__ = [
     "register_task",
     "available_tasks",
     "create_task",
+    "task_of",
+    "with_outputs",
+    "task_record",
+    "task_from_record",
 ]
 
 DEFAULT_TASK = "egd_3class"
@@ -75,6 +79,38 @@ def create_task(section: Mapping[str, Any] | None = None) -> TaskSpec:
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for task {name!r}; valid options: {['name', *valid]}")
     return cls(**kwargs)
+
+
+def task_of(config: Mapping[str, Any]) -> TaskSpec:
+    """The task of a run configuration (its ``task:`` section; the default task when absent)."""
+    return create_task(config.get("task"))
+
+
+def with_outputs(section: Mapping[str, Any], task: TaskSpec) -> dict[str, Any]:
+    """A classifier's model section (DenseNet or fusion head) with one logit per task output."""
+    return {**section, "num_classes": task.num_outputs}
+
+
+def task_record(task: TaskSpec, thresholds: Any | None = None) -> dict[str, Any]:
+    """What a registry entry stores of its task: ``create_task``'s section (fitted options included)
+    plus, for a multi-label task, the per-finding decision ``thresholds`` chosen on validation."""
+    record: dict[str, Any] = {"name": task.name}
+    if is_dataclass(task):
+        record.update({f.name: getattr(task, f.name) for f in fields(task)})
+    if thresholds is not None:
+        record["thresholds"] = [float(t) for t in thresholds]
+    return record
+
+
+def task_from_record(record: Mapping[str, Any] | None) -> tuple[TaskSpec, np.ndarray | None]:
+    """The task and decision thresholds (None when not stored) of a registry entry's ``task`` record;
+    an entry without one (older EGD entries) has the default task."""
+    section = dict(record or {})
+    thresholds = section.pop("thresholds", None)
+    for key, value in section.items():
+        if isinstance(value, list):
+            section[key] = tuple(value)
+    return create_task(section), None if thresholds is None else np.asarray(thresholds, np.float64)
 
 
 class TaskSpec(ABC):

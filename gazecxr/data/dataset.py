@@ -29,7 +29,10 @@ class GazeCXRDataset(Dataset):
     the row in their concatenation); plus ``lung_mask``/``heart_mask`` (1,H,W) bool when
     ``masks=True`` and the files have them. With several files the split is recomputed over
     all of them, grouped by patient across files. ``labelled_only`` keeps only records with
-    a class label (stages 1 and 3); ``sources`` only records of those datasets (the file
+    a class label (stages 1 and 3); with a multi-label ``task`` (``gazecxr.task.Findings``) an
+    item's ``label`` is instead its multi-hot target vector (float32, from the file's ``findings``
+    certainties; ``targets`` holds them all) and ``labelled_only`` keeps the records of files with
+    findings; ``sources`` only records of those datasets (the file
     attribute ``dataset``, e.g. "EGD-CXR", "REFLACX"), the split still computed over all. Files are opened lazily in each process, so the dataset
     is safe with DataLoader workers.
     """
@@ -44,6 +47,7 @@ class GazeCXRDataset(Dataset):
         masks: bool = False,
         labelled_only: bool = False,
         sources: Sequence[str] | None = None,
+        task: Any = None,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -70,12 +74,14 @@ class GazeCXRDataset(Dataset):
         self.attrs = parts[0]["attrs"]
         splits = column["splits"] if len(parts) == 1 else self._joint_split(column)
         keep = (splits == split) if split != "all" else np.ones(len(splits), bool)
+        targets = self._task_targets(parts, task) if task is not None else None
         if labelled_only:
-            keep &= column["labels"] >= 0
+            keep &= (column["labels"] >= 0) if targets is None else ~np.isnan(targets).any(axis=1)
         if sources is not None:
             keep &= np.isin(column["sources"], list(sources))
         self.indices = np.flatnonzero(keep)
         self.labels = column["labels"][self.indices].astype(np.int64)
+        self.targets = self.labels if targets is None else targets[self.indices]
         self.dicom_ids = column["dicom_ids"][self.indices]
         self.patient_ids = column["patient_ids"][self.indices]
         self.sources = column["sources"][self.indices]
@@ -103,7 +109,20 @@ class GazeCXRDataset(Dataset):
                 "reading_rows": ({int(r): np.flatnonzero((f["reading_record"][:] == r) & f["reading_has_heatmap"][:])
                                   for r in np.unique(f["reading_record"][:])} if "reading_heatmap" in f else {}),
                 "attrs": dict(f.attrs),
+                "findings": ((f["findings"][:], [str(n) for n in f["findings"].attrs["label_names"]])
+                             if "findings" in f else None),
             }
+
+    @staticmethod
+    def _task_targets(parts: list[dict[str, Any]], task: Any) -> np.ndarray:
+        """Multi-hot targets (N, F) of every record (NaN rows for a file without the task's findings)."""
+        rows = []
+        for p in parts:
+            if p["findings"] is None:
+                rows.append(np.full((len(p["labels"]), task.num_outputs), np.nan, np.float32))
+            else:
+                rows.append(task.targets_from_certainties(*p["findings"]))
+        return np.concatenate(rows).astype(np.float32)
 
     def _joint_split(self, column: dict[str, np.ndarray]) -> np.ndarray:
         """One split over all files, grouped by patient across them (an image in two files has one
@@ -142,7 +161,7 @@ class GazeCXRDataset(Dataset):
         sample: dict[str, Any] = {
             "image": torch.from_numpy(f["image"][row].astype(np.float32))[None],
             "heatmap": torch.from_numpy(f["heatmap"][row].astype(np.float32))[None],
-            "label": int(self.labels[i]),
+            "label": int(self.labels[i]) if self.targets is self.labels else torch.from_numpy(self.targets[i]),
             "dicom_id": str(self.dicom_ids[i]),
             "index": index,
         }

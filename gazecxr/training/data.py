@@ -19,6 +19,7 @@ from torch.utils.data import (
 
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.transforms import PairedAugment
+from gazecxr.task import task_of
 from gazecxr.training.distributed import SINGLE, DistContext
 
 
@@ -43,10 +44,13 @@ def make_dataset(config: Mapping[str, Any], split: str, augment: bool, labelled_
 
     ``data.h5`` is one file or a list (split jointly, grouped by patient across files);
     ``data.sources`` optionally keeps only some datasets' records; ``labelled_only`` keeps the
-    records that carry a class label (the stages trained on the class task)."""
+    records that carry a class label (the stages trained on the class task); with a multi-label
+    ``task:`` items carry multi-hot finding targets and ``labelled_only`` keeps records with findings."""
     data = config["data"]
+    task = task_of(config)
     return GazeCXRDataset(data["h5"], split, transform=make_augment(data["augment"]) if augment else None,
-                          labelled_only=labelled_only, sources=data.get("sources"))
+                          labelled_only=labelled_only, sources=data.get("sources"),
+                          task=task if task.multilabel else None)
 
 
 class EpochBatchSampler(BatchSampler):

@@ -108,7 +108,7 @@ class FeatureStore:
 
     ``arrays``: name → float32 (N, ...) array, in memory or memory-mapped from ``location``
     (None for an in-memory store); ``index``: each record's row in the dataset file;
-    ``labels``: class labels.
+    ``labels``: the records' targets (class labels, or multi-hot findings as 0/1).
     """
 
     arrays: dict[str, np.ndarray]
@@ -270,9 +270,14 @@ def _validate(directory: Path, key: CacheKey, dataset: Dataset) -> str | None:
                 return f"{name}.npy has shape {array.shape} {array.dtype}, expected {[n, *spec['shape']]}"
     except (OSError, ValueError, KeyError) as err:
         return f"unreadable arrays: {err}"
-    if not np.array_equal(index, np.asarray(dataset.indices)) or not np.array_equal(labels, dataset.labels):
+    if not np.array_equal(index, np.asarray(dataset.indices)) or not np.array_equal(labels, _targets(dataset)):
         return "its records differ from the dataset's"
     return None
+
+
+def _targets(dataset: Dataset) -> np.ndarray:
+    """The training targets of a split: ``targets`` (multi-label task) or the class ``labels``."""
+    return getattr(dataset, "targets", dataset.labels)
 
 
 def _build(key: CacheKey, dataset: Dataset, extract: Extractor, mode: str, directory: Path, budget: MemoryBudget,
@@ -309,7 +314,7 @@ def _build(key: CacheKey, dataset: Dataset, extract: Extractor, mode: str, direc
             arrays[k][position:position + count] = v
         position += count
     index = np.asarray(dataset.indices, dtype=np.int64)
-    labels = np.asarray(dataset.labels, dtype=np.int64)
+    labels = np.asarray(_targets(dataset), dtype=np.int64)
     if tmp is None:
         return FeatureStore(arrays, index, labels, None)
     return _commit(tmp, directory, key, arrays, index, labels, dataset)

@@ -18,14 +18,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from gazecxr.config import config_hash, deep_merge, dump_config, parse_yaml
-from gazecxr.losses import make_metric_loss
 from gazecxr.models.cooperative import freeze
 from gazecxr.models.factory import create_model
+from gazecxr.multilabel_metrics import choose_thresholds
 from gazecxr.registry import Entry, Registry
+from gazecxr.task import TaskSpec, task_of, task_record, with_outputs
 from gazecxr.training.checkpoint_io import load_encoder, load_saliency
 from gazecxr.training.data import input_size, make_dataset, make_loader
 from gazecxr.training.distributed import DistContext, broadcast_object, setup
@@ -176,9 +179,32 @@ def _tags(config: Mapping[str, Any], extra: Sequence[str]) -> list[str]:
     return [*config["registry"].get("tags", []), *extra]
 
 
+def stage_task(config: Mapping[str, Any]) -> TaskSpec:
+    """The run's task; a multi-label task with ``positive_weights`` gets its BCE positive weights
+    from the training split's prevalence (unless ``pos_weight`` is given)."""
+    task = task_of(config)
+    if task.multilabel and getattr(task, "positive_weights", False) and task.pos_weight is None:
+        task = task.fit_positive_weights(make_dataset(config, "train", augment=False, labelled_only=True).targets)
+    return task
+
+
+def validation_thresholds(task: FusionTask, config: Mapping[str, Any], batch_size: int) -> np.ndarray:
+    """Per-finding decision thresholds of the fusion classifier that maximise F1 on the validation split."""
+    device = next(task.trainable.parameters()).device
+    logits, targets = [], []
+    for module in (task.trainable, *task.frozen):
+        module.eval()
+    with torch.no_grad():
+        for batch in make_loader(config, "val", batch_size, train=False, labelled_only=True):
+            logits.append(task.trainable(*task.features(batch["image"].to(device))).float().cpu())
+            targets.append(batch["label"])
+    return choose_thresholds(torch.cat(targets).numpy(), task.task.probabilities(torch.cat(logits)).numpy())
+
+
 def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
                progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
-    """Stage 1: triplet (or SupCon) pretraining of the DenseNet, then cross-entropy fine-tuning.
+    """Stage 1: triplet (or SupCon) pretraining of the DenseNet, then fine-tuning with the task's loss
+    (cross-entropy; for multi-label findings BCE, after Jaccard-weighted SupCon pretraining).
 
     Every stage runner saves its best model to the registry and returns the entry; ``on_epoch``
     receives the monitored phase's per-epoch validation metrics.
@@ -187,7 +213,9 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     s1 = config["stage1"]
     train = config["train"]
     seed_everything(int(config["seed"]), bool(train.get("deterministic")))
-    encoder = create_model(config["model"]["encoder"])
+    task = stage_task(config)
+    encoder_section = with_outputs(config["model"]["encoder"], task)
+    encoder = create_model(encoder_section)
     metrics: dict[str, float] = {}
     phases: list[FitResult] = []
     contrastive = s1["contrastive"]
@@ -197,14 +225,14 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
             options.update(margin=contrastive["margin"], miner=contrastive["miner"])
         else:
             options.update(temperature=contrastive["temperature"])
-        result = _fit(ContrastiveTask(encoder, make_metric_loss(options)), config,
+        result = _fit(ContrastiveTask(encoder, task.metric_loss(options)), config,
                       settings_for(config, "stage1", "contrastive"), run_dir / "contrastive", "val_loss",
                       resume, progress, "stage1/contrastive", ctx=ctx)
         encoder.load_state_dict(result.best_state)
         phases.append(result)
         metrics["contrastive_val_loss"] = result.best_metrics["val_loss"]
         metrics["contrastive_epochs"] = float(result.epochs_run)
-    result = _fit(ClassifierTask(encoder), config, settings_for(config, "stage1", "finetune"),
+    result = _fit(ClassifierTask(encoder, task), config, settings_for(config, "stage1", "finetune"),
                   run_dir / "finetune", s1["monitor"], resume, progress, "stage1/finetune", on_epoch, ctx=ctx)
     metrics.update(result.best_metrics)
     metrics["finetune_epochs"] = float(result.epochs_run)
@@ -212,7 +240,8 @@ def run_stage1(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     registry = _registry(config)
     return _publish(ctx, registry, lambda: registry.save(
         {"encoder": result.best_state}, stage="stage1", config=config,
-        architecture={"encoder": config["model"]["encoder"], "input_size": input_size(config)}, metrics=metrics,
+        architecture={"encoder": encoder_section, "input_size": input_size(config), "task": task_record(task)},
+        metrics=metrics,
         tags=_tags(config, [f"run={run_dir.name}", *tags]),
     ))
 
@@ -276,9 +305,10 @@ def run_stage3(config: Mapping[str, Any], run_dir: str | Path | None = None, res
         raise ValueError(f"stage 3 needs the full dual-encoder saliency model; {parent.id} is a {parent.stage}")
     freeze(encoder)
     freeze(unet)
-    section = {**config["model"]["classifier"], "dense_channels": encoder.feature_channels,
+    spec = stage_task(config)
+    section = {**with_outputs(config["model"]["classifier"], spec), "dense_channels": encoder.feature_channels,
                "decoder_channels": unet.decoder_channels}
-    task = FusionTask(create_model(section), encoder, unet)
+    task = FusionTask(create_model(section), encoder, unet, spec)
     snapshot = task.freeze_snapshot()
     cache = FeatureCacheSpec("stage3", (parent, registry.resolve(parent.parents[0])),
                              {"dense": "tap", "decoder": "last decoder map", "head": section.get("head", "linear")},
@@ -286,9 +316,14 @@ def run_stage3(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     result = _fit(task, config, settings_for(config, "stage3"), run_dir, config["stage3"]["monitor"],
                   resume, progress, "stage3", on_epoch, ctx=ctx, augment=False, cache=cache)
     task.assert_unchanged(snapshot)
+    thresholds = None
+    if spec.multilabel:
+        task.trainable.load_state_dict(result.best_state)
+        thresholds = validation_thresholds(task, config, settings_for(config, "stage3").batch_size)
     return _publish(ctx, registry, lambda: registry.save(
         {"classifier": result.best_state}, stage="stage3", config=config,
-        architecture={"classifier": section, "input_size": input_size(config)}, parents=[parent.id],
+        architecture={"classifier": section, "input_size": input_size(config), "task": task_record(spec, thresholds)},
+        parents=[parent.id],
         metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": train_seconds(result),
                  "parameters": float(parameter_count(task.trainable))},
         tags=_tags(config, [f"run={run_dir.name}", *tags]),

@@ -16,11 +16,27 @@ from gazecxr.metrics import (
     kl_divergence,
 )
 from gazecxr.models.resse_unet import saliency_from_logits
+from gazecxr.multilabel_metrics import multilabel_metrics
+from gazecxr.task import ExclusiveClasses, TaskSpec
 from gazecxr.training.engine import Batch, Outputs, Task
 
 
-def classification_summary(labels: Tensor, logits: Tensor) -> dict[str, float]:
-    """Validation cross-entropy (``val_loss``), AUCs, accuracy and calibration error of class logits."""
+def classification_summary(labels: Tensor, logits: Tensor, task: TaskSpec | None = None) -> dict[str, float]:
+    """Validation loss (``val_loss``), AUCs and calibration error of the diagnosis logits.
+
+    The default 3-class task adds accuracy and per-class AUCs; a multi-label task reports
+    ``multilabel_metrics``: macro/micro AUROC over findings as ``val_auc_macro``/``val_auc_micro``
+    (so early stopping and tuning monitor the same name), ``val_ap_macro``, mean per-finding ECE
+    and per-finding AUROC.
+    """
+    if task is not None and task.multilabel:
+        z = logits.float().cpu()
+        y = labels.float().cpu()
+        m = multilabel_metrics(y.numpy(), task.probabilities(z).numpy().astype(np.float64), task.names)
+        out = {"val_loss": float(task.loss(z, y)), "val_auc_macro": m["auroc_macro"], "val_auc_micro": m["auroc_micro"], "val_ap_macro": m["ap_macro"],
+               "val_ece": m["ece_mean"]}
+        out.update({f"val_auc_{name}": e["auroc"] for name, e in m["per_finding"].items()})
+        return out
     y = labels.cpu()
     z = logits.float().cpu()
     probs = torch.softmax(z, dim=1).numpy().astype(np.float64)
@@ -41,7 +57,8 @@ def saliency_scores(logits: Tensor, heatmaps: Tensor) -> Outputs:
 
 
 class ContrastiveTask(Task):
-    """Stage 1, phase 1: metric learning of the DenseNet embedding on class labels."""
+    """Stage 1, phase 1: metric learning of the DenseNet embedding on the task's labels (class
+    labels, or multi-hot findings with the task's multi-label loss)."""
 
     unused_parameters = True  # the classifier head is not part of the embedding
 
@@ -59,19 +76,20 @@ class ContrastiveTask(Task):
 
 
 class ClassifierTask(Task):
-    """Stage 1, phase 2: cross-entropy fine-tuning of the DenseNet classifier."""
+    """Stage 1, phase 2: fine-tuning of the DenseNet classifier with the task's loss
+    (cross-entropy for the 3 classes, BCE for findings)."""
 
-    def __init__(self, encoder: nn.Module):
-        self.trainable = encoder
+    def __init__(self, encoder: nn.Module, task: TaskSpec | None = None):
+        self.trainable, self.task = encoder, task or ExclusiveClasses()
 
     def loss(self, batch: Batch) -> Tensor:
-        return F.cross_entropy(self.trainable(batch["image"]).float(), batch["label"])
+        return self.task.loss(self.trainable(batch["image"]).float(), batch["label"])
 
     def outputs(self, batch: Batch) -> Outputs:
         return {"logits": self.trainable(batch["image"]).float(), "label": batch["label"]}
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
-        return classification_summary(outputs["label"], outputs["logits"])
+        return classification_summary(outputs["label"], outputs["logits"], self.task)
 
 
 class FrozenEncoderMixin:
@@ -147,9 +165,10 @@ class FusionTask(FrozenEncoderMixin, Task):
     logits as on the full feature maps.
     """
 
-    def __init__(self, classifier: nn.Module, encoder: nn.Module, unet: nn.Module):
+    def __init__(self, classifier: nn.Module, encoder: nn.Module, unet: nn.Module, task: TaskSpec | None = None):
         self.trainable, self.encoder, self.unet = classifier, encoder, unet
         self.frozen = [encoder, unet]
+        self.task = task or ExclusiveClasses()
 
     def features(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Frozen DenseNet tap feature and UNet last decoder feature (full maps)."""
@@ -172,10 +191,10 @@ class FusionTask(FrozenEncoderMixin, Task):
         return self.trainable(*self.features(batch["image"]))
 
     def loss(self, batch: Batch) -> Tensor:
-        return F.cross_entropy(self.class_logits(batch).float(), batch["label"])
+        return self.task.loss(self.class_logits(batch).float(), batch["label"])
 
     def outputs(self, batch: Batch) -> Outputs:
         return {"logits": self.class_logits(batch).float(), "label": batch["label"]}
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
-        return classification_summary(outputs["label"], outputs["logits"])
+        return classification_summary(outputs["label"], outputs["logits"], self.task)
