@@ -183,7 +183,7 @@ def reconcile(out: Path, classes: Sequence[str]) -> list[dict[str, str]]:
             added += _new_rows(_shard_rows(shard, classes), known)
     if added or not main.exists():
         with open(main, "a", encoding="utf-8", newline="") as handle:
-            if not rows:
+            if handle.tell() == 0:
                 handle.write(",".join(columns) + "\n")
             _append(handle, columns, added)
     for part in parts:
