@@ -33,6 +33,7 @@ from gazecxr.gradcam import gradcam_from_tap
 from gazecxr.models.cooperative import GazeCXRModel
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.registry import Registry
+from gazecxr.task import ExclusiveClasses, TaskSpec, task_from_record
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.runtime import resolve_device
 
@@ -50,7 +51,9 @@ class Prediction:
     where a radiologist is predicted to look. ``probabilities``: class name → probability
     (sums to 1); ``label``: the most probable class. ``source``: the input's path, or
     ``"array[i]"`` for the i-th array given. ``gradcam``: float32 (height, width) in [0, 1],
-    the DenseNet's Grad-CAM for ``label``, when requested (else None).
+    the DenseNet's Grad-CAM for ``label``, when requested (else None). For a multi-label
+    (findings) model ``probabilities`` holds every finding's independent sigmoid, ``label`` the most
+    probable finding and ``findings`` those at or above their validation-chosen threshold (else None).
     """
 
     source: str
@@ -58,6 +61,7 @@ class Prediction:
     probabilities: dict[str, float]
     label: str
     gradcam: np.ndarray | None = field(default=None, repr=False)
+    findings: list[str] | None = None
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -115,10 +119,13 @@ class BasePredictor:
     backend = ""
     supports_gradcam = False
 
-    def __init__(self, checkpoint: str, input_size: tuple[int, int], classes: Sequence[str] = CLASS_NAMES) -> None:
+    def __init__(self, checkpoint: str, input_size: tuple[int, int], classes: Sequence[str] = CLASS_NAMES,
+                 task: TaskSpec | None = None, thresholds: np.ndarray | None = None) -> None:
         self.checkpoint = checkpoint
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.classes: tuple[str, ...] = tuple(classes)
+        self.task = task or ExclusiveClasses()
+        self.thresholds = thresholds
+        self.classes: tuple[str, ...] = tuple(classes) if task is None else self.task.names
 
     def predict(self, x: ImageInput | Sequence[ImageInput], gradcam: bool = False,
                 batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction | list[Prediction]:
@@ -147,12 +154,14 @@ class BasePredictor:
         self._check_gradcam(gradcam)
         saliency, probabilities, cams = self.run_canvases(np.ascontiguousarray(canvases, np.float32), gradcam)
         labels = probabilities.argmax(1)
+        findings = self.task.findings(probabilities, self.thresholds) if self.task.multilabel else None
         return [Prediction(
             source=source,
             saliency=letterbox.to_original(saliency[i], distribution=True),
             probabilities={name: float(p) for name, p in zip(self.classes, probabilities[i].astype(np.float64))},
             label=self.classes[int(labels[i])],
             gradcam=None if cams is None else np.clip(letterbox.to_original(cams[i], distribution=False), 0, 1),
+            findings=None if findings is None else findings[i],
         ) for i, (source, letterbox) in enumerate(zip(sources, letterboxes))]
 
     def run_canvases(self, canvases: np.ndarray, gradcam: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -173,8 +182,8 @@ class Predictor(BasePredictor):
     supports_gradcam = True
 
     def __init__(self, model: GazeCXRModel, checkpoint: str, input_size: tuple[int, int],
-                 device: torch.device) -> None:
-        super().__init__(checkpoint, input_size)
+                 device: torch.device, task: TaskSpec | None = None, thresholds: np.ndarray | None = None) -> None:
+        super().__init__(checkpoint, input_size, task=task, thresholds=thresholds)
         self.model = model.to(device).eval()
         self.device = device
 
@@ -188,7 +197,7 @@ class Predictor(BasePredictor):
         with torch.no_grad():
             outputs = self.model(images)
             saliency = saliency_from_logits(outputs["saliency_logits"])[:, 0]
-            probabilities = torch.softmax(outputs["class_logits"], dim=1)
+            probabilities = self.task.probabilities(outputs["class_logits"])
         cams = None
         if gradcam:
             cams = gradcam_from_tap(self.model.encoder, outputs["dense_features"], self.input_size,
@@ -218,7 +227,10 @@ def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str | No
     if not (isinstance(size, list) and len(size) == 2):
         raise ValueError(f"checkpoint {entry.id} records no input_size [height, width] in its architecture")
     target = resolve_device("auto" if device is None else str(device))
-    return Predictor(model, entry.id, (int(size[0]), int(size[1])), target)
+    task, thresholds = task_from_record(entry.architecture.get("task"))
+    if task.multilabel and thresholds is None:
+        raise ValueError(f"checkpoint {entry.id} is a multi-label model but records no decision thresholds")
+    return Predictor(model, entry.id, (int(size[0]), int(size[1])), target, task, thresholds)
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -265,6 +277,7 @@ def _record(prediction: Prediction, checkpoint: str) -> dict[str, Any]:
         "label": prediction.label,
         "probabilities": prediction.probabilities,
         "original_size": list(prediction.original_size),
+        **({} if prediction.findings is None else {"findings": prediction.findings}),
     }
 
 
