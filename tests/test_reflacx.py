@@ -168,3 +168,22 @@ def test_dataset_reader_maps_and_inter_reader_summary(reflacx_h5):
     assert {t["metric"] for t in summary["tests"] if t["method"] == "uniform"} >= {"kl", "cc"}
     empty = ReaderConsistency(GazeCXRDataset(reflacx_h5, "all"))
     assert empty.summary() == {"images": 0, "pairs": 0, "note": NO_MULTI_READER}
+
+
+def test_cli_converts_and_names_a_bad_folder(reflacx_raw, tmp_path):
+    import subprocess
+    import sys
+
+    from tests_paths import ROOT
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "data_prep.reflacx", *map(str, args), "--quiet"],
+                              capture_output=True, text=True, cwd=ROOT)
+
+    out = tmp_path / "r.h5"
+    ok = cli("--reflacx-dir", reflacx_raw / "REFLACX", "--image-dir", reflacx_raw / "MIMIC", "--out", out,
+             "--height", 64, "--width", 64, "--limit", 2, "--test-size", 1)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(report_path(out).read_text())["summary"]["converted"] == 2
+    bad = cli("--reflacx-dir", tmp_path, "--image-dir", reflacx_raw / "MIMIC", "--out", tmp_path / "x.h5")
+    assert bad.returncode == 2 and "metadata_phase_1/2/3.csv" in bad.stderr and not (tmp_path / "x.h5").exists()

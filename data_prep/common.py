@@ -1,0 +1,66 @@
+"""What every converter CLI shares: the output, geometry, split and run options, and running a
+conversion with the same messages and exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from gazecxr.data.convert import ConversionReport, ConvertOptions, StrictConversionError, report_path
+from gazecxr.data.egd_tables import TableFormatError
+
+EPILOG = ("Exit status: 0 when at least one record was converted (1 with --strict if anything was "
+          "skipped); 2 on bad arguments or a malformed CSV.")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--out, --height/--width, split options, --limit, --workers, --strict, --quiet."""
+    parser.add_argument("--out", required=True, help="output HDF5 file (written atomically)")
+    parser.add_argument("--height", type=int, default=640, help="model input height (multiple of 32)")
+    parser.add_argument("--width", type=int, default=512, help="model input width (multiple of 32)")
+    parser.add_argument("--split", choices=("paper", "ratio"), default="paper",
+                        help="paper: --test-size random test images, rest train with --val-fraction "
+                             "as val; ratio: 70/10/20 stratified by class. Always grouped by patient.")
+    parser.add_argument("--test-size", type=int, default=100, help="test images for --split paper")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="validation fraction of the non-test images for --split paper")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
+    parser.add_argument("--limit", type=int, default=None, help="convert only the first N images")
+    parser.add_argument("--workers", type=int, default=1, help="processes decoding images in parallel")
+    parser.add_argument("--strict", action="store_true", help="fail (and write no HDF5) if anything is skipped")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def options_from(args: argparse.Namespace, gaze: str) -> ConvertOptions:
+    """ConvertOptions of the parsed arguments, with heatmap recipe ``gaze``."""
+    return ConvertOptions(height=args.height, width=args.width, gaze=gaze, sigma=args.sigma, split=args.split,
+                          test_size=args.test_size, val_fraction=args.val_fraction, seed=args.seed,
+                          limit=args.limit, workers=args.workers, strict=args.strict)
+
+
+def _print_skipped(report: ConversionReport) -> None:
+    for skip in report.skipped:
+        reading = f" {skip['reading_id']}" if skip.get("reading_id") else ""
+        print(f"skipped {skip['dicom_id']}{reading}: {skip['reason']}", file=sys.stderr)
+
+
+def run_conversion(convert: Callable[[], ConversionReport], out: str) -> int:
+    """Run ``convert``, print skipped records, the summary and where the files went; the exit status."""
+    try:
+        report = convert()
+    except TableFormatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except StrictConversionError as err:
+        _print_skipped(err.report)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    _print_skipped(report)
+    print(json.dumps(report.summary(), indent=2))
+    print(f"wrote {out} and {report_path(out)}")
+    return 0
