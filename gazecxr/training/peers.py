@@ -33,6 +33,7 @@ from gazecxr.losses import UncertaintyWeightedLoss
 from gazecxr.models.factory import create_model
 from gazecxr.registry import Entry, infer_mode
 from gazecxr.training.data import input_size, make_augment, make_loader
+from gazecxr.training.distributed import DistContext
 from gazecxr.training.engine import Batch, FitResult, Outputs, Task, Trainer, TrainSettings
 from gazecxr.training.runtime import seed_everything
 from gazecxr.training.stages import EpochCallback, _fit, _publish, _registry, _start, _tags
@@ -98,47 +99,55 @@ class MTUNetTask(Task):
         return out
 
 
-def run_mtunet(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
-               progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
-    """MT-UNet: class and saliency jointly (``peers.mtunet``); saves entry ``mtunet``."""
-    ctx, run_dir, config = _start(config, "mtunet", run_dir, resume)
+def _begin(config: Mapping[str, Any], method: str, run_dir: str | Path | None,
+           resume: bool) -> tuple[DistContext, Path, dict[str, Any], nn.Module]:
+    """Run directory, stored config and the seeded, freshly built network of ``method``."""
+    ctx, run_dir, config = _start(config, method, run_dir, resume)
     seed_everything(int(config["seed"]), bool(config["train"].get("deterministic")))
-    section = config["peers"]["mtunet"]
-    net = create_model(section["model"])
-    task = MTUNetTask(net, UncertaintyWeightedLoss(section["sigma_mode"]))
-    augment = bool(config["data"]["augment"].get("enabled", True))
-    result = _fit(task, config, peer_settings(config, "mtunet"), run_dir, section["monitor"], resume, progress,
-                  "mtunet", on_epoch, ctx=ctx, augment=augment)
+    return ctx, run_dir, config, create_model(config["peers"][method]["model"])
+
+
+def _save(ctx: DistContext, config: Mapping[str, Any], run_dir: Path, method: str, state: dict[str, Any],
+          result: FitResult, net: nn.Module, architecture: Mapping[str, Any] | None = None,
+          tags: Sequence[str] = ()) -> Entry:
+    """Publish ``method``'s entry: its model section and canvas size, best metrics, epochs, training
+    time and parameter count."""
     registry = _registry(config)
     return _publish(ctx, registry, lambda: registry.save(
-        {"mtunet": _sub_state(result.best_state, "net."), "loss": _sub_state(result.best_state, "loss.")},
-        stage="mtunet", config=config,
-        architecture={"mtunet": section["model"], "sigma_mode": section["sigma_mode"],
+        state, stage=method, config=config,
+        architecture={method: config["peers"][method]["model"], **(architecture or {}),
                       "input_size": input_size(config)},
         metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": _train_seconds(result),
                  "parameters": float(parameter_count(net))},
-        tags=_tags(config, [f"run={run_dir.name}", f"sigma_mode={section['sigma_mode']}", *tags]),
+        tags=_tags(config, [f"run={run_dir.name}", *tags]),
     ))
+
+
+def _augment(config: Mapping[str, Any]) -> bool:
+    return bool(config["data"]["augment"].get("enabled", True))
+
+
+def run_mtunet(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+               progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """MT-UNet: class and saliency jointly (``peers.mtunet``); saves entry ``mtunet``."""
+    ctx, run_dir, config, net = _begin(config, "mtunet", run_dir, resume)
+    section = config["peers"]["mtunet"]
+    task = MTUNetTask(net, UncertaintyWeightedLoss(section["sigma_mode"]))
+    result = _fit(task, config, peer_settings(config, "mtunet"), run_dir, section["monitor"], resume, progress,
+                  "mtunet", on_epoch, ctx=ctx, augment=_augment(config))
+    state = {"mtunet": _sub_state(result.best_state, "net."), "loss": _sub_state(result.best_state, "loss.")}
+    return _save(ctx, config, run_dir, "mtunet", state, result, net, {"sigma_mode": section["sigma_mode"]},
+                 [f"sigma_mode={section['sigma_mode']}", *tags])
 
 
 def run_irnetv2(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
                 progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
     """Inception-ResNet-v2 with cross-entropy (``peers.irnetv2``); saves entry ``irnetv2``."""
-    ctx, run_dir, config = _start(config, "irnetv2", run_dir, resume)
-    seed_everything(int(config["seed"]), bool(config["train"].get("deterministic")))
-    section = config["peers"]["irnetv2"]
-    net = create_model(section["model"])
-    augment = bool(config["data"]["augment"].get("enabled", True))
-    result = _fit(ClassifierTask(net), config, peer_settings(config, "irnetv2"), run_dir, section["monitor"],
-                  resume, progress, "irnetv2", on_epoch, ctx=ctx, augment=augment)
-    registry = _registry(config)
-    return _publish(ctx, registry, lambda: registry.save(
-        {"irnetv2": result.best_state}, stage="irnetv2", config=config,
-        architecture={"irnetv2": section["model"], "input_size": input_size(config)},
-        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": _train_seconds(result),
-                 "parameters": float(parameter_count(net))},
-        tags=_tags(config, [f"run={run_dir.name}", *tags]),
-    ))
+    ctx, run_dir, config, net = _begin(config, "irnetv2", run_dir, resume)
+    result = _fit(ClassifierTask(net), config, peer_settings(config, "irnetv2"), run_dir,
+                  config["peers"]["irnetv2"]["monitor"], resume, progress, "irnetv2", on_epoch, ctx=ctx,
+                  augment=_augment(config))
+    return _save(ctx, config, run_dir, "irnetv2", {"irnetv2": result.best_state}, result, net, tags=tags)
 
 
 def gaze_dataset(config: Mapping[str, Any], split: str, augment: bool) -> GazeMapDataset:
@@ -170,28 +179,18 @@ class GazeGNNTask(Task):
 def run_gazegnn(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
                 progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
     """GazeGNN on images and their fixations (``peers.gazegnn``); saves entry ``gazegnn`` tagged `ORACLE_TAG`."""
-    ctx, run_dir, config = _start(config, "gazegnn", run_dir, resume)
-    seed_everything(int(config["seed"]), bool(config["train"].get("deterministic")))
-    section = config["peers"]["gazegnn"]
-    net = create_model(section["model"])
+    ctx, run_dir, config, net = _begin(config, "gazegnn", run_dir, resume)
     settings = peer_settings(config, "gazegnn")
-    monitor = section["monitor"]
+    monitor = config["peers"]["gazegnn"]["monitor"]
     trainer = Trainer(GazeGNNTask(net), settings, run_dir, monitor, infer_mode(monitor), seed=int(config["seed"]),
                       progress=progress, name="gazegnn", on_epoch=on_epoch, dist=ctx)
-    augment = bool(config["data"]["augment"].get("enabled", True))
     train, val = (make_loader(config, split, settings.batch_size, is_train, trainer.device,
-                              dataset=gaze_dataset(config, split, is_train and augment), dist=ctx)
+                              dataset=gaze_dataset(config, split, is_train and _augment(config)), dist=ctx)
                   for split, is_train in (("train", True), ("val", False)))
     result = trainer.fit(train, val, resume=resume and (run_dir / "state.pt").is_file())
-    registry = _registry(config)
     size = int(net.image_size)
-    return _publish(ctx, registry, lambda: registry.save(
-        {"gazegnn": result.best_state}, stage="gazegnn", config=config,
-        architecture={"gazegnn": section["model"], "input_size": input_size(config), "model_input": [size, size]},
-        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": _train_seconds(result),
-                 "parameters": float(parameter_count(net))},
-        tags=_tags(config, [f"run={run_dir.name}", ORACLE_TAG, *tags]),
-    ))
+    return _save(ctx, config, run_dir, "gazegnn", {"gazegnn": result.best_state}, result, net,
+                 {"model_input": [size, size]}, [ORACLE_TAG, *tags])
 
 
 PEERS = {"mtunet": run_mtunet, "gazegnn": run_gazegnn, "irnetv2": run_irnetv2}
