@@ -179,6 +179,18 @@ class GazeCXRDataset(Dataset):
         start, stop = (int(v) for v in self._fixation_offsets[k][row:row + 2])
         return self._h5(k)["fixations"][start:stop].astype(np.float32).reshape(-1, 3)
 
+    def finding_ellipses(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Every reader's finding ellipses of record ``index``: boxes (K, 4) canvas xmin, ymin, xmax,
+        ymax, their labels (K, L) bool and the L label names; K = 0 when the file stores none."""
+        k, row = self._locate(index)
+        f = self._h5(k)
+        if "ellipse_offsets" not in f:
+            return np.zeros((0, 4), np.float32), np.zeros((0, 0), bool), []
+        start, stop = (int(v) for v in f["ellipse_offsets"][row:row + 2])
+        names = [str(n) for n in f["ellipse_labels"].attrs["label_names"]]
+        return (f["ellipses"][start:stop].astype(np.float32).reshape(-1, 4),
+                f["ellipse_labels"][start:stop].astype(bool).reshape(-1, len(names)), names)
+
     def reader_count(self, index: int) -> int:
         """Number of readings with a heatmap of record ``index`` stored separately (0 for one-reader files)."""
         k, row = self._locate(index)

@@ -24,6 +24,7 @@ from gazecxr import CLASS_NAMES, __version__
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.figures import confusion_figure, overlay_figure, reliability_figure, roc_figure
+from gazecxr.evaluation.findings_report import evaluate_findings
 from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
 from gazecxr.evaluation.fixations import PIXEL_RULE, SAUC_NEGATIVES, SplitFixations
 from gazecxr.evaluation.saliency_methods import (
@@ -43,6 +44,7 @@ from gazecxr.evaluation.saliency_methods import (
 from gazecxr.evaluation.tables import markdown_report
 from gazecxr.metrics import EPS, classification_metrics, paired_ttest
 from gazecxr.registry import Entry, Registry
+from gazecxr.task import task_of
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.data import make_loader
 from gazecxr.training.runtime import resolve_device
@@ -347,7 +349,10 @@ def fixation_notes(fixations: Mapping[str, Any]) -> list[str]:
 def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str | Path = "reports",
              split: str = "test", progress: bool = True) -> dict[str, Any]:
     """Evaluate a stage-3 registry entry and its baselines on ``split``; writes the report folder
-    ``out_dir/<stage-3 id>/`` and returns the metrics dict written to its metrics.json."""
+    ``out_dir/<stage-3 id>/`` and returns the metrics dict written to its metrics.json. A multi-label
+    (findings) task is evaluated by ``gazecxr.evaluation.findings_report``."""
+    if task_of(config).multilabel:
+        return evaluate_findings(config, checkpoint, out_dir, split, progress)
     registry = Registry(config["registry"]["root"])
     device = resolve_device(config["train"]["device"])
     model, lineage = load_full_model(registry, checkpoint)
