@@ -29,16 +29,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gazecxr import CLASS_NAMES, __version__
+from gazecxr import __version__
 from gazecxr.data.geometry import Letterbox
 from gazecxr.inference.onnx_backend import (
     INPUT_NAME, META_CHECKPOINT, META_CLASSES, META_INPUT_SIZE, META_LINEAGE, META_PREPROCESSING, META_SHA256,
-    META_VERSION, OUTPUT_NAMES, open_session,
+    META_TASK, META_VERSION, OUTPUT_NAMES, open_session,
 )
 from gazecxr.models.cooperative import GazeCXRModel
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.predict import write_atomic
+from gazecxr.predict import entry_input_size, write_atomic
 from gazecxr.registry import Registry
+from gazecxr.task import TaskSpec, task_from_record
 from gazecxr.training.checkpoint_io import load_full_model
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -57,14 +58,16 @@ PREPROCESSING = (
 class ExportedGraph(nn.Module):
     """The part of `GazeCXRModel` that is exported: canvases → (saliency maps, class probabilities)."""
 
-    def __init__(self, model: GazeCXRModel) -> None:
+    def __init__(self, model: GazeCXRModel, task: TaskSpec) -> None:
         super().__init__()
         self.model = model
+        self.task = task
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """``saliency`` (N, H, W), each map summing to 1, and ``probabilities`` (N, classes)."""
+        """``saliency`` (N, H, W), each map summing to 1, and ``probabilities`` (N, classes): a softmax
+        over exclusive classes, or each finding's sigmoid for a multi-label model."""
         outputs = self.model(image)
-        return saliency_from_logits(outputs["saliency_logits"])[:, 0], torch.softmax(outputs["class_logits"], dim=1)
+        return saliency_from_logits(outputs["saliency_logits"])[:, 0], self.task.probabilities(outputs["class_logits"])
 
 
 @dataclass(frozen=True)
@@ -184,15 +187,14 @@ def export_onnx(checkpoints: str | os.PathLike, run: str, out: str | os.PathLike
     registry = Registry(checkpoints)
     model, lineage = load_full_model(registry, run)
     entry = lineage[0]
-    size = entry.architecture.get("input_size")
-    if not (isinstance(size, list) and len(size) == 2):
-        raise ValueError(f"checkpoint {entry.id} records no input_size [height, width] in its architecture")
-    input_size = (int(size[0]), int(size[1]))
-    graph = ExportedGraph(model.cpu()).eval()
+    input_size = entry_input_size(entry)
+    task_section = entry.architecture.get("task")
+    task, _ = task_from_record(task_section)
+    graph = ExportedGraph(model.cpu(), task).eval()
     canvases = sample_canvases(input_size, samples)
     metadata = {
         META_CHECKPOINT: entry.id, META_SHA256: entry.sha256, META_INPUT_SIZE: json.dumps(list(input_size)),
-        META_CLASSES: json.dumps(list(CLASS_NAMES)), META_PREPROCESSING: PREPROCESSING, META_VERSION: __version__,
+        META_CLASSES: json.dumps(list(task.names)), META_TASK: json.dumps(task_section), META_PREPROCESSING: PREPROCESSING, META_VERSION: __version__,
         META_LINEAGE: json.dumps([{"id": e.id, "stage": e.stage, "sha256": e.sha256} for e in lineage]),
     }
     out = Path(out)

@@ -32,7 +32,7 @@ from gazecxr.data.images import read_radiograph, scale_to_unit
 from gazecxr.gradcam import gradcam_from_tap
 from gazecxr.models.cooperative import GazeCXRModel
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.registry import Registry
+from gazecxr.registry import Entry, Registry
 from gazecxr.task import ExclusiveClasses, TaskSpec, task_from_record
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.runtime import resolve_device
@@ -223,14 +223,25 @@ def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str | No
     registry = Registry(checkpoints)
     model, lineage = load_full_model(registry, "best" if run is None else run)
     entry = lineage[0]
+    target = resolve_device("auto" if device is None else str(device))
+    task, thresholds = checked_task(entry.architecture.get("task"), f"checkpoint {entry.id}")
+    return Predictor(model, entry.id, entry_input_size(entry), target, task, thresholds)
+
+
+def entry_input_size(entry: Entry) -> tuple[int, int]:
+    """The (height, width) a registry entry's model was trained at; ValueError when not recorded."""
     size = entry.architecture.get("input_size")
     if not (isinstance(size, list) and len(size) == 2):
         raise ValueError(f"checkpoint {entry.id} records no input_size [height, width] in its architecture")
-    target = resolve_device("auto" if device is None else str(device))
-    task, thresholds = task_from_record(entry.architecture.get("task"))
+    return int(size[0]), int(size[1])
+
+
+def checked_task(record: dict[str, Any] | None, what: str) -> tuple[TaskSpec, np.ndarray | None]:
+    """The task and thresholds of a stored task record; a multi-label task must have thresholds."""
+    task, thresholds = task_from_record(record)
     if task.multilabel and thresholds is None:
-        raise ValueError(f"checkpoint {entry.id} is a multi-label model but records no decision thresholds")
-    return Predictor(model, entry.id, (int(size[0]), int(size[1])), target, task, thresholds)
+        raise ValueError(f"{what} is a multi-label model but records no decision thresholds")
+    return task, thresholds
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gazecxr.predict import BasePredictor
+from gazecxr.predict import BasePredictor, checked_task
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("saliency", "probabilities")
@@ -27,6 +27,7 @@ META_INPUT_SIZE = "gazecxr.input_size"
 META_CLASSES = "gazecxr.classes"
 META_PREPROCESSING = "gazecxr.preprocessing"
 META_VERSION = "gazecxr.version"
+META_TASK = "gazecxr.task"
 REQUIRED_METADATA = (META_CHECKPOINT, META_INPUT_SIZE, META_CLASSES)
 
 
@@ -94,7 +95,7 @@ def read_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
     names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
     if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
         raise ValueError(f"{path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, got {names}")
-    return {key: json.loads(value) if key in (META_INPUT_SIZE, META_CLASSES, META_LINEAGE) else value
+    return {key: json.loads(value) if key in (META_INPUT_SIZE, META_CLASSES, META_LINEAGE, META_TASK) else value
             for key, value in raw.items() if key.startswith("gazecxr.")}
 
 
@@ -104,7 +105,10 @@ class OnnxPredictor(BasePredictor):
     backend = "onnxruntime"
 
     def __init__(self, session: Any, path: Path, metadata: Mapping[str, Any]) -> None:
-        super().__init__(metadata[META_CHECKPOINT], tuple(metadata[META_INPUT_SIZE]), metadata[META_CLASSES])
+        task, thresholds = checked_task(metadata.get(META_TASK), str(path))
+        if list(task.names) != list(metadata[META_CLASSES]):
+            raise ValueError(f"{path}: class names {metadata[META_CLASSES]} do not match its task's {list(task.names)}")
+        super().__init__(metadata[META_CHECKPOINT], tuple(metadata[META_INPUT_SIZE]), task=task, thresholds=thresholds)
         self.session = session
         self.path = path
         self.metadata = dict(metadata)
