@@ -47,3 +47,18 @@ def test_source_comparison_summary_is_per_source_pooled_and_paired():
     assert out["by_source"]["REFLACX"]["egd_only"]["kl"] == {"mean": 5.0, "std": pytest.approx(np.std([4, 5, 6])), "n": 3}
     test = next(t for t in out["tests"] if t["source"] == "EGD-CXR" and t["metric"] == "cc")
     assert test["mean_diff"] == 1.0 and test["p"] == 0.0 and test["method"] == "egd+reflacx"
+
+
+def test_report_rows_per_source_and_inter_reader_note():
+    from gazecxr.evaluation.consistency import INTER_READER, inter_reader_note
+    from gazecxr.evaluation.report import saliency_by_source
+
+    scores = {"full": {"kl": np.array([1.0, 2.0, 4.0]), "cc": np.array([0.1, 0.2, 0.6])}}
+    out = saliency_by_source(scores, ["EGD-CXR", "REFLACX", "REFLACX"])
+    assert out["EGD-CXR"]["full"]["kl"]["mean"] == 1.0 and out["REFLACX"]["full"]["cc"]["mean"] == pytest.approx(0.4)
+    summary = {"images": 2, "pairs": 7, "scores": {INTER_READER: {"kl": {"mean": 0.5, "std": 0.1}},
+                                                   "full": {"kl": {"mean": 0.9, "std": 0.2}}},
+               "tests": [{"method": "full", "metric": "kl", "p": 0.012}]}
+    note = inter_reader_note(summary)
+    assert "7 readings of 2 test images" in note and "inter-reader KL 0.500 ± 0.100" in note
+    assert "full vs single readers KL 0.900 ± 0.200 (paired t-test p: KL 0.012)" in note

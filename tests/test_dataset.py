@@ -82,3 +82,7 @@ def test_two_files_split_by_patient_across_files(tiny_h5, tmp_path):
     labelled = GazeCXRDataset([tiny_h5, other], "train", labelled_only=True)
     assert len(labelled) and (labelled.labels >= 0).all() and set(labelled.sources) == {"EGD-CXR"}
     assert test.summary()["unlabelled"] == int((test.labels < 0).sum()) > 0
+    from gazecxr.evaluation.saliency_methods import center_bias_map
+    train = both["train"]
+    expected = np.mean([train[i]["heatmap"][0].double().numpy() for i in range(len(train))], axis=0)
+    np.testing.assert_allclose(center_bias_map([tiny_h5, other], "train"), expected / expected.sum(), atol=1e-12)

@@ -124,3 +124,24 @@ def _mean_std(values: np.ndarray) -> dict[str, float]:
     finite = finite[np.isfinite(finite)]
     return {"mean": float(finite.mean()), "std": float(finite.std())} if finite.size else \
         {"mean": float("nan"), "std": float("nan")}
+
+
+def inter_reader_note(summary: Mapping[str, Any], methods: Sequence[str] = ("full",),
+                      metrics: Sequence[str] = ("kl", "cc", "nss")) -> str:
+    """One report line: the inter-reader row beside ``methods`` scored against single readers."""
+    if not summary.get("images"):
+        return f"Inter-reader ceiling: {summary.get('note', NO_MULTI_READER)}."
+    scores = summary["scores"]
+
+    def row(name: str) -> str:
+        return ", ".join(f"{m.upper()} {scores[name][m]['mean']:.3f} ± {scores[name][m]['std']:.3f}"
+                         for m in metrics if m in scores.get(name, {}))
+
+    parts = [f"inter-reader {row(INTER_READER)}"]
+    for name in methods:
+        if name in scores:
+            p = {t["metric"]: t["p"] for t in summary["tests"] if t["method"] == name}
+            parts.append(f"{name} vs single readers {row(name)} (paired t-test p: "
+                         + ", ".join(f"{m.upper()} {p[m]:.3g}" for m in metrics if m in p) + ")")
+    return (f"Inter-reader ceiling over {summary['pairs']} readings of {summary['images']} test images with two or "
+            "more readers (each reader predicted by the mean of the others): " + "; ".join(parts) + ".")

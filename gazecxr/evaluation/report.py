@@ -23,6 +23,7 @@ from tqdm import tqdm
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
+from gazecxr.evaluation.consistency import ReaderConsistency, inter_reader_note
 from gazecxr.evaluation.figures import confusion_figure, overlay_figure, reliability_figure, roc_figure
 from gazecxr.evaluation.findings_report import evaluate_findings
 from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
@@ -202,6 +203,13 @@ def mean_std(values: np.ndarray) -> dict[str, float]:
     return {"mean": float(np.mean(finite)), "std": float(np.std(finite))}
 
 
+def saliency_by_source(scores: Mapping[str, Mapping[str, np.ndarray]], sources: Sequence[str]) -> dict[str, Any]:
+    """:func:`summarise_saliency` of each dataset's records (``GazeCXRDataset.sources``, split order)."""
+    sources = np.asarray(sources, str)
+    return {str(s): summarise_saliency({n: {m: v[sources == s] for m, v in by.items()} for n, by in scores.items()})
+            for s in np.unique(sources)}
+
+
 def summarise_saliency(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
     """Mean and population std over images (those with a value) of every saliency method's scores."""
     return {name: {m: mean_std(v) for m, v in by_metric.items()} for name, by_metric in scores.items()}
@@ -373,7 +381,9 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
     ]
     run_dir = Path(out_dir) / ids["stage3"]
     gallery = Gallery(run_dir)
-    outputs = run_split(predictors, loader, device, example_positions(dataset.labels), progress, gallery.add)
+    consistency = ReaderConsistency(dataset)
+    outputs = run_split(predictors, loader, device, example_positions(dataset.labels), progress,
+                        lambda example: (gallery.add(example), consistency.add(example)))
     stage1 = next(e for e in lineage if e.stage == "stage1")
     costs = {"full": method_cost(registry, lineage[0]), "stage1": method_cost(registry, stage1),
              "gradcam": method_cost(registry, stage1), "center_bias": NO_COST, "uniform": NO_COST,
@@ -385,6 +395,8 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         "tests": paired_tests(outputs.scores, "full"),
         "classification_tests": paired_tests(class_scores, "full", CLASSIFICATION_SCORES),
         "fixations": outputs.fixations,
+        "saliency_by_source": saliency_by_source(outputs.scores, dataset.sources),
+        "inter_reader": consistency.summary(),
         "costs": costs,
         "oracle": sorted(name for name in baselines if name in ORACLE_METHODS),
         "checkpoint": {"ref": checkpoint, **ids, "baselines": {name: e.id for name, e in baselines.items()}},
@@ -394,7 +406,7 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         "package_version": __version__,
         "report_dir": str(run_dir),
         "synthetic": is_synthetic_attrs(dataset.attrs),
-        "notes": [*NOTES, *fixation_notes(outputs.fixations), *skipped],
+        "notes": [*NOTES, *fixation_notes(outputs.fixations), *skipped, inter_reader_note(consistency.summary())],
     })
     write_report(run_dir, metrics, outputs)
     write_html_report(run_dir, markdown_report(metrics), outputs, gallery, dataset_sources(dataset),

@@ -9,7 +9,7 @@ ground-truth heatmaps.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.gradcam import gradcam_from_tap
 from gazecxr.metrics import auc_judd, correlation_coefficient, histogram_similarity, kl_divergence, nss, shuffled_auc
 from gazecxr.models.cooperative import GazeCXRModel, freeze
@@ -44,8 +45,15 @@ def uniform_map(size: tuple[int, int]) -> np.ndarray:
     return np.full((h, w), 1.0 / (h * w), dtype=np.float64)
 
 
-def center_bias_map(h5_path: str | Path, split: str = "train") -> np.ndarray:
-    """The mean ground-truth heatmap of ``split`` in a gazecxr HDF5 file, summing to 1."""
+def center_bias_map(h5_path: str | Path | Sequence[str | Path], split: str = "train") -> np.ndarray:
+    """The mean ground-truth heatmap of ``split`` in a gazecxr HDF5 file, summing to 1 (for a list
+    of files, over their joint patient-grouped split, as in training)."""
+    if not isinstance(h5_path, (str, Path)):
+        dataset = GazeCXRDataset(h5_path, split)
+        if not len(dataset):
+            raise ValueError(f"{[str(p) for p in h5_path]}: the {split!r} split is empty; no centre-bias map")
+        total = sum(dataset[i]["heatmap"][0].double().numpy() for i in range(len(dataset)))
+        return total / total.sum()
     with h5py.File(h5_path, "r") as f:
         rows = np.flatnonzero(f["split"].asstr()[:] == split)
         if rows.size == 0:
