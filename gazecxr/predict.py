@@ -328,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "given by --model; no Grad-CAM) (default: %(default)s)")
     parser.add_argument("--model", type=Path, metavar="FILE", help="the exported .onnx file (--backend onnxruntime)")
     parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR", help="checkpoint registry root (default: %(default)s)")
-    parser.add_argument("--run", default=None, metavar="REF",
+    parser.add_argument("--run", "--checkpoint", dest="run", default=None, metavar="REF",
                         help="stage-3 entry: id, id prefix, latest, best or a tag (default: best; with "
-                             "onnxruntime: checked against the id recorded in --model)")
+                             "onnxruntime: checked against the id recorded in --model); under torchrun spell it "
+                             "--checkpoint (torchrun takes --run for its own --run-path)")
     parser.add_argument("--gradcam", action="store_true", help="also compute and draw the DenseNet Grad-CAM (pytorch only)")
     parser.add_argument("--device", default=None, metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda when available; onnxruntime: cpu)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,12 @@ def test_batch_outputs_match_the_predictor_and_log_bad_files(registry, archive, 
     assert json.loads(capsys.readouterr().out) == {"total": 11, "skipped": 11, "ok": 9, "failed": 2, "out": str(out)} and len(_rows(out)) == GOOD + 2  # nothing redone
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 KILLER = """
 import os, signal, sys
 import gazecxr.inference.batch as batch
@@ -150,7 +157,7 @@ def test_resumes_after_being_killed_without_losing_or_repeating_images(registry,
     root, entry_id = registry
     _, listing = archive
     out = tmp_path / "out"
-    args = ["--input-list", str(listing), "--out", str(out), "--checkpoints", str(root), "--run", entry_id,
+    args = ["--input-list", str(listing), "--out", str(out), "--checkpoints", str(root), "--checkpoint", entry_id,
             "--batch-size", "2", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # killed after its 2nd shard was renamed into place but before that batch's CSV rows were written
@@ -163,7 +170,14 @@ def test_resumes_after_being_killed_without_losing_or_repeating_images(registry,
     assert not (out / CSV_NAME).read_text().endswith("\n")
     shards_before = {p.name: p.stat().st_mtime_ns for p in (out / SHARD_DIR).glob("*.npz")}
     assert len(shards_before) == 4
-    assert main(args + ["--workers", "2"]) == 1  # finishes; 1: two bad files
+    # finished by 2 ranks under torchrun, each taking every other remaining image
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}", "-m", "gazecxr.predict"]
+    third = subprocess.run(torchrun + args, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, cwd=ROOT)
+    assert third.returncode == 1, third.stderr.decode()[-3000:]  # 1: two bad files
     _check_complete(out, [s for s, _ in list_inputs(listing)])
+    assert not list(out.glob("predictions.rank*.csv")) and json.loads((out / "summary.json").read_text())["ranks"] == 2
+    new = sorted(int(p.stem) for p in (out / SHARD_DIR).glob("*.npz") if p.name not in shards_before)
+    assert new == [8, 9]  # the 3 images left: rank 0 took positions 8 and 10, rank 1 position 9
     for name, mtime in shards_before.items():  # batches written before the kills were not redone
         assert (out / SHARD_DIR / name).stat().st_mtime_ns == mtime
