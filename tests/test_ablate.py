@@ -9,6 +9,7 @@ from gazecxr.evaluation.ablation import (
     SALIENCY_METHODS,
     classification_scores,
     run_ablation,
+    select,
     summarise,
 )
 from gazecxr.evaluation.report import SplitOutputs
@@ -17,7 +18,12 @@ from gazecxr.registry import Registry
 from stages.ablate import main as cli_main
 from tests_paths import ROOT
 
-LIGHT = ["train.max_epochs=1", "stage2.baseline_unet.encoder_depth=3", "stage2.baseline_unet.decoder_channels=[16,8,4]"]
+LIGHT = ["train.max_epochs=1", "stage2.baseline_unet.encoder_depth=3", "stage2.baseline_unet.decoder_channels=[16,8,4]",
+         "peers.mtunet.train.max_epochs=1", "peers.gazegnn.train.max_epochs=1"]
+METHODS = ["ours", "densenet", "resse_unet", "standard_unet", "mtunet", "gazegnn", "uniform", "center_bias"]
+"""Every row but IRNetv2 (55 M parameters, too slow here and larger than the tiny images allow)."""
+SALIENCY_ROWS = {"full", "mtunet", "resse_unet", "standard_unet", "uniform", "center_bias"}
+CLASSIFICATION_ROWS = {"fusion", "mtunet", "densenet_cl", "densenet", "gazegnn"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +32,7 @@ def ablated(tiny_h5, tmp_path_factory):
     root = tmp_path_factory.mktemp("ablation")
     overrides = [f"data.h5={tiny_h5}", f"registry.root={root / 'checkpoints'}", f"runs.root={root / 'runs'}", *LIGHT]
     code = cli_main(["--config", str(ROOT / "configs" / "test.yaml"), "--seeds", "1", "--out", str(root / "report"),
-                     "--quiet", *(a for o in overrides for a in ("--set", o))])
+                     "--quiet", "--methods", *METHODS, *(a for o in overrides for a in ("--set", o))])
     assert code == 0
     config = load_config(ROOT / "configs" / "test.yaml", overrides)
     return config, root / "report", json.loads((root / "report" / "metrics.json").read_text())
@@ -34,22 +40,26 @@ def ablated(tiny_h5, tmp_path_factory):
 
 def test_both_tables_have_every_row_with_p_values_and_paper_numbers(ablated):
     _, out, metrics = ablated
-    assert set(metrics["saliency"]) == set(SALIENCY_METHODS)
-    assert set(metrics["classification"]) == set(CLASSIFICATION_METHODS)
+    assert set(metrics["saliency"]) == SALIENCY_ROWS
+    assert set(metrics["classification"]) == CLASSIFICATION_ROWS
     assert metrics["seeds"] == [0] and metrics["n_test"] == 12
     kl = metrics["saliency"]["full"]["kl"]
     assert kl["std"] is None and kl["per_seed"] == [kl["mean"]]
     assert {(t["b"], t["metric"]) for t in metrics["tests"]["saliency"]} == {
-        (m, k) for m in ("standard_unet", "resse_unet", "uniform", "center_bias") for k in SALIENCY_METRICS}
+        (m, k) for m in SALIENCY_ROWS - {"full"} for k in SALIENCY_METRICS}
     assert {(t["b"], t["metric"]) for t in metrics["tests"]["classification"]} == {
-        (m, k) for m in ("densenet", "densenet_cl") for k in ("correct", "p_true")}
+        (m, k) for m in CLASSIFICATION_ROWS - {"fusion"} for k in ("correct", "p_true")}
     assert all(t["n"] == 12 and 0 <= t["p"] <= 1 for t in metrics["tests"]["saliency"])
     text = (out / "tables.md").read_text()
-    for row in (*SALIENCY_METHODS, *CLASSIFICATION_METHODS):
+    for row in (SALIENCY_ROWS | CLASSIFICATION_ROWS) - {"gazegnn"}:
         assert f"| {row} |" in text, row
-    for number in ("0.706 ± 0.183", "0.747 ± 0.193", "0.781 ± 0.202", "0.925", "0.889", "0.880", "0.690"):
+    assert "| gazegnn (uses test-time gaze (oracle)) |" in text and metrics["oracle"] == ["gazegnn"]
+    for number in ("0.706 ± 0.183", "0.747 ± 0.193", "0.781 ± 0.202", "0.747 ± 0.185", "0.925", "0.889", "0.880",
+                   "0.690", "0.847", "0.868"):
         assert number in text, number
-    assert "p KL" in text and "p (correct)" in text and "AUC (Heart failure) ↑" in text
+    assert "p KL" in text and "p AUC_JUDD" in text and "p (correct)" in text and "AUC (Heart failure) ↑" in text
+    assert "| Params | Train time |" in text.replace("sAUC ↑ | Params", "| Params")
+    assert metrics["fixations"]["source"] == "recorded" and metrics["saliency"]["uniform"]["auc_judd"]["mean"] == 0.5
 
 
 def test_entries_are_tagged_chained_per_seed_and_match_their_configs(ablated):
@@ -63,14 +73,20 @@ def test_entries_are_tagged_chained_per_seed_and_match_their_configs(ablated):
     assert entries["full"].parents == [ids["densenet_cl"]] and entries["fusion"].parents == [ids["full"]]
     assert entries["densenet"].config["stage1"]["contrastive"]["enabled"] is False
     assert "contrastive_val_loss" in entries["densenet_cl"].metrics
+    assert entries["mtunet"].stage == "mtunet" and entries["gazegnn"].stage == "gazegnn"
+    assert "oracle=test-time-gaze" in entries["gazegnn"].tags
     assert not any(metrics["reused"]["0"].values())
+    costs = metrics["costs"]
+    assert costs["fusion"]["parameters"] == sum(entries[m].metrics["parameters"] for m in ("densenet_cl", "full", "fusion"))
+    assert costs["mtunet"]["train_seconds"] == entries["mtunet"].metrics["train_seconds"] > 0
+    assert costs["uniform"] == {"parameters": 0.0, "train_seconds": 0.0}
 
 
 def test_second_run_reuses_every_entry(ablated, tmp_path):
     config, _, first = ablated
     registry = Registry(config["registry"]["root"])
     before = [e.id for e in registry.entries()]
-    second = run_ablation(config, seeds=1, out_dir=tmp_path, progress=False)
+    second = run_ablation(config, seeds=1, out_dir=tmp_path, progress=False, methods=METHODS)
     assert [e.id for e in registry.entries()] == before
     assert second["entries"] == first["entries"] and all(second["reused"]["0"].values())
     assert second["saliency"]["full"] == first["saliency"]["full"]
@@ -105,7 +121,22 @@ def test_report_page_shows_seed_zero_per_image_outputs_and_synthetic_notice(abla
     text = (out / "index.html").read_text(encoding="utf-8")
     data = json.loads(text.split('id="report-data">')[1].split("</script>")[0])
     assert len(data["records"]) == metrics["n_test"] and data["main"] == "fusion"
-    assert set(data["records"][0]["probs"]) == set(CLASSIFICATION_METHODS)
-    assert set(SALIENCY_METHODS) <= set(data["records"][0]["layers"][1:])
+    assert set(data["records"][0]["probs"]) == CLASSIFICATION_ROWS
+    assert SALIENCY_ROWS <= set(data["records"][0]["layers"][1:])
     assert all((out / r["sprite"]).is_file() for r in data["records"])
     assert metrics["synthetic"] is True and "synthetic phantoms" in text.split("<h1>")[0]
+
+
+def test_method_selection_always_includes_ours_and_rejects_unknown_names(capsys):
+    chosen = select(["mtunet", "uniform"])
+    assert [m.name for m in chosen.methods] == ["densenet_cl", "full", "fusion", "mtunet"]
+    assert chosen.saliency == ("full", "mtunet", "uniform")
+    assert chosen.classification == ("fusion", "mtunet", "densenet_cl")
+    everything = select()
+    assert everything.saliency == SALIENCY_METHODS and everything.classification == CLASSIFICATION_METHODS
+    assert [m.name for m in everything.methods][-3:] == ["mtunet", "irnetv2", "gazegnn"]
+    with pytest.raises(ValueError, match="unknown method"):
+        select(["mt-unet"])
+    with pytest.raises(SystemExit):
+        cli_main(["--config", "x.yaml", "--methods", "resnet"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,13 +1,15 @@
-"""The paper's comparison set trained over several seeds and evaluated on the test split.
+"""The paper's whole comparison (Tables 4.1 and 4.2) trained over several seeds and evaluated on the test split.
 
-Saliency: standard UNet, Res-SE UNet alone, the full dual-encoder model, and the trivial uniform
-and centre-bias maps. Classification: DenseNet without and with contrastive pretraining, and the
-fusion classifier. Entries already in the registry for the same resolved config are reused.
+Saliency: the full dual-encoder model, MT-UNet, the Res-SE UNet alone, the standard UNet, and the trivial
+uniform and centre-bias maps. Classification: the fusion classifier, MT-UNet, DenseNet with and without
+contrastive pretraining, Inception-ResNet-v2 and GazeGNN (which uses test-time gaze: an oracle). Entries
+already in the registry for the same method and resolved config are reused.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,16 +25,19 @@ from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
 from gazecxr.evaluation.report import (
     CLASSIFICATION_SCORES,
+    NO_COST,
+    ORACLE_METHODS,
     SplitOutputs,
     classification_scores,
+    fixation_notes,
     json_safe,
     mean_std,
+    method_cost,
     paired_tests,
     run_split,
     write_text_atomic,
 )
 from gazecxr.evaluation.saliency_methods import (
-    NSS_TOP_FRACTION,
     SALIENCY_METRICS,
     center_bias_map,
     constant_predictor,
@@ -44,14 +49,19 @@ from gazecxr.evaluation.tables import (
     MISSING,
     PAPER_CLASSIFICATION,
     PAPER_NAMES,
+    ORACLE_LABEL,
     PAPER_SALIENCY,
     SALIENCY_ROWS,
+    method_label,
+    parameters_cell,
+    seconds_cell,
     synthetic_notice,
 )
 from gazecxr.metrics import EPS, classification_metrics
 from gazecxr.registry import Entry, Registry
 from gazecxr.training.data import make_loader
 from gazecxr.training.runtime import resolve_device
+from gazecxr.training.peers import run_peer
 from gazecxr.training.stages import STAGES
 
 ABLATION_TAG = "ablation"
@@ -59,8 +69,8 @@ ABLATION_TAG = "ablation"
 
 @dataclass(frozen=True)
 class Method:
-    """A trained method of the comparison: the stage that trains it and its config settings, given the
-    ids of the same seed's methods trained before it."""
+    """A trained method of the comparison: the stage (or peer method) that trains it and its config
+    settings, given the ids of the same seed's methods trained before it."""
 
     name: str
     stage: str
@@ -75,20 +85,57 @@ METHODS: tuple[Method, ...] = (
     Method("full", "stage2", lambda ids: {"stage2.variant": "full", "stage2.encoder": ids["densenet_cl"]}),
     Method("fusion", "stage3", lambda ids: {"stage2.variant": "full", "stage2.encoder": ids["densenet_cl"],
                                             "stage3.saliency": ids["full"]}),
+    Method("mtunet", "mtunet", lambda ids: {}),
+    Method("irnetv2", "irnetv2", lambda ids: {}),
+    Method("gazegnn", "gazegnn", lambda ids: {}),
 )
 """In training order: stage 2 ``full`` and stage 3 ``fusion`` build on the same seed's entries."""
 
-SALIENCY_METHODS: tuple[str, ...] = ("standard_unet", "resse_unet", "full", "uniform", "center_bias")
-CLASSIFICATION_METHODS: tuple[str, ...] = ("densenet", "densenet_cl", "fusion")
+OURS: tuple[str, ...] = ("densenet_cl", "full", "fusion")
+"""The trained parts of our model (its DenseNet, saliency model and fusion classifier)."""
+
+SELECTABLE: dict[str, tuple[str, ...]] = {
+    "ours": OURS, **{m.name: (m.name,) for m in METHODS if m.name not in ("full", "fusion")},
+    "uniform": (), "center_bias": (),
+}
+"""``--methods`` names → the methods they train (uniform and center_bias train nothing)."""
+
+SALIENCY_METHODS: tuple[str, ...] = ("full", "mtunet", "resse_unet", "standard_unet", "uniform", "center_bias")
+CLASSIFICATION_METHODS: tuple[str, ...] = ("fusion", "mtunet", "densenet_cl", "densenet", "irnetv2", "gazegnn")
+"""Rows of the two tables, in the paper's column order."""
 REFERENCE = {"saliency": "full", "classification": "fusion"}
 """The full model, tested against every other row of its table."""
 
-PAPER_ROWS: dict[str, dict[str, Any]] = {
-    **{m: PAPER_SALIENCY[PAPER_NAMES[m]] for m in SALIENCY_METHODS if PAPER_NAMES.get(m) in PAPER_SALIENCY},
-    **{m: PAPER_CLASSIFICATION[PAPER_NAMES[m]] for m in CLASSIFICATION_METHODS},
+PAPER_ROWS: dict[str, dict[str, dict[str, Any]]] = {
+    "saliency": {m: PAPER_SALIENCY[PAPER_NAMES[m]] for m in SALIENCY_METHODS if PAPER_NAMES.get(m) in PAPER_SALIENCY},
+    "classification": {m: PAPER_CLASSIFICATION[PAPER_NAMES[m]] for m in CLASSIFICATION_METHODS},
 }
-"""Our method name → the paper's published numbers for it (saliency rows from Table 4.2, classification
-rows from Table 4.1)."""
+"""Table → our method name → the paper's published numbers for it (Table 4.2, Table 4.1)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The methods to train (in training order) and the rows of each table."""
+
+    methods: tuple[Method, ...]
+    saliency: tuple[str, ...]
+    classification: tuple[str, ...]
+
+
+def select(names: Sequence[str] | None = None) -> Selection:
+    """The selection of ``--methods`` names (all when None); ``ours`` is always included, as every row is
+    tested against it."""
+    wanted = set(SELECTABLE if names is None else names)
+    unknown = sorted(wanted - set(SELECTABLE))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(SELECTABLE)}")
+    wanted.add("ours")
+    trained = {m for name in wanted for m in SELECTABLE[name]}
+    rows = wanted | trained
+    return Selection(tuple(m for m in METHODS if m.name in trained),
+                     tuple(m for m in SALIENCY_METHODS if m in rows),
+                     tuple(m for m in CLASSIFICATION_METHODS if m in rows))
+
 
 CLASSIFICATION_COLUMNS: dict[str, str] = {
     **{c: f"AUC ({CLASS_LABELS[c]})" for c in CLASS_NAMES},
@@ -104,17 +151,24 @@ NOTES: tuple[str, ...] = (
     "Cells are mean ± sample standard deviation (ddof = 1) over seeds of each seed's test-split value: the "
     "mean over images of a saliency score, or the AUC / accuracy of a classifier; with one seed the "
     f"standard deviation is undefined ({MISSING}).",
-    f"KL = Σ G·log(ε + G/(P + ε)), ε = {EPS}; CC = Pearson correlation; HS = Σ min(P, G); NSS over the "
-    f"{NSS_TOP_FRACTION:.0%} densest ground-truth pixels; uniform = uniform map, center_bias = mean training "
+    f"KL = Σ G·log(ε + G/(P + ε)), ε = {EPS}; CC = Pearson correlation; HS = Σ min(P, G); NSS = mean z-score "
+    "at the fixated pixels; AUC-Judd = ROC area of fixated against all other pixels; sAUC = ROC area of "
+    "fixated pixels against other images' fixations. uniform = uniform map, center_bias = mean training "
     "heatmap (the same for every seed).",
+    "Params: parameters of the whole model behind the row, frozen parents included (full: DenseNet + "
+    "saliency UNet; fusion: DenseNet + UNet + classifier). Train time: summed epoch wall time of the row's "
+    "entries and their parents, mean over seeds (feature caching and evaluation not included), on the "
+    "machine that ran them.",
+    f"gazegnn: {ORACLE_LABEL}; it sees the radiologist's fixations of each test image, which no other row "
+    "does. MT-UNet is one model in both tables.",
     "p: paired two-sided t-tests of the full model (saliency: full; classification: fusion) against the "
     "row's method, pairing images pooled across seeds: image i under seed s of one method with image i "
     "under seed s of the other (n = images × seeds). Pooling treats seed replicates as independent pairs, "
     "so p understates between-seed variability. Classification tests compare per-image correctness "
     "(0/1) and the probability of the true class. * p < 0.05.",
     "Paper columns: Tables 4.1 and 4.2 of the paper (100 test images; its ± is over images, not seeds; its "
-    "single AUC is the micro AUC): Ours ↔ full / fusion, Res_SE-UNet ↔ resse_unet, UNet_S ↔ standard_unet, "
-    "DNet201-CL ↔ densenet_cl, DNet201 ↔ densenet.",
+    "single AUC is the micro AUC): Ours ↔ full / fusion, MT-UNet ↔ mtunet, Res_SE-UNet ↔ resse_unet, "
+    "UNet_S ↔ standard_unet, DNet201-CL ↔ densenet_cl, DNet201 ↔ densenet, IRNetv2 ↔ irnetv2, GazeGNN ↔ gazegnn.",
 )
 
 
@@ -132,20 +186,34 @@ def _with(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def train_seed(config: Mapping[str, Any], seed: int, known: dict[str, Entry], bar: tqdm,
-               progress: bool) -> tuple[dict[str, Entry], dict[str, bool]]:
-    """Train (or reuse from ``known``, config hash → entry) every method for ``seed``; returns the entries
+def _runner(stage: str) -> Callable[..., Entry]:
+    """The function that trains a method of ``stage``: a stage runner or a peer method's."""
+    return STAGES[stage] if stage in STAGES else functools.partial(run_peer, stage)
+
+
+def ablation_key(method: str, config: Mapping[str, Any]) -> tuple[str, str]:
+    """Identity of an ablation run: its method and resolved config hash."""
+    return method, config_hash(config)
+
+
+def _method_of(entry: Entry) -> str:
+    return next((t.split("=", 1)[1] for t in entry.tags if t.startswith("method=")), "")
+
+
+def train_seed(config: Mapping[str, Any], seed: int, known: dict[tuple[str, str], Entry], bar: tqdm,
+               progress: bool, methods: Sequence[Method] = METHODS) -> tuple[dict[str, Entry], dict[str, bool]]:
+    """Train (or reuse from ``known``, `ablation_key` → entry) ``methods`` for ``seed``; returns the entries
     and whether each was reused. New entries are added to ``known``."""
     entries: dict[str, Entry] = {}
     reused: dict[str, bool] = {}
-    for method in METHODS:
+    for method in methods:
         bar.set_postfix_str(f"{method.name} seed {seed}")
         run_config = _with(config, {"seed": seed, **method.settings({k: e.id for k, e in entries.items()})})
-        key = config_hash(run_config)
+        key = ablation_key(method.name, run_config)
         reused[method.name] = key in known
         if key not in known:
-            run_dir = Path(run_config["runs"]["root"]) / ABLATION_TAG / f"{method.name}-seed{seed}-{key}"
-            known[key] = STAGES[method.stage](
+            run_dir = Path(run_config["runs"]["root"]) / ABLATION_TAG / f"{method.name}-seed{seed}-{key[1]}"
+            known[key] = _runner(method.stage)(
                 run_config, run_dir=run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress,
                 tags=(ABLATION_TAG, f"method={method.name}", f"seed={seed}"))
         entries[method.name] = known[key]
@@ -163,24 +231,39 @@ def over_seeds(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(array)), "std": std, "per_seed": [float(v) for v in array]}
 
 
-def summarise(outputs: Sequence[SplitOutputs]) -> dict[str, Any]:
-    """Per-seed summaries over seeds and the pooled paired tests, from each seed's split outputs."""
-    scored = {m: [k for k in SALIENCY_METRICS if all(k in o.scores[m] for o in outputs)] for m in SALIENCY_METHODS}
+def summarise(outputs: Sequence[SplitOutputs], saliency_methods: Sequence[str] = SALIENCY_METHODS,
+              classification_methods: Sequence[str] = CLASSIFICATION_METHODS) -> dict[str, Any]:
+    """Per-seed summaries over seeds and the pooled paired tests of the table rows, from each seed's split
+    outputs; a saliency score some seed lacks (fixation metrics of a file without fixations) is left out."""
+    scored = {m: [k for k in SALIENCY_METRICS if all(k in o.scores[m] for o in outputs)] for m in saliency_methods}
     saliency = {m: {k: over_seeds([mean_std(o.scores[m][k])["mean"] for o in outputs]) for k in keys}
                 for m, keys in scored.items()}
-    per_seed = {m: [classification_metrics(o.labels, o.probs[m]) for o in outputs] for m in CLASSIFICATION_METHODS}
+    per_seed = {m: [classification_metrics(o.labels, o.probs[m]) for o in outputs] for m in classification_methods}
     classification = {m: {key: over_seeds([r["auc_per_class"][key] if key in CLASS_NAMES else r[key] for r in runs])
                           for key in CLASSIFICATION_COLUMNS} for m, runs in per_seed.items()}
     pooled_saliency = {m: {k: np.concatenate([o.scores[m][k] for o in outputs]) for k in keys}
                        for m, keys in scored.items()}
     pooled_classes = {m: {k: np.concatenate([classification_scores(o.labels, o.probs[m])[k] for o in outputs])
-                          for k in CLASSIFICATION_SCORES} for m in CLASSIFICATION_METHODS}
+                          for k in CLASSIFICATION_SCORES} for m in classification_methods}
     return {
         "saliency": saliency,
         "classification": classification,
         "tests": {"saliency": paired_tests(pooled_saliency, REFERENCE["saliency"], SALIENCY_METRICS),
                   "classification": paired_tests(pooled_classes, REFERENCE["classification"], CLASSIFICATION_SCORES)},
     }
+
+
+def costs(registry: Registry, trained: Sequence[Mapping[str, Entry]], rows: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Mean over seeds of each row's ``parameters`` and ``train_seconds`` (`method_cost`; None when unknown)."""
+    out = {}
+    for row in rows:
+        if row not in trained[0]:
+            out[row] = dict(NO_COST)
+            continue
+        per_seed = [method_cost(registry, entries[row]) for entries in trained]
+        out[row] = {key: None if any(c[key] is None for c in per_seed) else float(np.mean([c[key] for c in per_seed]))
+                    for key in ("parameters", "train_seconds")}
+    return out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -212,28 +295,36 @@ def _tests_by(tests: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Mappi
     return {(t["b"], t["metric"]): t for t in tests}
 
 
+def _cost_cells(report: Mapping[str, Any], row: str) -> list[str]:
+    cost = report.get("costs", {}).get(row, {})
+    return [parameters_cell(cost.get("parameters")), seconds_cell(cost.get("train_seconds"))]
+
+
 def saliency_table(report: Mapping[str, Any]) -> str:
-    """Saliency rows: KL, CC, HS, NSS over seeds, p against the full model, and the paper's numbers."""
+    """Saliency rows: KL, CC, HS, NSS, AUC-Judd and sAUC over seeds, parameters and training time, p against
+    the full model, and the paper's numbers."""
     tests = _tests_by(report["tests"]["saliency"])
-    paper_keys = [k for k in SALIENCY_METRICS if PAPER_ROWS["full"][k] is not None]
-    header = ["Method", *SALIENCY_ROWS.values(), *(f"p {k.upper()}" for k in SALIENCY_METRICS),
+    paper = PAPER_ROWS["saliency"]
+    paper_keys = [k for k in SALIENCY_METRICS if paper["full"][k] is not None]
+    header = ["Method", *SALIENCY_ROWS.values(), "Params", "Train time", *(f"p {k.upper()}" for k in SALIENCY_METRICS),
               *(f"Paper {k.upper()}" for k in paper_keys)]
-    rows = [[m, *(_cell(report["saliency"][m].get(k)) for k in SALIENCY_METRICS),
-             *(_p(tests.get((m, k))) for k in SALIENCY_METRICS),
-             *(_cell(PAPER_ROWS.get(m, {}).get(k)) for k in paper_keys)] for m in SALIENCY_METHODS]
+    rows = [[method_label(m, ORACLE_METHODS), *(_cell(report["saliency"][m].get(k)) for k in SALIENCY_METRICS),
+             *_cost_cells(report, m), *(_p(tests.get((m, k))) for k in SALIENCY_METRICS),
+             *(_cell(paper.get(m, {}).get(k)) for k in paper_keys)] for m in report["saliency"]]
     return _table(header, rows)
 
 
 def classification_table(report: Mapping[str, Any]) -> str:
-    """Classification rows: per-class, macro and micro AUC and accuracy over seeds, p against the fusion
-    classifier, and the paper's numbers."""
+    """Classification rows: per-class, macro and micro AUC and accuracy over seeds, parameters and training
+    time, p against the fusion classifier, and the paper's numbers."""
     tests = _tests_by(report["tests"]["classification"])
-    paper_keys = [k for k in CLASSIFICATION_COLUMNS if PAPER_ROWS["fusion"][k] is not None]
-    header = ["Method", *(f"{label} ↑" for label in CLASSIFICATION_COLUMNS.values()),
+    paper = PAPER_ROWS["classification"]
+    paper_keys = [k for k in CLASSIFICATION_COLUMNS if paper["fusion"][k] is not None]
+    header = ["Method", *(f"{label} ↑" for label in CLASSIFICATION_COLUMNS.values()), "Params", "Train time",
               *(f"p ({k})" for k in CLASSIFICATION_SCORES), *(f"Paper {CLASSIFICATION_COLUMNS[k]}" for k in paper_keys)]
-    rows = [[m, *(_cell(report["classification"][m][k]) for k in CLASSIFICATION_COLUMNS),
-             *(_p(tests.get((m, k))) for k in CLASSIFICATION_SCORES),
-             *(_num(PAPER_ROWS[m][k]) for k in paper_keys)] for m in CLASSIFICATION_METHODS]
+    rows = [[method_label(m, ORACLE_METHODS), *(_cell(report["classification"][m][k]) for k in CLASSIFICATION_COLUMNS),
+             *_cost_cells(report, m), *(_p(tests.get((m, k))) for k in CLASSIFICATION_SCORES),
+             *(_num(paper[m][k]) for k in paper_keys)] for m in report["classification"]]
     return _table(header, rows)
 
 
@@ -252,21 +343,24 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 
 def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path = "reports/ablation",
-                 split: str = "test", progress: bool = True) -> dict[str, Any]:
-    """Train (or reuse) every method for seeds 0..``seeds``-1, evaluate them on ``split`` and write
-    ``metrics.json`` and ``tables.md`` into ``out_dir``; returns the metrics written."""
+                 split: str = "test", progress: bool = True, methods: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train (or reuse) the selected ``methods`` (`select`; all when None) for seeds 0..``seeds``-1, evaluate
+    them on ``split`` and write ``metrics.json``, ``tables.md`` and ``index.html`` into ``out_dir``; returns
+    the metrics written."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
+    chosen = select(methods)
     registry = Registry(config["registry"]["root"])
-    known = {config_hash(e.config): e for e in registry.entries(tag=ABLATION_TAG)}
+    known = {(_method_of(e), config_hash(e.config)): e for e in registry.entries(tag=ABLATION_TAG)}
     trained: list[tuple[dict[str, Entry], dict[str, bool]]] = []
-    with tqdm(total=seeds * len(METHODS), desc="ablation runs", unit="run", disable=not progress) as bar:
+    with tqdm(total=seeds * len(chosen.methods), desc="ablation runs", unit="run", disable=not progress) as bar:
         for seed in range(seeds):
-            trained.append(train_seed(config, seed, known, bar, progress))
+            trained.append(train_seed(config, seed, known, bar, progress, chosen.methods))
     device = resolve_device(config["train"]["device"])
     loader = make_loader(config, split, int(config["train"]["batch_size"]), train=False, device=device)
-    constants = [constant_predictor("center_bias", center_bias_map(config["data"]["h5"], "train")),
-                 constant_predictor("uniform", uniform_map(loader.dataset.canvas))]
+    constants = [constant_predictor(name, make()) for name, make in (
+        ("center_bias", lambda: center_bias_map(config["data"]["h5"], "train")),
+        ("uniform", lambda: uniform_map(loader.dataset.canvas))) if name in chosen.saliency]
     out = Path(out_dir)
     gallery = Gallery(out)
     outputs = [run_split([*(entry_predictor(registry, e, name, device) for name, e in entries.items()), *constants],
@@ -278,11 +372,15 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
         "n_test": len(outputs[0].labels),
         "data": str(config["data"]["h5"]),
         "package_version": __version__,
-        **summarise(outputs),
-        "paper": {m: PAPER_ROWS.get(m) for m in (*SALIENCY_METHODS, *CLASSIFICATION_METHODS)},
+        "methods": [m.name for m in chosen.methods],
+        **summarise(outputs, chosen.saliency, chosen.classification),
+        "costs": costs(registry, [entries for entries, _ in trained], (*chosen.saliency, *chosen.classification)),
+        "fixations": outputs[0].fixations,
+        "oracle": sorted(ORACLE_METHODS & set(chosen.classification)),
+        "paper": {table: {m: rows.get(m) for m in getattr(chosen, table)} for table, rows in PAPER_ROWS.items()},
         "entries": {str(s): {m: e.id for m, e in entries.items()} for s, (entries, _) in enumerate(trained)},
         "reused": {str(s): flags for s, (_, flags) in enumerate(trained)},
-        "notes": list(NOTES),
+        "notes": [*NOTES, *fixation_notes(outputs[0].fixations)],
         "synthetic": is_synthetic_attrs(loader.dataset.attrs),
     })
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
