@@ -78,6 +78,29 @@ def test_uncertainty_loss_with_learned_sigmas_and_its_gradient():
         UncertaintyWeightedLoss("learn_none")
 
 
+def test_mtunet_learns_both_tasks_jointly():
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 16, 16)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    heat = torch.zeros(6, 1, 16, 16)
+    for i in range(6):
+        heat[i, 0, 2 * i:2 * i + 3, 4:10] = 1.0
+    heat = heat / heat.sum(dim=(2, 3), keepdim=True)
+    net, loss = MTUNet(width=0.0625, dropout=0.0), UncertaintyWeightedLoss("learn_both")
+    optimizer = torch.optim.Adam([*net.parameters(), *loss.parameters()], lr=3e-3)
+    first = None
+    for _ in range(25):
+        out = net(images)
+        parts = loss(out["class_logits"], labels, out["saliency_logits"], heat)
+        optimizer.zero_grad()
+        parts["total"].backward()
+        optimizer.step()
+        first = first or {k: v.item() for k, v in parts.items()}
+    assert parts["ce"].item() < 0.7 * first["ce"]
+    assert parts["kl"].item() < 0.7 * first["kl"]
+    assert loss.log_sigma_class.item() != 0.0 and loss.log_sigma_saliency.item() != 0.0
+
+
 # ----------------------------------------------------------------------------- engine: reload on LR drop
 
 
