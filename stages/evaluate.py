@@ -16,9 +16,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m stages.evaluate",
         description="Evaluate a trained 3-stage model on one split. Saliency methods: 'full' (the model), "
         "'uniform', 'center_bias' (mean training heatmap), 'gradcam' (stage-1 DenseNet) and the best "
-        "registry baselines 'resse_unet' / 'standard_unet' if trained; scored by KL, CC, HS and NSS with "
-        "paired t-tests of 'full' against each. Classification methods: 'full' (fusion classifier) and "
-        "'stage1' (DenseNet alone): per-class, macro and micro AUC, accuracy, confusion matrix, ECE.",
+        "registry entries of 'resse_unet', 'standard_unet' and 'mtunet' if trained; scored by KL, CC, HS, NSS, "
+        "AUC-Judd and sAUC (NSS, AUC-Judd and sAUC on the file's recorded fixations; without them NSS falls "
+        "back to the densest 5 % of the ground truth and the AUCs are not available) with paired t-tests of "
+        "'full' against each. Classification methods: 'full' (fusion classifier), 'stage1' (DenseNet alone) "
+        "and the best registry entries of 'mtunet', 'irnetv2' and 'gazegnn' (uses test-time gaze: oracle): "
+        "per-class, macro and micro AUC, accuracy, confusion matrix, ECE, paired tests of 'full' against each; "
+        "every method's parameter count and training time.",
         epilog="Writes OUT/<stage-3 id>/: metrics.json (all metrics, tests, checkpoint lineage, notes on "
         "the metric conventions), tables.md (the paper's Tables 4.1 and 4.2 layout with its numbers beside "
         "ours, and the t-tests), roc_curves.png, confusion_full.png, reliability.png and overlays.png "
