@@ -92,8 +92,9 @@ def _check_known(data: Mapping[str, Any], base: Mapping[str, Any], where: str, p
             _check_known(value, base[key], where, dotted + ".")
 
 
-FREE_FORM = ("model.", "stage2.baseline_unet.", "task.")
-"""Sections whose keys are constructor arguments: not all of them appear in the base config.
+FREE_FORM = ("model.", "stage2.baseline_unet.", "task")
+"""Sections whose keys are constructor arguments: not all of them appear in the base config
+(``task`` options depend on the task; ``gazecxr.task.create_task`` checks them).
 Per-stage ``train`` sections are free-form too (they override the top-level ``train``)."""
 
 

@@ -1,4 +1,5 @@
-"""The three stages, predict and evaluate on synthetic REFLACX findings (task reflacx_findings)."""
+"""Synthetic REFLACX findings: not learnable from the grey-level histogram; the three stages, predict and
+evaluate on the multi-label task reflacx_findings."""
 
 import json
 
@@ -6,6 +7,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from gazecxr.config import load_config
 from gazecxr.data.convert import ConvertOptions, convert_source
@@ -23,13 +29,21 @@ TASK = create_task({"name": "reflacx_findings"})
 
 
 @pytest.fixture(scope="session")
-def findings_run(tmp_path_factory):
-    """24 synthetic REFLACX images at 64×64, the three stages (1 epoch each) on the findings task, evaluated."""
-    root = tmp_path_factory.mktemp("findings")
-    generate_reflacx(root / "raw", n=24, seed=1, size=128, progress=False)
+def findings_h5(tmp_path_factory):
+    """60 synthetic REFLACX images (planted findings) converted at 64×64, 12 test records."""
+    root = tmp_path_factory.mktemp("findings_data")
+    generate_reflacx(root / "raw", n=60, seed=0, size=128, progress=False)
     h5 = root / "reflacx.h5"
     convert_source(ReflacxSource(root / "raw" / "REFLACX", root / "raw" / "MIMIC"), h5,
-                   ConvertOptions(height=64, width=64, gaze="reflacx", test_size=6), progress=False)
+                   ConvertOptions(height=64, width=64, gaze="reflacx", test_size=12), progress=False)
+    return h5
+
+
+@pytest.fixture(scope="session")
+def findings_run(findings_h5, tmp_path_factory):
+    """The three stages (1 epoch each) on the findings task of ``findings_h5``, evaluated on its test split."""
+    root = tmp_path_factory.mktemp("findings")
+    h5 = findings_h5
     config = load_config(ROOT / "configs" / "test.yaml", [
         f"data.h5={h5}", f"registry.root={root / 'checkpoints'}", f"runs.root={root / 'runs'}",
         "task.name=reflacx_findings", "task.positive_weights=true", "stage1.contrastive.loss=supcon",
@@ -37,6 +51,30 @@ def findings_run(tmp_path_factory):
     entries = [run(config, progress=False) for run in (run_stage1, run_stage2, run_stage3)]
     metrics = evaluate(config, entries[2].id, root / "reports", progress=False)
     return {"config": config, "h5": h5, "entries": entries, "metrics": metrics}
+
+
+def _cv_auroc(features: np.ndarray, targets: np.ndarray) -> float:
+    """Macro AUROC of cross-validated logistic regressions, over findings with at least 8 positives and negatives."""
+    aucs = []
+    for j in np.flatnonzero((targets.sum(0) >= 8) & (targets.sum(0) <= len(targets) - 8)):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        p = cross_val_predict(model, features, targets[:, j], cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                              method="predict_proba")[:, 1]
+        aucs.append(roc_auc_score(targets[:, j], p))
+    assert len(aucs) >= 2
+    return float(np.mean(aucs))
+
+
+def test_histogram_baseline_is_near_chance_but_spatial_baseline_learns(findings_h5):
+    with h5py.File(findings_h5) as f:
+        images = f["image"][:]
+        targets = TASK.targets_from_certainties(f["findings"][:], list(f["findings"].attrs["label_names"]))
+    histograms = np.array([np.histogram(im[im > 0], bins=32, range=(0, 1))[0] / max(1, (im > 0).sum())
+                           for im in images])
+    spatial = images.reshape(len(images), 16, 4, 16, 4).mean(axis=(2, 4)).reshape(len(images), -1)
+    histogram_auc, spatial_auc = _cv_auroc(histograms, targets), _cv_auroc(spatial, targets)
+    assert histogram_auc < 0.7
+    assert spatial_auc > histogram_auc + 0.1
 
 
 def test_heads_have_one_logit_per_finding_and_reload(findings_run):
