@@ -59,6 +59,7 @@ from gazecxr.evaluation.tables import (
 )
 from gazecxr.metrics import EPS, classification_metrics
 from gazecxr.registry import Entry, Registry
+from gazecxr.task import task_of
 from gazecxr.training.data import make_loader
 from gazecxr.training.runtime import resolve_device
 from gazecxr.training.peers import run_peer
@@ -349,6 +350,9 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     the metrics written."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if task_of(config).multilabel:
+        raise ValueError(f"the ablation compares methods on the 3 exclusive classes; task {task_of(config).name!r} "
+                         "is multi-label: train its stages and evaluate the stage-3 entry with stages.evaluate")
     chosen = select(methods)
     registry = Registry(config["registry"]["root"])
     known = {(_method_of(e), config_hash(e.config)): e for e in registry.entries(tag=ABLATION_TAG)}
