@@ -54,3 +54,13 @@ def tiny_model(tiny_h5, tmp_path_factory) -> dict:
     run_stage1(config, progress=False)
     run_stage2(config, progress=False)
     return {"config": config, "stage3": run_stage3(config, progress=False).id}
+
+
+@pytest.fixture(scope="session")
+def evaluated_report(tiny_model, tmp_path_factory) -> tuple[dict, Path]:
+    """stages.evaluate of the tiny model on its test split: (metrics, report folder with index.html)."""
+    from gazecxr.evaluation import evaluate
+
+    metrics = evaluate(tiny_model["config"], checkpoint=tiny_model["stage3"],
+                       out_dir=tmp_path_factory.mktemp("reports"), progress=False)
+    return metrics, Path(metrics["report_dir"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,15 +11,6 @@ from PIL import Image
 
 from gazecxr import CLASS_NAMES
 from gazecxr.data.provenance import SYNTHETIC_NOTICE
-from gazecxr.evaluation import evaluate
-
-
-@pytest.fixture(scope="session")
-def evaluated_report(tiny_model, tmp_path_factory):
-    """stages.evaluate on the tiny model's test split: (metrics, report folder)."""
-    metrics = evaluate(tiny_model["config"], checkpoint=tiny_model["stage3"],
-                       out_dir=tmp_path_factory.mktemp("reports"), progress=False)
-    return metrics, Path(metrics["report_dir"])
 
 
 def page_data(index):
