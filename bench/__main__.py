@@ -24,6 +24,7 @@ BENCHES = {
     "predict_latency": "predict at 640x512, stage-2 + stage-3 run separately vs one shared DenseNet pass",
     "onnx_latency": "ONNX Runtime vs eager PyTorch at 640x512, paper model batch 1 (also batch 8, demo model)",
     "batch_predict": "archive batch prediction images/s, 2 reader workers vs 1 (demo model, ONNX Runtime)",
+    "int8": "int8 static quantisation vs float ONNX model, ms per image (demo model)",
 }
 
 
