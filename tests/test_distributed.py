@@ -97,7 +97,9 @@ def test_stage2_under_torchrun_saves_one_entry_with_full_validation(tiny_config)
     assert entry.metrics == printed["metrics"]
 
     single = run_stage2({**tiny_config, "train": {**tiny_config["train"], "max_epochs": 1}}, progress=False)
-    assert set(single.metrics) == set(entry.metrics) == {"val_kl", "val_cc", "val_hs", "epochs"}
+    assert set(single.metrics) == set(entry.metrics) == {"val_kl", "val_cc", "val_hs", "epochs", "train_seconds",
+                                                         "parameters"}
+    assert entry.metrics["parameters"] == single.metrics["parameters"] > 0 and entry.metrics["train_seconds"] > 0
     assert all(isinstance(v, float) for v in entry.metrics.values()) and entry.metrics["epochs"] == 2.0
 
     # the metrics the two ranks agreed on are those of the saved weights over the whole val split
