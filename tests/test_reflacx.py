@@ -187,3 +187,18 @@ def test_cli_converts_and_names_a_bad_folder(reflacx_raw, tmp_path):
     assert json.loads(report_path(out).read_text())["summary"]["converted"] == 2
     bad = cli("--reflacx-dir", tmp_path, "--image-dir", reflacx_raw / "MIMIC", "--out", tmp_path / "x.h5")
     assert bad.returncode == 2 and "metadata_phase_1/2/3.csv" in bad.stderr and not (tmp_path / "x.h5").exists()
+
+
+def test_a_film_of_another_size_than_the_tables_is_skipped(reflacx_raw, tmp_path):
+    import shutil
+
+    root = shutil.copytree(reflacx_raw / "REFLACX", tmp_path / "REFLACX")
+    path = root / "main_data" / "metadata_phase_3.csv"
+    meta = pd.read_csv(path, dtype=str, keep_default_na=False)
+    meta.loc[meta.dicom_id == meta.dicom_id.iloc[0], "image_size_x"] = "999"
+    meta.to_csv(path, index=False, lineterminator="\r\n")
+    options = ConvertOptions(height=64, width=64, test_size=2)
+    report = convert_source(ReflacxSource(root, reflacx_raw / "MIMIC"), tmp_path / "o.h5", options, progress=False)
+    reasons = {s["dicom_id"]: s["reason"] for s in report.skipped}
+    assert list(reasons) == [meta.dicom_id.iloc[0]] and reasons[meta.dicom_id.iloc[0]].startswith("image size differs")
+    assert len(report.converted) == meta.dicom_id.nunique() + len(_metadata(reflacx_raw).query("phase != 3").dicom_id.unique()) - 1

@@ -96,6 +96,8 @@ class SourceRecord:
     readings: tuple[ReadingSpec, ...]
     mask_dir: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    expected_size: tuple[int, int] | None = None
+    """(height, width) the source's tables were made on; a film of another size is skipped."""
 
 
 class Source(Protocol):
@@ -230,6 +232,9 @@ def _convert_one(task: SourceRecord) -> _Record | tuple[str, str]:
     try:
         file = locate_image(task.image_root, task.relative_path)
         pixels = read_radiograph(file)
+        if task.expected_size is not None and pixels.shape != tuple(task.expected_size):
+            return task.record_id, (f"image size differs: {file} is {pixels.shape[1]}×{pixels.shape[0]} (width×height), "
+                                    f"the tables say {task.expected_size[1]}×{task.expected_size[0]}")
         letterbox = Letterbox.fit(pixels.shape, task.canvas)
         readings, skipped = [], []
         for spec in task.readings:

@@ -105,7 +105,7 @@ class ReflacxSource:
             raise ValueError(f"REFLACX heatmap recipe must be one of {HEATMAP_RECIPES}, got {options.gaze!r}")
         meta = self.metadata()
         by_image: dict[str, list[ReadingSpec]] = defaultdict(list)
-        first: dict[str, tuple[str, str]] = {}
+        first: dict[str, tuple[str, str, tuple[int, int]]] = {}
         for _, row in meta.iterrows():
             dicom_id = row["dicom_id"]
             if dicom_id not in first and options.limit is not None and len(first) >= options.limit:
@@ -117,15 +117,16 @@ class ReflacxSource:
                 continue
             try:
                 spec = self._reading(row, options)
+                size = (int(float(row["image_size_y"])), int(float(row["image_size_x"])))
             except (TableFormatError, OSError, ValueError) as err:
                 report.skip(dicom_id, f"unreadable reading tables: {err}", reading_id=row["id"])
                 continue
-            first.setdefault(dicom_id, (row["subject_id"], match.group(0)))
+            first.setdefault(dicom_id, (row["subject_id"], match.group(0), size))
             by_image[dicom_id].append(spec)
         canvas = (options.height, options.width)
         return [SourceRecord(dicom_id, first[dicom_id][0], -1, str(self.image_dir),
                              first[dicom_id][1], canvas, tuple(specs),
-                             info={"readings": [s.reading_id for s in specs]})
+                             info={"readings": [s.reading_id for s in specs]}, expected_size=first[dicom_id][2])
                 for dicom_id, specs in by_image.items()]
 
     def _reading(self, row: pd.Series, options: ConvertOptions) -> ReadingSpec:
