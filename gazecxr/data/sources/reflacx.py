@@ -19,6 +19,7 @@ import pandas as pd
 
 from gazecxr.data.convert import ConversionReport, ConvertOptions, ReadingSpec, SourceRecord
 from gazecxr.data.egd_tables import GazePoints, TableFormatError, check_columns
+from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import FixationGaussians, PointGaze
 from gazecxr.reflacx_format import (BOOLEAN_LABELS, CHEST_BOX, CHEST_BOX_COLUMNS, ELLIPSE_COORDINATES, ELLIPSES,
                                     FIXATION_COLUMNS, FIXATIONS, GAZE, GAZE_DIR, LABELS, LABELS_PHASE_1, MAIN_DIR,
@@ -42,7 +43,7 @@ class RawGazeFile:
         xy = frame.apply(pd.to_numeric, errors="coerce").dropna().to_numpy(np.float64)
         return PointGaze(xy[:, 0], xy[:, 1], np.ones(len(xy)), self.sigma)
 
-    def render(self, letterbox):
+    def render(self, letterbox: Letterbox) -> np.ndarray:
         return self._points().render(letterbox)
 
     def on_image(self, orig_size: tuple[int, int]) -> tuple[int, int]:
