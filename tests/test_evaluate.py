@@ -11,8 +11,10 @@ from sklearn.metrics import roc_auc_score
 
 from gazecxr.config import load_config
 from gazecxr.evaluation import center_bias_map, evaluate
+from gazecxr.evaluation.report import best_baselines, method_cost
 from gazecxr.evaluation.saliency_methods import SALIENCY_METRICS, fixation_map, gradcam_saliency
 from gazecxr.metrics import EPS, auc_judd
+from gazecxr.registry import Registry
 from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
 from stages.evaluate import main as cli_main
 from tests_paths import ROOT
@@ -241,3 +243,25 @@ def test_file_without_fixations_falls_back_to_the_top_five_percent_nss(evaluated
     assert metrics["saliency"]["full"]["kl"] == evaluated[3]["saliency"]["full"]["kl"]
     text = (Path(metrics["report_dir"]) / "tables.md").read_text()
     assert "top-5 % ground-truth approximation" in text and "| AUC-Judd ↑ | — |" in text
+
+
+def test_best_peer_entries_are_picked_by_their_monitor_and_input_size(tmp_path):
+    registry = Registry(tmp_path / "checkpoints")
+    weights = {"net": {"w": torch.zeros(2, 3)}}
+    config = {"peers": {"mtunet": {"monitor": "val_total_loss"}, "irnetv2": {"monitor": "val_auc_macro"},
+                        "gazegnn": {"monitor": "val_auc_macro"}}}
+
+    def save(stage, size, params, seconds=1.0, **metrics):
+        return registry.save(weights, stage=stage, config=config, architecture={"input_size": size},
+                             metrics={**metrics, "parameters": params, "train_seconds": seconds})
+
+    save("mtunet", [64, 64], 10, val_total_loss=0.9)
+    best_mtunet = save("mtunet", [64, 64], 10, val_total_loss=0.4)
+    save("mtunet", [64, 64], 10, val_total_loss=0.7)
+    best_irnet = save("irnetv2", [64, 64], 20, val_auc_macro=0.8)
+    save("irnetv2", [64, 64], 20, val_auc_macro=0.6)
+    wrong_size = save("gazegnn", [32, 32], 5, val_auc_macro=0.9)
+    chosen, notes = best_baselines(registry, (64, 64))
+    assert {m: e.id for m, e in chosen.items()} == {"mtunet": best_mtunet.id, "irnetv2": best_irnet.id}
+    assert len(notes) == 1 and wrong_size.id in notes[0] and "gazegnn" in notes[0]
+    assert method_cost(registry, best_irnet) == {"parameters": 20.0, "train_seconds": 1.0}
