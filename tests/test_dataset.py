@@ -64,6 +64,10 @@ def test_two_files_split_by_patient_across_files(tiny_h5, tmp_path):
         patients = f["patient_id"].asstr()[:]
         f["label"][:] = -1
         f.attrs["dataset"] = "REFLACX"
+        renamed = f["patient_id"].asstr()[:]
+        renamed[:5] = [f"other-{p}" for p in renamed[:5]]  # the same images under other patient ids
+        del f["patient_id"]
+        f.create_dataset("patient_id", data=renamed.astype(object), dtype=h5py.string_dtype())
         del f["split"]
         f.create_dataset("split", data=np.array(["test"] * len(patients), dtype=object), dtype=h5py.string_dtype())
     both = {s: GazeCXRDataset([tiny_h5, other], s) for s in ("train", "val", "test")}
@@ -72,6 +76,11 @@ def test_two_files_split_by_patient_across_files(tiny_h5, tmp_path):
         for other_name, other_ds in both.items():
             if name != other_name:
                 assert not set(ds.patient_ids) & set(other_ds.patient_ids)
+    split_of = {}
+    for name, ds in both.items():
+        for dicom_id in ds.dicom_ids:
+            split_of.setdefault(dicom_id, set()).add(name)
+    assert all(len(names) == 1 for names in split_of.values())  # an image in both files: one split
     test = both["test"]
     assert set(test.sources) == {"EGD-CXR", "REFLACX"}
     item = test[int(np.flatnonzero(test.sources == "REFLACX")[0])]

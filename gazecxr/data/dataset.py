@@ -125,10 +125,15 @@ class GazeCXRDataset(Dataset):
         return np.concatenate(rows).astype(np.float32)
 
     def _joint_split(self, column: dict[str, np.ndarray]) -> np.ndarray:
-        """One split over all files, grouped by patient across them (an image in two files has one
-        patient, so it lands in one split), with the first file's split parameters."""
+        """One split over all files, grouped by patient across them, with the first file's split
+        parameters. An image in two files (same ``dicom_id``) is grouped with the patient of its
+        first record, so it lands in one split even if the files spelled the patient differently."""
         a = self.attrs
-        return make_split(str(a.get("split_method", "paper")), column["patient_ids"], split_labels(column["labels"]),
+        first_patient: dict[str, str] = {}
+        for dicom_id, patient in zip(column["dicom_ids"], column["patient_ids"]):
+            first_patient.setdefault(str(dicom_id), str(patient))
+        groups = np.array([first_patient[str(d)] for d in column["dicom_ids"]], dtype=object)
+        return make_split(str(a.get("split_method", "paper")), groups, split_labels(column["labels"]),
                           int(a.get("seed", 0)), int(a.get("test_size", 100)), float(a.get("val_fraction", 0.1)))
 
     def _locate(self, index: int) -> tuple[int, int]:
