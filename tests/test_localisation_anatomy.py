@@ -95,3 +95,15 @@ def test_synthetic_gaze_looks_at_the_heart_in_chf(tiny_h5):
     assert heart["CHF"] > heart["Normal"] + 0.1 and heart["CHF"] > heart["pneumonia"] + 0.1
     lung = {m: out["methods"][m]["all"]["lung_mask"]["mean"] for m in ("gaze", "uniform")}
     assert lung["gaze"] > 2 * lung["uniform"]
+
+
+def test_egd_evaluation_reports_anatomy_shares_per_class(evaluated_report):
+    metrics, report_dir = evaluated_report
+    anatomy = metrics["anatomy"]
+    assert set(anatomy["methods"]) == {"gaze", "full", "gradcam"} and anatomy["n"] == metrics["n_test"]
+    for by_class in anatomy["methods"].values():
+        total = sum(by_class["all"][r]["mean"] for r in anatomy["regions"] if r != ELSEWHERE)
+        assert 0 < by_class["all"][ELSEWHERE]["mean"] < 1 and 0 < total <= 2
+    # the simulated radiologist scans the chest: most gaze mass lies on the lungs and heart
+    assert anatomy["methods"]["gaze"]["all"][ELSEWHERE]["mean"] < 0.5
+    assert "Share of map mass per anatomical region" in (report_dir / "tables.md").read_text(encoding="utf-8")

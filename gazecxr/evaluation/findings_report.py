@@ -160,7 +160,8 @@ def findings_tables(metrics: Mapping[str, Any]) -> str:
     else:
         parts += [f"## Localisation over {loc['n']} (image, finding) pairs", "",
                   _table(["map", *loc["metrics"]],
-                         [[LOCALISATION_METHODS.get(m, m), *(_mean_std(by[metric]["overall"]) for metric in loc["metrics"])]
+                         [[LOCALISATION_METHODS.get(m, m),
+                           *(_mean_std(by[metric]["overall"]) for metric in loc["metrics"])]
                           for m, by in loc["methods"].items()]), "",
                   "## Paired t-tests (all pairs)", "",
                   _table(["a", "b", "metric", "mean diff", "t", "p", "n"],

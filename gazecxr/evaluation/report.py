@@ -23,6 +23,7 @@ from tqdm import tqdm
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
+from gazecxr.evaluation.anatomy_report import AnatomyShares
 from gazecxr.evaluation.consistency import ReaderConsistency, inter_reader_note
 from gazecxr.evaluation.figures import confusion_figure, overlay_figure, reliability_figure, roc_figure
 from gazecxr.evaluation.findings_report import evaluate_findings
@@ -382,8 +383,9 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
     run_dir = Path(out_dir) / ids["stage3"]
     gallery = Gallery(run_dir)
     consistency = ReaderConsistency(dataset)
+    anatomy = AnatomyShares(dataset)
     outputs = run_split(predictors, loader, device, example_positions(dataset.labels), progress,
-                        lambda example: (gallery.add(example), consistency.add(example)))
+                        lambda example: (gallery.add(example), consistency.add(example), anatomy.add(example)))
     stage1 = next(e for e in lineage if e.stage == "stage1")
     costs = {"full": method_cost(registry, lineage[0]), "stage1": method_cost(registry, stage1),
              "gradcam": method_cost(registry, stage1), "center_bias": NO_COST, "uniform": NO_COST,
@@ -397,6 +399,7 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         "fixations": outputs.fixations,
         "saliency_by_source": saliency_by_source(outputs.scores, dataset.sources),
         "inter_reader": consistency.summary(),
+        "anatomy": anatomy.summary(),
         "costs": costs,
         "oracle": sorted(name for name in baselines if name in ORACLE_METHODS),
         "checkpoint": {"ref": checkpoint, **ids, "baselines": {name: e.id for name, e in baselines.items()}},

@@ -167,6 +167,14 @@ def fixation_source_line(fixations: Mapping[str, Any] | None) -> str:
             f"sAUC not available ({MISSING}).")
 
 
+def anatomy_table(anatomy: Mapping[str, Any]) -> str:
+    """Markdown: per map and class, the mean ± std share of the map's mass in each anatomical region."""
+    groups = [*anatomy["classes"], "all"]
+    rows = [[method, group, *(_mean_std(by[group][r]) if group in by else MISSING for r in anatomy["regions"])]
+            for method, by in anatomy["methods"].items() for group in groups]
+    return _table(["map", "class", *anatomy["regions"]], rows)
+
+
 def markdown_report(metrics: Mapping[str, Any]) -> str:
     """The whole ``tables.md``: classification, saliency and t-test tables with their notes."""
     checkpoint = metrics["checkpoint"]
@@ -185,6 +193,8 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
         fixation_source_line(metrics.get("fixations")),
         "## Paired two-sided t-tests over images (* p < 0.05)",
         ttest_table([*metrics["tests"], *metrics.get("classification_tests", [])]),
+        *(["## Share of map mass per anatomical region and class (gaze, saliency, Grad-CAM)",
+           anatomy_table(metrics["anatomy"])] if metrics.get("anatomy") else []),
         "## Notes",
         notes,
     ]) + "\n"

@@ -33,7 +33,8 @@ def classification_summary(labels: Tensor, logits: Tensor, task: TaskSpec | None
         z = logits.float().cpu()
         y = labels.float().cpu()
         m = multilabel_metrics(y.numpy(), task.probabilities(z).numpy().astype(np.float64), task.names)
-        out = {"val_loss": float(task.loss(z, y)), "val_auc_macro": m["auroc_macro"], "val_auc_micro": m["auroc_micro"], "val_ap_macro": m["ap_macro"],
+        out = {"val_loss": float(task.loss(z, y)), "val_auc_macro": m["auroc_macro"],
+               "val_auc_micro": m["auroc_micro"], "val_ap_macro": m["ap_macro"],
                "val_ece": m["ece_mean"]}
         out.update({f"val_auc_{name}": e["auroc"] for name, e in m["per_finding"].items()})
         return out
