@@ -36,7 +36,16 @@ from gazecxr.training.data import input_size, make_augment, make_loader
 from gazecxr.training.distributed import DistContext
 from gazecxr.training.engine import Batch, FitResult, Outputs, Task, Trainer, TrainSettings
 from gazecxr.training.runtime import seed_everything
-from gazecxr.training.stages import EpochCallback, _fit, _publish, _registry, _start, _tags
+from gazecxr.training.stages import (
+    EpochCallback,
+    _fit,
+    _publish,
+    _registry,
+    _start,
+    _tags,
+    parameter_count,
+    train_seconds,
+)
 from gazecxr.training.tasks import ClassifierTask, classification_summary, saliency_scores
 
 PEER_METHODS = ("mtunet", "gazegnn", "irnetv2")
@@ -44,11 +53,6 @@ PEER_METHODS = ("mtunet", "gazegnn", "irnetv2")
 
 ORACLE_TAG = "oracle=test-time-gaze"
 """Tag of entries whose model needs the radiologist's gaze at test time (GazeGNN)."""
-
-
-def parameter_count(module: nn.Module) -> int:
-    """Number of parameters of ``module`` (trainable or not)."""
-    return sum(p.numel() for p in module.parameters())
 
 
 def peer_settings(config: Mapping[str, Any], method: str) -> TrainSettings:
@@ -61,10 +65,6 @@ def peer_settings(config: Mapping[str, Any], method: str) -> TrainSettings:
 
 def _sub_state(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-
-
-def _train_seconds(result: FitResult) -> float:
-    return float(sum(record.get("seconds", 0.0) for record in result.history))
 
 
 class MTUNetTask(Task):
@@ -117,7 +117,7 @@ def _save(ctx: DistContext, config: Mapping[str, Any], run_dir: Path, method: st
         state, stage=method, config=config,
         architecture={method: config["peers"][method]["model"], **(architecture or {}),
                       "input_size": input_size(config)},
-        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": _train_seconds(result),
+        metrics={**result.best_metrics, "epochs": float(result.epochs_run), "train_seconds": train_seconds(result),
                  "parameters": float(parameter_count(net))},
         tags=_tags(config, [f"run={run_dir.name}", *tags]),
     ))
