@@ -79,9 +79,3 @@ CHEST_BOX_COLUMNS: tuple[str, ...] = ("xmin", "ymin", "xmax", "ymax")
 TIMESTAMP_COLUMNS: tuple[str, ...] = ("word", "timestamp_start_word", "timestamp_end_word")
 SHOWN_COLUMNS: tuple[str, ...] = FIXATION_COLUMNS[9:13]
 
-
-def reading_group(reading_id: str) -> str:
-    """The reading id's ``P<phase><trial>`` prefix: the same for every reading of one image in
-    phases 1–2 (the authors build ids as ``P{phase}{trial:02}R{random:06}``; phase 3 uses ``P300``).
-    REFLACX does not say which radiologist made a reading."""
-    return reading_id[:4]
