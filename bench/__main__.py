@@ -25,6 +25,7 @@ BENCHES = {
     "onnx_latency": "ONNX Runtime vs eager PyTorch at 640x512, paper model batch 1 (also batch 8, demo model)",
     "batch_predict": "archive batch prediction images/s, 2 reader workers vs 1 (demo model, ONNX Runtime)",
     "int8": "int8 static quantisation vs float ONNX model, ms per image (demo model)",
+    "report_page": "report page opening in headless Chromium, 100-image vs 1,000-image report (first page decoded)",
 }
 
 

@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from bench.report_page import CHROMEDRIVER, CHROMIUM, chromium, wait_decoded
 from dicom_util import write_dicom
 from tests_paths import ROOT
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1000")
 APP_START_TIMEOUT_S = 180
 
 
@@ -38,22 +35,9 @@ def browser(tmp_path_factory):
     if missing:
         pytest.fail(f"browser tests need Debian's chromium and chromium-driver (make test installs them); "
                     f"missing: {', '.join(missing)}")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
-
-
-def _decoded(driver) -> tuple[int, int]:
-    """(images on the page, images decoded with a non-zero natural width), after every image settled."""
-    driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "Promise.all([...document.images].map(i => i.decode().catch(() => null))).then(() => done());")
-    return tuple(driver.execute_script(
-        "return [document.images.length, [...document.images].filter(i => i.complete && i.naturalWidth > 0).length]"))
 
 
 def _positions(driver) -> list[int]:
@@ -68,7 +52,7 @@ def test_report_page_decodes_every_image_sorts_filters_and_navigates(browser, ev
     browser.get((run_dir / "index.html").as_uri())
     Select(browser.find_element(By.ID, "page-size")).select_by_value("0")
     per_row = 1 + 2 * len(records[0]["layers"])  # the radiograph, then each map over its own radiograph
-    total, decoded = _decoded(browser)
+    total, decoded = wait_decoded(browser)
     assert total == decoded == 12 * per_row + len(list(run_dir.glob("*.png")))
     assert "synthetic phantoms" in browser.find_element(By.ID, "synthetic-notice").text
     assert _positions(browser) == list(range(12))
