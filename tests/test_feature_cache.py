@@ -97,6 +97,11 @@ def test_saliency_loss_with_cached_dense_feature_equals_uncached(tiny_config, tm
     torch.testing.assert_close(cached, uncached, rtol=1e-5, atol=1e-6)
 
 
+def _scores(entry) -> dict[str, float]:
+    """An entry's metrics less its wall time, which the cache is meant to change."""
+    return {k: v for k, v in entry.metrics.items() if k != "train_seconds"}
+
+
 def test_stage3_trains_the_same_with_and_without_the_cache(tiny_config, monkeypatch):
     save_untrained_lineage(tiny_config, stages=2)
     registry = Registry(tiny_config["registry"]["root"])
@@ -105,7 +110,7 @@ def test_stage3_trains_the_same_with_and_without_the_cache(tiny_config, monkeypa
     disk = run_stage3(_with(tiny_config, feature_cache="disk"), progress=False)
     reference = registry.load(off.id)[0]["classifier"]
     for entry in (memory, disk):
-        assert entry.metrics == pytest.approx(off.metrics, rel=1e-5, abs=1e-7, nan_ok=True)
+        assert _scores(entry) == pytest.approx(_scores(off), rel=1e-5, abs=1e-7, nan_ok=True)
         weights = registry.load(entry.id)[0]["classifier"]
         for name, value in reference.items():
             torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-6)
@@ -117,7 +122,7 @@ def test_stage3_trains_the_same_with_and_without_the_cache(tiny_config, monkeypa
 
     monkeypatch.setattr(feature_cache, "_build", must_not_rebuild)
     again = run_stage3(_with(tiny_config, feature_cache="auto"), progress=False)  # reads the disk caches
-    assert again.metrics == pytest.approx(off.metrics, rel=1e-5, abs=1e-7, nan_ok=True)
+    assert _scores(again) == pytest.approx(_scores(off), rel=1e-5, abs=1e-7, nan_ok=True)
 
 
 def test_stale_or_damaged_caches_are_rebuilt_never_reused(tiny_config, tmp_path, capsys):
