@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import ROOT, cpu_info, report, save_untrained_lineage
-from gazecxr.config import load_config
-from gazecxr.export import export_onnx
+from bench.common import ROOT, cpu_info, exported_demo_model, report
 
 RUNNER = """
 import json, resource, sys, time
@@ -65,10 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     info = cpu_info()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         root = Path(tmp)
-        config = load_config(ROOT / "configs" / "demo.yaml", [f"registry.root={root / 'checkpoints'}"])
-        entry = save_untrained_lineage(config, stages=3, size=[640, 512])[-1]
-        model = root / "demo.onnx"
-        export_onnx(root / "checkpoints", entry.id, model)
+        model = exported_demo_model(root)
         archive = make_archive(root / "archive", args.images)
         rows = {}
         for workers in (1, 2):

@@ -72,6 +72,17 @@ def save_untrained_lineage(config: Mapping[str, Any], stages: int = 3, seed: int
     return entries
 
 
+def exported_demo_model(root: Path, size: Sequence[int] = (640, 512)) -> Path:
+    """An untrained demo-architecture stage-3 lineage (registry under ``root``) exported to ``root/demo.onnx``."""
+    from gazecxr.export import export_onnx
+
+    config = demo_config([f"registry.root={root / 'checkpoints'}"])
+    entry = save_untrained_lineage(config, stages=3, size=list(size))[-1]
+    model = root / "demo.onnx"
+    export_onnx(root / "checkpoints", entry.id, model)
+    return model
+
+
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):

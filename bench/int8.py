@@ -13,9 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, cpu_info, report, save_untrained_lineage, synthetic_h5
-from gazecxr.config import load_config
-from gazecxr.export import export_onnx
+from bench.common import cpu_info, exported_demo_model, report, synthetic_h5
 from gazecxr.inference.quantize import quantize_int8
 
 
@@ -27,10 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     info = cpu_info()
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
         root = Path(tmp)
-        config = load_config(ROOT / "configs" / "demo.yaml", [f"registry.root={root / 'checkpoints'}"])
-        entry = save_untrained_lineage(config, stages=3, size=[640, 512])[-1]
-        model = root / "demo.onnx"
-        export_onnx(root / "checkpoints", entry.id, model)
+        model = exported_demo_model(root)
         h5 = synthetic_h5(root / "data", n=max(20, 2 * args.images + 4), height=640, width=512)
         result = quantize_int8(model, h5, args.images)
         print(result.describe(), flush=True)
