@@ -62,3 +62,18 @@ def test_report_rows_per_source_and_inter_reader_note():
     note = inter_reader_note(summary)
     assert "7 readings of 2 test images" in note and "inter-reader KL 0.500 ± 0.100" in note
     assert "full vs single readers KL 0.900 ± 0.200 (paired t-test p: KL 0.012)" in note
+
+
+def test_report_table_puts_the_inter_reader_row_beside_the_methods():
+    from gazecxr.evaluation.consistency import NO_MULTI_READER
+    from gazecxr.evaluation.tables import inter_reader_table
+
+    summary = {"images": 2, "pairs": 7,
+               "scores": {"inter_reader": {"kl": {"mean": 0.5, "std": 0.1}, "cc": {"mean": 0.8, "std": 0.05}},
+                          "full": {"kl": {"mean": 0.9, "std": 0.2}, "cc": {"mean": 0.4, "std": 0.1}}},
+               "tests": [{"method": "full", "metric": "kl", "p": 0.012}, {"method": "full", "metric": "cc", "p": 2e-4}]}
+    lines = inter_reader_table(summary).splitlines()
+    assert lines[0] == "| Against single readers | KL ↓ | CC ↑ |"
+    assert lines[2] == "| inter_reader | 0.500 ± 0.100 | 0.800 ± 0.050 |"
+    assert lines[3] == "| full | 0.900 ± 0.200 (p 0.012) | 0.400 ± 0.100 (p <0.001) |"
+    assert inter_reader_table({"images": 0, "pairs": 0, "note": NO_MULTI_READER}) == NO_MULTI_READER

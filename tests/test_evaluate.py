@@ -265,3 +265,15 @@ def test_best_peer_entries_are_picked_by_their_monitor_and_input_size(tmp_path):
     assert {m: e.id for m, e in chosen.items()} == {"mtunet": best_mtunet.id, "irnetv2": best_irnet.id}
     assert len(notes) == 1 and wrong_size.id in notes[0] and "gazegnn" in notes[0]
     assert method_cost(registry, best_irnet) == {"parameters": 20.0, "train_seconds": 1.0}
+
+
+def test_classification_is_scored_on_the_records_that_carry_a_class_label():
+    from gazecxr.evaluation.report import SplitOutputs, summarise_classification
+
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.9, 0.05, 0.05]])
+    outputs = SplitOutputs(labels=np.array([0, -1, 2, 1]), dicom_ids=["a", "b", "c", "d"], probs={"full": probs},
+                           scores={}, examples=[])
+    labels, kept = outputs.labelled()
+    np.testing.assert_array_equal(labels, [0, 2, 1])
+    np.testing.assert_array_equal(kept["full"], probs[[0, 2, 3]])
+    assert summarise_classification(labels, kept)["full"]["accuracy"] == pytest.approx(2 / 3)

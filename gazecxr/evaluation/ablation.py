@@ -239,12 +239,14 @@ def summarise(outputs: Sequence[SplitOutputs], saliency_methods: Sequence[str] =
     scored = {m: [k for k in SALIENCY_METRICS if all(k in o.scores[m] for o in outputs)] for m in saliency_methods}
     saliency = {m: {k: over_seeds([mean_std(o.scores[m][k])["mean"] for o in outputs]) for k in keys}
                 for m, keys in scored.items()}
-    per_seed = {m: [classification_metrics(o.labels, o.probs[m]) for o in outputs] for m in classification_methods}
+    labelled = [o.labelled() for o in outputs]
+    per_seed = {m: [classification_metrics(labels, probs[m]) for labels, probs in labelled]
+                for m in classification_methods}
     classification = {m: {key: over_seeds([r["auc_per_class"][key] if key in CLASS_NAMES else r[key] for r in runs])
                           for key in CLASSIFICATION_COLUMNS} for m, runs in per_seed.items()}
     pooled_saliency = {m: {k: np.concatenate([o.scores[m][k] for o in outputs]) for k in keys}
                        for m, keys in scored.items()}
-    pooled_classes = {m: {k: np.concatenate([classification_scores(o.labels, o.probs[m])[k] for o in outputs])
+    pooled_classes = {m: {k: np.concatenate([classification_scores(labels, probs[m])[k] for labels, probs in labelled])
                           for k in CLASSIFICATION_SCORES} for m in classification_methods}
     return {
         "saliency": saliency,

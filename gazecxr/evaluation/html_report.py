@@ -36,6 +36,8 @@ GROUND_TRUTH = "heatmap"
 """Key of the gaze ground truth in an example; its gallery column is titled `GROUND_TRUTH_TITLE`."""
 GROUND_TRUTH_TITLE = "gaze ground truth"
 _NOT_MAPS = {"image", "position", "label", "dicom_id"}
+UNLABELLED = "unlabelled"
+"""The true class shown for a record without one (a REFLACX record in a joint evaluation)."""
 _JET = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
@@ -101,7 +103,7 @@ def gallery_records(gallery: Gallery, labels: np.ndarray, probs: Mapping[str, np
         records.append({
             **item,
             "source": sources if isinstance(sources, str) else sources[p],
-            "label": class_names[int(labels[p])],
+            "label": class_names[int(labels[p])] if labels[p] >= 0 else UNLABELLED,
             "probs": {m: [_round(v) for v in values[p]] for m, values in probs.items()},
             "scores": {m: {k: _round(v[p]) for k, v in by_metric.items()} for m, by_metric in scores.items()},
         })

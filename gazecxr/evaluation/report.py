@@ -107,6 +107,12 @@ class SplitOutputs:
     fixations: dict[str, Any] = field(default_factory=dict)
     """What the fixation metrics were scored on: ``source`` (recorded | approximated) and counts."""
 
+    def labelled(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """True classes and class probabilities of the images that carry a class label (records of a
+        dataset without the task's classes, e.g. REFLACX in a joint evaluation, have label -1)."""
+        keep = self.labels >= 0
+        return self.labels[keep], {name: p[keep] for name, p in self.probs.items()}
+
 
 def region_masks(dataset: GazeCXRDataset, indices: Sequence[int]) -> Tensor:
     """Boolean masks (N, H, W) of the letterboxed image region of the records at file rows ``indices``."""
@@ -288,11 +294,12 @@ def write_report(run_dir: Path, metrics: Mapping[str, Any], outputs: SplitOutput
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     write_text_atomic(run_dir / "tables.md", markdown_report(metrics))
+    labels, probs = outputs.labelled()
     figures = {
-        "roc_curves.png": roc_figure(outputs.labels, outputs.probs),
+        "roc_curves.png": roc_figure(labels, probs),
         "confusion_full.png": confusion_figure(metrics["classification"]["full"]["confusion_matrix"],
                                                "full model: confusion matrix"),
-        "reliability.png": reliability_figure(outputs.labels, outputs.probs),
+        "reliability.png": reliability_figure(labels, probs),
         "overlays.png": overlay_figure(outputs.examples, OVERLAY_COLUMNS),
     }
     for name, fig in figures.items():
@@ -390,9 +397,10 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
     costs = {"full": method_cost(registry, lineage[0]), "stage1": method_cost(registry, stage1),
              "gradcam": method_cost(registry, stage1), "center_bias": NO_COST, "uniform": NO_COST,
              **{name: method_cost(registry, entry) for name, entry in baselines.items()}}
-    class_scores = {name: classification_scores(outputs.labels, p) for name, p in outputs.probs.items()}
+    labels, probs = outputs.labelled()
+    class_scores = {name: classification_scores(labels, p) for name, p in probs.items()}
     metrics = json_safe({
-        "classification": summarise_classification(outputs.labels, outputs.probs),
+        "classification": summarise_classification(labels, probs),
         "saliency": summarise_saliency(outputs.scores),
         "tests": paired_tests(outputs.scores, "full"),
         "classification_tests": paired_tests(class_scores, "full", CLASSIFICATION_SCORES),
@@ -404,6 +412,7 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         "oracle": sorted(name for name in baselines if name in ORACLE_METHODS),
         "checkpoint": {"ref": checkpoint, **ids, "baselines": {name: e.id for name, e in baselines.items()}},
         "n_test": len(outputs.labels),
+        "n_test_labelled": len(labels),
         "split": split,
         "data": str(config["data"]["h5"]),
         "package_version": __version__,

@@ -175,6 +175,23 @@ def anatomy_table(anatomy: Mapping[str, Any]) -> str:
     return _table(["map", "class", *anatomy["regions"]], rows)
 
 
+def inter_reader_table(summary: Mapping[str, Any]) -> str:
+    """Human consistency: the inter-reader row (each reader predicted by the mean of the others) beside every
+    method scored against the same single readers, with the paired test of each method against it."""
+    if not summary.get("images"):
+        return summary.get("note", "no test image has two or more readers: no inter-reader ceiling")
+    scores = summary["scores"]
+    p = {(t["method"], t["metric"]): t["p"] for t in summary.get("tests", [])}
+    metrics = [m for m in SALIENCY_ROWS if m in scores["inter_reader"]]
+
+    def cell(method: str, metric: str) -> str:
+        value = _mean_std(scores[method].get(metric))
+        return value if method == "inter_reader" else f"{value} (p {_p_value(p.get((method, metric)))})"
+
+    rows = [[method, *(cell(method, m) for m in metrics)] for method in scores]
+    return _table(["Against single readers", *(SALIENCY_ROWS[m] for m in metrics)], rows)
+
+
 def markdown_report(metrics: Mapping[str, Any]) -> str:
     """The whole ``tables.md``: classification, saliency and t-test tables with their notes."""
     checkpoint = metrics["checkpoint"]
@@ -193,6 +210,8 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
         fixation_source_line(metrics.get("fixations")),
         "## Paired two-sided t-tests over images (* p < 0.05)",
         ttest_table([*metrics["tests"], *metrics.get("classification_tests", [])]),
+        *(["## Human consistency: inter-reader ceiling (p: paired test against the inter-reader row)",
+           inter_reader_table(metrics["inter_reader"])] if metrics.get("inter_reader") else []),
         *(["## Share of map mass per anatomical region and class (gaze, saliency, Grad-CAM)",
            anatomy_table(metrics["anatomy"])] if metrics.get("anatomy") else []),
         "## Notes",
