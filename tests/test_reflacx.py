@@ -91,6 +91,8 @@ def test_converter_keeps_readings_discarded_ones_and_on_image_fixations(reflacx_
             table = pd.read_csv(reflacx_raw / "REFLACX" / "main_data" / reading_ids[k] / "anomaly_location_ellipses.csv")
             assert (ell_reading == k).sum() == len(table)
         assert list(f["findings"].attrs["label_names"]) == list(LABELS) and ell_labels.any(axis=1).all()
+        ellipses = f["ellipses"][:]
+        assert (ellipses[:, 2] >= ellipses[:, 0]).all() and (ellipses[:, 3] >= ellipses[:, 1]).all()
     report = json.loads(report_path(reflacx_h5).read_text())
     assert report["summary"]["converted"] == len(ids) and report["skipped"] == []
 

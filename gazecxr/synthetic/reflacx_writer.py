@@ -187,7 +187,9 @@ class _Writer:
         rows = []
         for name, box, cert in noticed:
             target = next(k for k, v in PHASE_1_TO_LABELS.items() if v == name) if phase == 1 else name
-            row = dict(zip(ELLIPSE_COORDINATES, [*np.round(box + rng.normal(0, 4, 4)).astype(int), int(cert)]))
+            drawn = np.round(box + rng.normal(0, 4, 4)).astype(int)
+            drawn = np.concatenate([np.minimum(drawn[:2], drawn[2:]), np.maximum(drawn[:2], drawn[2:])])
+            row = dict(zip(ELLIPSE_COORDINATES, [*drawn, int(cert)]))
             row.update({n: n == target for n in names})
             rows.append(row)
         _csv(path, pd.DataFrame(rows, columns=[*ELLIPSE_COORDINATES, *names]))
