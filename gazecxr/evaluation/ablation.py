@@ -3,12 +3,14 @@
 Saliency: the full dual-encoder model, MT-UNet, the Res-SE UNet alone, the standard UNet, and the trivial
 uniform and centre-bias maps. Classification: the fusion classifier, MT-UNet, DenseNet with and without
 contrastive pretraining, Inception-ResNet-v2 and GazeGNN (which uses test-time gaze: an oracle). Entries
-already in the registry for the same method and resolved config are reused.
+already in the registry for the same method and resolved config are reused. A multi-label (findings) task
+compares our methods only (the peers are 3-class models), scored with ``gazecxr.multilabel_metrics``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -58,8 +60,9 @@ from gazecxr.evaluation.tables import (
     synthetic_notice,
 )
 from gazecxr.metrics import EPS, classification_metrics
+from gazecxr.multilabel_metrics import multilabel_metrics
 from gazecxr.registry import Entry, Registry
-from gazecxr.task import task_of
+from gazecxr.task import TaskSpec, task_from_record, task_of
 from gazecxr.training.data import make_loader
 from gazecxr.training.runtime import resolve_device
 from gazecxr.training.peers import run_peer
@@ -114,6 +117,10 @@ PAPER_ROWS: dict[str, dict[str, dict[str, Any]]] = {
 """Table → our method name → the paper's published numbers for it (Table 4.2, Table 4.1)."""
 
 
+THREE_CLASS_ONLY: tuple[str, ...] = ("mtunet", "irnetv2", "gazegnn")
+"""Peer methods built for the 3 exclusive classes, left out of a multi-label (findings) ablation."""
+
+
 @dataclass(frozen=True)
 class Selection:
     """The methods to train (in training order) and the rows of each table."""
@@ -123,9 +130,15 @@ class Selection:
     classification: tuple[str, ...]
 
 
-def select(names: Sequence[str] | None = None) -> Selection:
-    """The selection of ``--methods`` names (all when None); ``ours`` is always included, as every row is
-    tested against it."""
+def select(names: Sequence[str] | None = None, multilabel: bool = False) -> Selection:
+    """The selection of ``--methods`` names (all when None; for a ``multilabel`` task all but
+    `THREE_CLASS_ONLY`, which it refuses); ``ours`` is always included, as every row is tested against it."""
+    if multilabel:
+        refused = sorted(set(names or ()) & set(THREE_CLASS_ONLY))
+        if refused:
+            raise ValueError(f"method(s) {refused} classify the 3 exclusive EGD classes only; the multi-label "
+                             f"task compares {[n for n in SELECTABLE if n not in THREE_CLASS_ONLY]}")
+        names = [n for n in SELECTABLE if n not in THREE_CLASS_ONLY] if names is None else names
     wanted = set(SELECTABLE if names is None else names)
     unknown = sorted(wanted - set(SELECTABLE))
     if unknown:
@@ -170,6 +183,34 @@ NOTES: tuple[str, ...] = (
     "Paper columns: Tables 4.1 and 4.2 of the paper (100 test images; its ± is over images, not seeds; its "
     "single AUC is the micro AUC): Ours ↔ full / fusion, MT-UNet ↔ mtunet, Res_SE-UNet ↔ resse_unet, "
     "UNet_S ↔ standard_unet, DNet201-CL ↔ densenet_cl, DNet201 ↔ densenet, IRNetv2 ↔ irnetv2, GazeGNN ↔ gazegnn.",
+)
+
+
+MULTILABEL_COLUMNS: dict[str, str] = {
+    "auroc_macro": "AUROC (macro)", "auroc_micro": "AUROC (micro)", "ap_macro": "AP (macro)",
+    "f1_macro": "F1 (macro)", "f1_micro": "F1 (micro)",
+}
+"""Multi-label classification metric (`multilabel_metrics`) → column label (all higher is better)."""
+
+MULTILABEL_SCORES: tuple[str, ...] = ("bce",)
+"""Per-image multi-label score for the paired tests: mean binary cross-entropy over findings."""
+
+MULTILABEL_NOTES: tuple[str, ...] = (
+    *NOTES[:4],
+    "Multi-label task: one independent sigmoid per finding; a finding is present when its certainty is at "
+    "least task.threshold. AUROC (macro) averages findings with positives and negatives in the split, AUROC "
+    "(micro) pools their (image, finding) entries, AP (macro) averages findings with positives; F1 at the "
+    "per-finding thresholds chosen on the validation split and stored in the row's entry (the fusion "
+    f"classifier's stage-3 entry; {MISSING} when an entry stores none).",
+    f"Peer methods ({', '.join(THREE_CLASS_ONLY)}) classify the 3 exclusive EGD classes only and are not "
+    "part of a multi-label ablation.",
+    "p: paired two-sided t-tests of the full model (saliency: full; classification: fusion) against the "
+    "row's method, pairing images pooled across seeds (n = images × seeds; pooling treats seed replicates "
+    "as independent pairs, so p understates between-seed variability). Classification tests compare each "
+    f"image's mean binary cross-entropy over findings, −mean_f [y log p + (1 − y) log(1 − p)] with p clipped "
+    f"to [{EPS}, 1 − {EPS}] (lower is better). * p < 0.05.",
+    "Paper columns (saliency only): Table 4.2 of the paper, measured on EGD-CXR, not on this data; the paper "
+    "reports no multi-label classification, so that table has no paper columns.",
 )
 
 
@@ -232,27 +273,64 @@ def over_seeds(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(array)), "std": std, "per_seed": [float(v) for v in array]}
 
 
-def summarise(outputs: Sequence[SplitOutputs], saliency_methods: Sequence[str] = SALIENCY_METHODS,
-              classification_methods: Sequence[str] = CLASSIFICATION_METHODS) -> dict[str, Any]:
-    """Per-seed summaries over seeds and the pooled paired tests of the table rows, from each seed's split
-    outputs; a saliency score some seed lacks (fixation metrics of a file without fixations) is left out."""
+def summarise_saliency_rows(outputs: Sequence[SplitOutputs],
+                            saliency_methods: Sequence[str] = SALIENCY_METHODS) -> tuple[dict[str, Any], list[dict]]:
+    """The saliency rows over seeds and their pooled paired tests against the full model; a score some seed
+    lacks (fixation metrics of a file without fixations) is left out."""
     scored = {m: [k for k in SALIENCY_METRICS if all(k in o.scores[m] for o in outputs)] for m in saliency_methods}
     saliency = {m: {k: over_seeds([mean_std(o.scores[m][k])["mean"] for o in outputs]) for k in keys}
                 for m, keys in scored.items()}
+    pooled = {m: {k: np.concatenate([o.scores[m][k] for o in outputs]) for k in keys} for m, keys in scored.items()}
+    return saliency, paired_tests(pooled, REFERENCE["saliency"], SALIENCY_METRICS)
+
+
+def summarise(outputs: Sequence[SplitOutputs], saliency_methods: Sequence[str] = SALIENCY_METHODS,
+              classification_methods: Sequence[str] = CLASSIFICATION_METHODS) -> dict[str, Any]:
+    """Per-seed summaries over seeds and the pooled paired tests of the table rows, from each seed's split
+    outputs (saliency rows: `summarise_saliency_rows`)."""
+    saliency, saliency_tests = summarise_saliency_rows(outputs, saliency_methods)
     labelled = [o.labelled() for o in outputs]
     per_seed = {m: [classification_metrics(labels, probs[m]) for labels, probs in labelled]
                 for m in classification_methods}
     classification = {m: {key: over_seeds([r["auc_per_class"][key] if key in CLASS_NAMES else r[key] for r in runs])
                           for key in CLASSIFICATION_COLUMNS} for m, runs in per_seed.items()}
-    pooled_saliency = {m: {k: np.concatenate([o.scores[m][k] for o in outputs]) for k in keys}
-                       for m, keys in scored.items()}
     pooled_classes = {m: {k: np.concatenate([classification_scores(labels, probs[m])[k] for labels, probs in labelled])
                           for k in CLASSIFICATION_SCORES} for m in classification_methods}
     return {
         "saliency": saliency,
         "classification": classification,
-        "tests": {"saliency": paired_tests(pooled_saliency, REFERENCE["saliency"], SALIENCY_METRICS),
+        "tests": {"saliency": saliency_tests,
                   "classification": paired_tests(pooled_classes, REFERENCE["classification"], CLASSIFICATION_SCORES)},
+    }
+
+
+def multilabel_scores(targets: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image ``bce``: mean binary cross-entropy over findings of probabilities (N, F) against multi-hot
+    targets (N, F), probabilities clipped to [EPS, 1 - EPS]."""
+    p = np.clip(np.asarray(probs, np.float64), EPS, 1 - EPS)
+    y = np.asarray(targets, np.float64)
+    return {"bce": -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1)}
+
+
+def summarise_multilabel(outputs: Sequence[SplitOutputs], task: TaskSpec,
+                         thresholds: Sequence[Mapping[str, np.ndarray | None]],
+                         saliency_methods: Sequence[str] = SALIENCY_METHODS,
+                         classification_methods: Sequence[str] = CLASSIFICATION_METHODS) -> dict[str, Any]:
+    """`summarise` for a multi-label task: the saliency rows as there, and per classification row the
+    `MULTILABEL_COLUMNS` over seeds (F1 only when every seed's entry stores thresholds; each seed's
+    ``thresholds`` by method) and paired tests of per-image `multilabel_scores`."""
+    saliency, saliency_tests = summarise_saliency_rows(outputs, saliency_methods)
+    per_seed = {m: [multilabel_metrics(o.labels, o.probs[m], task.names, by[m]) for o, by in zip(outputs, thresholds)]
+                for m in classification_methods}
+    classification = {m: {key: over_seeds([r[key] for r in runs]) if all(key in r for r in runs) else None
+                          for key in MULTILABEL_COLUMNS} for m, runs in per_seed.items()}
+    pooled = {m: {k: np.concatenate([multilabel_scores(o.labels, o.probs[m])[k] for o in outputs])
+                  for k in MULTILABEL_SCORES} for m in classification_methods}
+    return {
+        "saliency": saliency,
+        "classification": classification,
+        "tests": {"saliency": saliency_tests,
+                  "classification": paired_tests(pooled, REFERENCE["classification"], MULTILABEL_SCORES)},
     }
 
 
@@ -331,13 +409,28 @@ def classification_table(report: Mapping[str, Any]) -> str:
     return _table(header, rows)
 
 
+def multilabel_table(report: Mapping[str, Any]) -> str:
+    """Multi-label classification rows: macro / micro AUROC, macro AP and F1 over seeds, parameters and
+    training time, and p against the fusion classifier (no paper columns: the paper has none)."""
+    tests = _tests_by(report["tests"]["classification"])
+    header = ["Method", *(f"{label} ↑" for label in MULTILABEL_COLUMNS.values()), "Params", "Train time",
+              *(f"p ({k})" for k in MULTILABEL_SCORES)]
+    rows = [[method_label(m, ORACLE_METHODS), *(_cell(report["classification"][m][k]) for k in MULTILABEL_COLUMNS),
+             *_cost_cells(report, m), *(_p(tests.get((m, k))) for k in MULTILABEL_SCORES)]
+            for m in report["classification"]]
+    return _table(header, rows)
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """The ``tables.md`` of an ablation: both tables and the notes."""
+    classification = ([f"## Multi-label classification ({report['task']}, {len(report['findings'])} findings)",
+                       multilabel_table(report)] if "findings" in report
+                      else ["## Classification (cf. paper Table 4.1)", classification_table(report)])
     return "\n\n".join([
         f"# Ablation over seeds {report['seeds']} ({report['split']} split, n = {report['n_test']} images)",
         *synthetic_notice(report),
         "## Visual saliency prediction (cf. paper Table 4.2)", saliency_table(report),
-        "## Classification (cf. paper Table 4.1)", classification_table(report),
+        *classification,
         "## Notes", "\n".join(f"- {note}" for note in report["notes"]),
     ]) + "\n"
 
@@ -352,10 +445,8 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     the metrics written."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
-    if task_of(config).multilabel:
-        raise ValueError(f"the ablation compares methods on the 3 exclusive classes; task {task_of(config).name!r} "
-                         "is multi-label: train its stages and evaluate the stage-3 entry with stages.evaluate")
-    chosen = select(methods)
+    task = task_of(config)
+    chosen = select(methods, task.multilabel)
     registry = Registry(config["registry"]["root"])
     known = {(_method_of(e), config_hash(e.config)): e for e in registry.entries(tag=ABLATION_TAG)}
     trained: list[tuple[dict[str, Entry], dict[str, bool]]] = []
@@ -363,7 +454,8 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
         for seed in range(seeds):
             trained.append(train_seed(config, seed, known, bar, progress, chosen.methods))
     device = resolve_device(config["train"]["device"])
-    loader = make_loader(config, split, int(config["train"]["batch_size"]), train=False, device=device)
+    loader = make_loader(config, split, int(config["train"]["batch_size"]), train=False, device=device,
+                         labelled_only=task.multilabel)
     constants = [constant_predictor(name, make()) for name, make in (
         ("center_bias", lambda: center_bias_map(config["data"]["h5"], "train")),
         ("uniform", lambda: uniform_map(loader.dataset.canvas))) if name in chosen.saliency]
@@ -372,25 +464,38 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     outputs = [run_split([*(entry_predictor(registry, e, name, device) for name, e in entries.items()), *constants],
                          loader, device, progress=progress, on_image=gallery.add if seed == 0 else None)
                for seed, (entries, _) in enumerate(trained)]
+    if task.multilabel:
+        thresholds = [{m: task_from_record(entries[m].architecture.get("task"))[1] for m in chosen.classification}
+                      for entries, _ in trained]
+        summary = summarise_multilabel(outputs, task, thresholds, chosen.saliency, chosen.classification)
+        labelling = {"task": task.name, "findings": list(task.names)}
+        notes, paper = MULTILABEL_NOTES, {"saliency": {m: PAPER_ROWS["saliency"].get(m) for m in chosen.saliency}}
+        page = dataclasses.replace(outputs[0], labels=np.full(len(outputs[0].labels), -1), probs={})
+    else:
+        summary = summarise(outputs, chosen.saliency, chosen.classification)
+        labelling, notes, page = {}, NOTES, outputs[0]
+        paper = {table: {m: rows.get(m) for m in getattr(chosen, table)} for table, rows in PAPER_ROWS.items()}
     report = json_safe({
         "seeds": list(range(seeds)),
         "split": split,
         "n_test": len(outputs[0].labels),
         "data": str(config["data"]["h5"]),
         "package_version": __version__,
+        **labelling,
         "methods": [m.name for m in chosen.methods],
-        **summarise(outputs, chosen.saliency, chosen.classification),
+        **summary,
         "costs": costs(registry, [entries for entries, _ in trained], (*chosen.saliency, *chosen.classification)),
         "fixations": outputs[0].fixations,
         "oracle": sorted(ORACLE_METHODS & set(chosen.classification)),
-        "paper": {table: {m: rows.get(m) for m in getattr(chosen, table)} for table, rows in PAPER_ROWS.items()},
+        "paper": paper,
         "entries": {str(s): {m: e.id for m, e in entries.items()} for s, (entries, _) in enumerate(trained)},
         "reused": {str(s): flags for s, (_, flags) in enumerate(trained)},
-        "notes": [*NOTES, *fixation_notes(outputs[0].fixations)],
+        "notes": [*notes, *fixation_notes(outputs[0].fixations)],
         "synthetic": is_synthetic_attrs(loader.dataset.attrs),
     })
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_text_atomic(out / "tables.md", markdown(report))
-    write_html_report(out, markdown(report), outputs[0], gallery, dataset_sources(loader.dataset), report["synthetic"],
-                      main=REFERENCE["classification"], caption="Per-image outputs of the seed-0 models.")
+    write_html_report(out, markdown(report), page, gallery, dataset_sources(loader.dataset), report["synthetic"],
+                      main=None if task.multilabel else REFERENCE["classification"],
+                      caption="Per-image outputs of the seed-0 models.")
     return report

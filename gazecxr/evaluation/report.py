@@ -95,7 +95,7 @@ class SplitOutputs:
     """Per-image results of a pass over a split, in the split's order."""
 
     labels: np.ndarray
-    """True classes (N,)."""
+    """True classes (N,), or multi-hot finding targets (N, F) of a multi-label task (examples' label -1)."""
     dicom_ids: list[str]
     probs: dict[str, np.ndarray]
     """Class probabilities (N, K) by classification method."""
@@ -142,7 +142,7 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
         indices = batch["index"].tolist()
         fixations, nonfixations = recorded.targets(indices) if recorded else (fixation_map(gt), None)
         regions = region_masks(dataset, indices).to(device)
-        examples = {i: {"position": position + i, "label": int(batch["label"][i]),
+        examples = {i: {"position": position + i, "label": int(batch["label"][i]) if batch["label"].ndim == 1 else -1,
                         "dicom_id": batch["dicom_id"][i], "image": batch["image"][i, 0].numpy(), "heatmap": gt[i]}
                     for i in range(len(gt)) if position + i in keep or on_image is not None}
         names: set[tuple[str, str]] = set()

@@ -25,6 +25,7 @@ from gazecxr.models.cooperative import GazeCXRModel, freeze
 from gazecxr.models.densenet import DenseNetEncoder
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.registry import Entry, Registry
+from gazecxr.task import task_from_record
 from gazecxr.training.checkpoint_io import SALIENCY_STAGES, load_encoder, load_full_model, load_saliency
 
 NSS_TOP_FRACTION: float = 0.05
@@ -146,19 +147,25 @@ def predict_batch(predictor: Callable[..., MethodOutputs], images: Tensor, regio
     return predictor(images, regions)
 
 
+def softmax_probabilities(logits: Tensor) -> Tensor:
+    """Exclusive-class probabilities of (N, K) logits."""
+    return torch.softmax(logits.float(), 1)
+
+
 def full_model_predictor(model: GazeCXRModel, name: str = "full", stage1_name: str | None = "stage1",
-                         gradcam_name: str | None = "gradcam") -> Predictor:
-    """The 3-stage model: its saliency and fusion-classifier probabilities as ``name``, from the same
-    DenseNet pass the DenseNet's own probabilities as ``stage1_name`` and its Grad-CAM for its
-    predicted class as ``gradcam_name`` (see `gradcam_saliency`); None leaves one out."""
+                         gradcam_name: str | None = "gradcam",
+                         probabilities: Callable[[Tensor], Tensor] = softmax_probabilities) -> Predictor:
+    """The 3-stage model: its saliency and fusion-classifier ``probabilities`` (of its logits) as ``name``,
+    from the same DenseNet pass the DenseNet's own probabilities as ``stage1_name`` and its Grad-CAM for
+    its predicted class as ``gradcam_name`` (see `gradcam_saliency`); None leaves one out."""
 
     def predict(images: Tensor, regions: Tensor) -> MethodOutputs:
         with torch.no_grad():
             out = model(images)
         result = MethodOutputs(saliency={name: saliency_from_logits(out["saliency_logits"])[:, 0]},
-                               probs={name: torch.softmax(out["class_logits"].float(), 1)})
+                               probs={name: probabilities(out["class_logits"])})
         if stage1_name is not None:
-            result.probs[stage1_name] = torch.softmax(out["encoder_logits"].float(), 1)
+            result.probs[stage1_name] = probabilities(out["encoder_logits"])
         if gradcam_name is not None:
             cams, _ = gradcam_from_tap(model.encoder, out["dense_features"], tuple(images.shape[-2:]))
             result.saliency[gradcam_name] = gradcam_saliency(cams, regions)
@@ -179,13 +186,14 @@ def saliency_predictor(name: str, unet: nn.Module, encoder: DenseNetEncoder | No
     return predict
 
 
-def encoder_predictor(name: str, encoder: DenseNetEncoder) -> Predictor:
-    """A stage-1 DenseNet's class probabilities as method ``name``."""
+def encoder_predictor(name: str, encoder: DenseNetEncoder,
+                      probabilities: Callable[[Tensor], Tensor] = softmax_probabilities) -> Predictor:
+    """A stage-1 DenseNet's class ``probabilities`` (of its logits) as method ``name``."""
 
     def predict(images: Tensor, regions: Tensor) -> MethodOutputs:
         with torch.no_grad():
             logits = encoder.forward_features(images)["logits"]
-        return MethodOutputs(probs={name: torch.softmax(logits.float(), 1)})
+        return MethodOutputs(probs={name: probabilities(logits)})
 
     return predict
 
@@ -202,17 +210,21 @@ def constant_predictor(name: str, saliency_map: np.ndarray) -> Predictor:
 
 def entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.device) -> Predictor:
     """The model of a registry entry as method ``name``, frozen on ``device``: a stage-1 entry gives
-    class probabilities, a stage-2 or baseline entry a saliency map, a stage-3 entry both."""
+    class probabilities (independent sigmoids for a multi-label entry), a stage-2 or baseline entry a
+    saliency map, a stage-3 entry both."""
+    task, _ = task_from_record(entry.architecture.get("task"))
+    probabilities = task.probabilities if task.multilabel else softmax_probabilities
     if entry.stage == "stage1":
         encoder, _ = load_encoder(registry, entry.id)
-        return encoder_predictor(name, freeze(encoder).to(device))
+        return encoder_predictor(name, freeze(encoder).to(device), probabilities)
     if entry.stage in SALIENCY_STAGES:
         unet, encoder, _ = load_saliency(registry, entry.id, entry.stage)
         return saliency_predictor(name, freeze(unet).to(device),
                                   None if encoder is None else freeze(encoder).to(device))
     if entry.stage == "stage3":
         model, _ = load_full_model(registry, entry.id)
-        return full_model_predictor(model.to(device), name, stage1_name=None, gradcam_name=None)
+        return full_model_predictor(model.to(device), name, stage1_name=None, gradcam_name=None,
+                                    probabilities=probabilities)
     if entry.stage in ("mtunet", "gazegnn", "irnetv2"):  # peer methods (gazegnn: a `uses_gaze` predictor)
         from gazecxr.evaluation.peer_predictors import peer_entry_predictor
 
