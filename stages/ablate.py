@@ -21,7 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
         "fixations). Classification: our fusion classifier (fusion), MT-UNet, DenseNet with and without "
         "contrastive pretraining (densenet_cl, densenet), Inception-ResNet-v2 (irnetv2) and GazeGNN (gazegnn, "
         "which uses the radiologist's gaze at test time: an oracle); scored by per-class, macro and micro AUC "
-        "and accuracy. Peer methods train with the config's peers.* sections. A seed's full model and fusion "
+        "and accuracy. A multi-label task (task.name: reflacx_findings) compares our methods only (densenet, "
+        "densenet_cl, full, fusion and the uniform / centre-bias maps; the 3-class peers are refused), scored by "
+        "macro / micro AUROC, macro AP and F1 at the validation thresholds stored in each entry, with paired "
+        "tests of per-image mean binary cross-entropy. Peer methods train with the config's peers.* sections. A seed's full model and fusion "
         "classifier build on that seed's own entries. Registry entries tagged 'ablation' with the same method "
         "and resolved config are reused, so a rerun only evaluates and an interrupted one resumes.",
         epilog="Writes OUT/metrics.json, OUT/tables.md and OUT/index.html: mean ± std over seeds of per-seed "
