@@ -7,6 +7,7 @@ import pytest
 
 from gazecxr.evaluation.ablation import MULTILABEL_COLUMNS, THREE_CLASS_ONLY
 from stages.ablate import main as cli_main
+from test_html_report import page_data
 from test_multilabel_pipeline import findings_h5  # noqa: F401  (session fixture: synthetic REFLACX data)
 from tests_paths import ROOT
 
@@ -43,7 +44,9 @@ def test_multilabel_table_has_finite_macro_auroc_and_tests(ablated):
     assert "## Multi-label classification (reflacx_findings, 14 findings)" in text
     assert "AUROC (macro) ↑" in text and "p (bce)" in text and "| densenet_cl |" in text
     assert "Paper AUC" not in text and "Paper KL" in text  # no paper columns for the findings table
-    assert (ablated / "index.html").stat().st_size > 0
+    _, page = page_data(ablated / "index.html")  # a page of unlabelled images with no class prediction to show
+    assert page["main"] is None and page["classification"] == [] and len(page["records"]) == metrics["n_test"]
+    assert {r["label"] for r in page["records"]} == {"unlabelled"} and "full" in page["records"][0]["scores"]
 
 
 def test_three_class_peers_are_refused_for_a_multilabel_task(findings_h5, tmp_path, capsys):  # noqa: F811

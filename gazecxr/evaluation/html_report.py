@@ -208,7 +208,7 @@ function update() {
   const spec = $('sort').value, desc = $('order').value === 'desc';
   const fc = $('f-class').value, fk = $('f-correct').value, fs = $('f-source').value;
   let rows = R.filter(r => (!fc || r.label === fc) && (!fs || r.source === fs) &&
-    (!fk || (predicted(r, main) === r.label) === (fk === 'correct')));
+    (!fk || !main || (predicted(r, main) === r.label) === (fk === 'correct')));
   rows.sort((a, b) => { const x = keyOf(a, spec), y = keyOf(b, spec);
     if (isNaN(x) !== isNaN(y)) return isNaN(x) ? 1 : -1; return (desc ? y - x : x - y) || a.position - b.position; });
   state.rows = rows; render();
@@ -235,10 +235,10 @@ function render() {
   $('count').textContent = state.rows.length + ' of ' + R.length + ' images; page ' + (state.page + 1) + ' of ' + Math.max(1, Math.ceil(state.rows.length / size));
   shown.forEach((r, i) => {
     const tr = document.createElement('tr'); tr.dataset.position = r.position;
-    const pred = predicted(r, main), ok = pred === r.label;
+    const pred = main ? predicted(r, main) : null, ok = pred === r.label;
     const info = document.createElement('td');
     info.innerHTML = '<b>#' + r.position + '</b><br><code></code><br>source: <span class="src"></span><br>true: <b>' + r.label +
-      '</b><br>predicted (' + main + '): <span class="' + (ok ? 'right' : 'wrong') + '">' + pred + '</span>' +
+      '</b>' + (main ? '<br>predicted (' + main + '): <span class="' + (ok ? 'right' : 'wrong') + '">' + pred + '</span>' : '') +
       D.classification.map(m => '<br>' + m + ': ' + r.probs[m].map((p, c) => D.classes[c] + ' ' + p.toFixed(2)).join(', ')).join('');
     info.querySelector('code').textContent = r.dicom_id; info.querySelector('.src').textContent = r.source;
     tr.appendChild(info);
