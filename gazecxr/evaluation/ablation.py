@@ -196,7 +196,7 @@ MULTILABEL_SCORES: tuple[str, ...] = ("bce",)
 """Per-image multi-label score for the paired tests: mean binary cross-entropy over findings."""
 
 MULTILABEL_NOTES: tuple[str, ...] = (
-    *NOTES[:4],
+    NOTES[0], NOTES[1].replace("the AUC / accuracy of a classifier", "a classifier's AUROC, AP or F1"), *NOTES[2:4],
     "Multi-label task: one independent sigmoid per finding; a finding is present when its certainty is at "
     "least task.threshold. AUROC (macro) averages findings with positives and negatives in the split, AUROC "
     "(micro) pools their (image, finding) entries, AP (macro) averages findings with positives; F1 at the "
@@ -284,6 +284,14 @@ def summarise_saliency_rows(outputs: Sequence[SplitOutputs],
     return saliency, paired_tests(pooled, REFERENCE["saliency"], SALIENCY_METRICS)
 
 
+def _summary(saliency: dict[str, Any], saliency_tests: list[dict], classification: dict[str, Any],
+             pooled: Mapping[str, Mapping[str, np.ndarray]], scores: Sequence[str]) -> dict[str, Any]:
+    """A summary's rows and tests: the classification tests of the pooled per-image ``scores``."""
+    return {"saliency": saliency, "classification": classification,
+            "tests": {"saliency": saliency_tests,
+                      "classification": paired_tests(pooled, REFERENCE["classification"], scores)}}
+
+
 def summarise(outputs: Sequence[SplitOutputs], saliency_methods: Sequence[str] = SALIENCY_METHODS,
               classification_methods: Sequence[str] = CLASSIFICATION_METHODS) -> dict[str, Any]:
     """Per-seed summaries over seeds and the pooled paired tests of the table rows, from each seed's split
@@ -296,12 +304,7 @@ def summarise(outputs: Sequence[SplitOutputs], saliency_methods: Sequence[str] =
                           for key in CLASSIFICATION_COLUMNS} for m, runs in per_seed.items()}
     pooled_classes = {m: {k: np.concatenate([classification_scores(labels, probs[m])[k] for labels, probs in labelled])
                           for k in CLASSIFICATION_SCORES} for m in classification_methods}
-    return {
-        "saliency": saliency,
-        "classification": classification,
-        "tests": {"saliency": saliency_tests,
-                  "classification": paired_tests(pooled_classes, REFERENCE["classification"], CLASSIFICATION_SCORES)},
-    }
+    return _summary(saliency, saliency_tests, classification, pooled_classes, CLASSIFICATION_SCORES)
 
 
 def multilabel_scores(targets: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -326,12 +329,7 @@ def summarise_multilabel(outputs: Sequence[SplitOutputs], task: TaskSpec,
                           for key in MULTILABEL_COLUMNS} for m, runs in per_seed.items()}
     pooled = {m: {k: np.concatenate([multilabel_scores(o.labels, o.probs[m])[k] for o in outputs])
                   for k in MULTILABEL_SCORES} for m in classification_methods}
-    return {
-        "saliency": saliency,
-        "classification": classification,
-        "tests": {"saliency": saliency_tests,
-                  "classification": paired_tests(pooled, REFERENCE["classification"], MULTILABEL_SCORES)},
-    }
+    return _summary(saliency, saliency_tests, classification, pooled, MULTILABEL_SCORES)
 
 
 def costs(registry: Registry, trained: Sequence[Mapping[str, Entry]], rows: Sequence[str]) -> dict[str, dict[str, Any]]:
