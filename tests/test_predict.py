@@ -12,30 +12,19 @@ import torch
 from PIL import Image
 
 from gazecxr import CLASS_NAMES
-from gazecxr.config import load_config
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.images import scale_to_unit
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.predict import Prediction, load_predictor, main
 from gazecxr.registry import Registry
 from gazecxr.training.checkpoint_io import load_full_model
-from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
 from dicom_util import write_dicom
-from tests_paths import ROOT
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_h5, tmp_path_factory) -> tuple[Path, str]:
-    """The three stages trained once on the tiny config: (registry root, stage-3 entry id)."""
-    tmp = tmp_path_factory.mktemp("predict")
-    config = load_config(ROOT / "configs" / "test.yaml", [
-        f"data.h5={tiny_h5}", f"registry.root={tmp / 'checkpoints'}", f"runs.root={tmp / 'runs'}",
-        "train.max_epochs=1", "stage1.contrastive.enabled=false",
-    ])
-    run_stage1(config, progress=False)
-    run_stage2(config, progress=False)
-    entry = run_stage3(config, progress=False)
-    return tmp / "checkpoints", entry.id
+def trained(tiny_model) -> tuple[Path, str]:
+    """The session's three stages trained once on the tiny config: (registry root, stage-3 entry id)."""
+    return Path(tiny_model["config"]["registry"]["root"]), tiny_model["stage3"]
 
 
 @pytest.fixture(scope="module")
