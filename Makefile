@@ -38,7 +38,7 @@ demo: install
 	$(PY) -m stages.stage1 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
 	$(PY) -m stages.stage2 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
 	$(PY) -m stages.stage3 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
-	$(PY) -m gazecxr.registry list --tag demo
+	$(PY) -m gazecxr.training.registry list --tag demo
 	$(PY) -m stages.evaluate --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5 --checkpoint latest
 
 bench: install

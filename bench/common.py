@@ -14,11 +14,12 @@ from typing import Any
 import torch
 
 from gazecxr.config import load_config
-from gazecxr.data.convert import ConvertOptions, convert
+from gazecxr.data.convert import ConvertOptions
+from gazecxr.data.sources.egd_cxr import convert_egd_cxr
+from gazecxr.data.synthetic import generate
 from gazecxr.models.factory import create_model
-from gazecxr.registry import Entry, Registry
-from gazecxr.synthetic import generate
 from gazecxr.training.data import input_size
+from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def synthetic_h5(out_dir: Path, n: int, height: int, width: int, size: int = 256
     raw = out_dir / "raw"
     generate(raw, n=n, seed=seed, size=size, progress=False)
     h5 = out_dir / "synthetic.h5"
-    convert(raw / "EGD", raw / "MIMIC", h5,
+    convert_egd_cxr(raw / "EGD", raw / "MIMIC", h5,
             ConvertOptions(height=height, width=width, sigma=75.5 * size / 3000, test_size=max(2, n // 10)),
             progress=False)
     return h5
@@ -74,7 +75,7 @@ def save_untrained_lineage(config: Mapping[str, Any], stages: int = 3, seed: int
 
 def exported_demo_model(root: Path, size: Sequence[int] = (640, 512)) -> Path:
     """An untrained demo-architecture stage-3 lineage (registry under ``root``) exported to ``root/demo.onnx``."""
-    from gazecxr.export import export_onnx
+    from gazecxr.inference.export import export_onnx
 
     config = demo_config([f"registry.root={root / 'checkpoints'}"])
     entry = save_untrained_lineage(config, stages=3, size=list(size))[-1]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import cpu_info, report
-from gazecxr.synthetic import generate
+from gazecxr.data.synthetic import generate
 
 
 def convert_once(raw: Path, out: Path, workers: int) -> tuple[float, int]:

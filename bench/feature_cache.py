@@ -14,7 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import cpu_info, demo_config, median, report, save_untrained_lineage, synthetic_h5
+from bench.common import (
+    cpu_info,
+    demo_config,
+    median,
+    report,
+    save_untrained_lineage,
+    synthetic_h5,
+)
 from gazecxr.config import deep_merge
 from gazecxr.training.stages import run_stage3
 

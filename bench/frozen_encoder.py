@@ -33,7 +33,7 @@ import torch
 from bench.common import cpu_info, interleaved, median, peak_rss_mb, report, timed
 from gazecxr.losses import SaliencyKLLoss
 from gazecxr.models.factory import create_model
-from gazecxr.training.tasks import SaliencyTask
+from gazecxr.training.objectives import SaliencyTask
 
 VARIANTS = ("gazecxr", "released", "stored")
 TAPS = ("denseblock4", "transition3")

@@ -17,9 +17,14 @@ import numpy as np
 
 from bench.common import cpu_info, median, report, timed
 from gazecxr.data.geometry import Letterbox
-from gazecxr.data.heatmap import DEFAULT_SIGMA, gaze_heatmap, in_image, reference_heatmap
-from gazecxr.synthetic.gaze import simulate_reading
-from gazecxr.synthetic.phantom import CHF, draw_phantom
+from gazecxr.data.heatmap import (
+    DEFAULT_SIGMA,
+    gaze_heatmap,
+    in_image,
+    reference_heatmap,
+)
+from gazecxr.data.synthetic.gaze import simulate_reading
+from gazecxr.data.synthetic.phantom import CHF, draw_phantom
 
 TARGET = 20.0
 PEARSON_TARGET = 0.99

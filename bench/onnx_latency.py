@@ -2,7 +2,7 @@
 
 Untrained stage-1/2/3 checkpoints of the paper architecture (``configs/paper.yaml``: DenseNet-201,
 Res-SE UNet width 1.0, linear fusion head) and the demo architecture are exported with
-``gazecxr.export`` (verified against PyTorch as usual) and both predictors run the same
+``gazecxr.inference.export`` (verified against PyTorch as usual) and both predictors run the same
 letterboxed canvases through `run_canvases` (model, saliency softmax and class probabilities;
 reading images and mapping back are shared code and are left out). The two backends run in
 turn, round after round, so that a change in machine load affects both alike. ``ms`` are per
@@ -27,10 +27,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import ROOT, cpu_info, interleaved, median, report, save_untrained_lineage
+from bench.common import (
+    ROOT,
+    cpu_info,
+    interleaved,
+    median,
+    report,
+    save_untrained_lineage,
+)
 from gazecxr.config import load_config
-from gazecxr.export import export_onnx
-from gazecxr.inference.onnx_backend import INPUT_NAME, OnnxPredictor, open_session, read_metadata
+from gazecxr.inference.export import export_onnx
+from gazecxr.inference.onnx_backend import (
+    INPUT_NAME,
+    OnnxPredictor,
+    open_session,
+    read_metadata,
+)
 from gazecxr.predict import load_predictor
 
 SIZE = (640, 512)

@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import ROOT, cpu_info, interleaved, median, report, save_untrained_lineage
+from bench.common import (
+    ROOT,
+    cpu_info,
+    interleaved,
+    median,
+    report,
+    save_untrained_lineage,
+)
 from gazecxr.config import load_config
 from gazecxr.predict import load_predictor
 

@@ -8,8 +8,13 @@ import json
 import sys
 from collections.abc import Callable
 
-from gazecxr.data.convert import ConversionReport, ConvertOptions, StrictConversionError, report_path
-from gazecxr.data.egd_tables import TableFormatError
+from gazecxr.data.convert import (
+    ConversionReport,
+    ConvertOptions,
+    StrictConversionError,
+    report_path,
+)
+from gazecxr.data.tables import TableFormatError
 
 EPILOG = ("Exit status: 0 when at least one record was converted (1 with --strict if anything was "
           "skipped); 2 on bad arguments or a malformed CSV.")

@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from data_prep.common import EPILOG, add_output_arguments, options_from, run_conversion
-from gazecxr.data.convert import convert
 from gazecxr.data.heatmap import DEFAULT_SIGMA
+from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from(args, args.gaze)
-    return run_conversion(lambda: convert(args.egd_dir, args.image_dir, args.out, options, progress=not args.quiet),
+    return run_conversion(lambda: convert_egd_cxr(args.egd_dir, args.image_dir, args.out, options, progress=not args.quiet),
                           args.out)
 
 

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from gazecxr.synthetic import generate, reference_sigma
-from gazecxr.synthetic.reflacx_writer import generate_reflacx
+from gazecxr.data.synthetic import generate, reference_sigma
+from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
 
 _DESCRIPTION = """\
 Write a synthetic dataset (chest-film phantoms of Normal / CHF / pneumonia in roughly equal

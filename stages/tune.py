@@ -8,7 +8,7 @@ import logging
 import sys
 
 from gazecxr.config import ConfigError, add_config_arguments, load_config
-from gazecxr.tuning import default_study_name, load_space, tune
+from gazecxr.training.tuning import default_study_name, load_space, tune
 
 DESCRIPTION = """\
 Tune the hyperparameters of one training stage with an optuna study: a TPE sampler seeded with

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from gazecxr.config import load_config
-from gazecxr.data.convert import ConvertOptions, convert
-from gazecxr.synthetic import generate
+from gazecxr.data.convert import ConvertOptions
+from gazecxr.data.sources.egd_cxr import convert_egd_cxr
+from gazecxr.data.synthetic import generate
 
 from tests_paths import ROOT
 torch.set_num_threads(2)
@@ -27,7 +28,7 @@ def synthetic_raw(tmp_path_factory) -> Path:
 def tiny_h5(synthetic_raw, tmp_path_factory) -> Path:
     """The synthetic raw data converted at 64×64 with the paper split (12 test records)."""
     out = tmp_path_factory.mktemp("h5") / "tiny.h5"
-    convert(synthetic_raw / "EGD", synthetic_raw / "MIMIC", out,
+    convert_egd_cxr(synthetic_raw / "EGD", synthetic_raw / "MIMIC", out,
             ConvertOptions(height=64, width=64, sigma=75.5 * 256 / 3000, test_size=12), progress=False)
     return out
 

@@ -12,9 +12,9 @@ from gazecxr.evaluation.ablation import (
     select,
     summarise,
 )
-from gazecxr.evaluation.report import SplitOutputs
+from gazecxr.evaluation.outputs import SplitOutputs
 from gazecxr.evaluation.saliency_methods import SALIENCY_METRICS
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from stages.ablate import main as cli_main
 from tests_paths import ROOT
 

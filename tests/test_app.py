@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from gazecxr.app import Viewer, build_parser, overlay
+from gazecxr.inference.app import Viewer, build_parser, overlay
 from gazecxr.data.provenance import SYNTHETIC_NOTICE
 
 

@@ -7,7 +7,7 @@ from bench.__main__ import main as bench_main
 from bench.__main__ import summary_table
 from bench.common import report, save_untrained_lineage
 from bench.heatmap import realistic_gaze
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training.checkpoint_io import load_full_model
 
 

@@ -92,13 +92,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url(tiny_model, tiny_h5, tmp_path_factory):
-    """``python -m gazecxr.app`` serving the tiny model on a free local port."""
+    """``python -m gazecxr.inference.app`` serving the tiny model on a free local port."""
     port = _free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gazecxr.app", "--checkpoints", tiny_model["config"]["registry"]["root"],
+            [sys.executable, "-m", "gazecxr.inference.app", "--checkpoints", tiny_model["config"]["registry"]["root"],
              "--run", tiny_model["stage3"], "--h5", str(tiny_h5), "--port", str(port), "--device", "cpu"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:

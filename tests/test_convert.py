@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 from gazecxr import CLASS_NAMES
-from gazecxr.data.convert import ConvertOptions, convert, report_path
+from gazecxr.data.convert import ConvertOptions, report_path
+from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import gaze_heatmap
 from gazecxr.data.images import read_radiograph
-from gazecxr.synthetic.writer import FAKE_BIRTH_DATE, FAKE_PHI_MARKER
+from gazecxr.data.synthetic.writer import FAKE_BIRTH_DATE, FAKE_PHI_MARKER
 from tests_paths import ROOT
 
 SIGMA = 75.5 * 256 / 3000
@@ -140,12 +141,12 @@ def test_no_patient_metadata_in_outputs(tiny_h5):
 
 def test_workers_limit_and_fixations(synthetic_raw, tmp_path, tiny_h5):
     egd, mimic = synthetic_raw / "EGD", synthetic_raw / "MIMIC"
-    two = convert(egd, mimic, tmp_path / "w2.h5", ConvertOptions(**{**OPTIONS.__dict__, "workers": 2}), progress=False)
+    two = convert_egd_cxr(egd, mimic, tmp_path / "w2.h5", ConvertOptions(**{**OPTIONS.__dict__, "workers": 2}), progress=False)
     assert len(two.converted) == 60
     with h5py.File(tiny_h5) as a, h5py.File(tmp_path / "w2.h5") as b:
         for key in ("image", "heatmap", "label", "split"):
             assert np.array_equal(a[key][:], b[key][:]), key
-    limited = convert(egd, mimic, tmp_path / "l.h5", ConvertOptions(**{**OPTIONS.__dict__, "limit": 10,
+    limited = convert_egd_cxr(egd, mimic, tmp_path / "l.h5", ConvertOptions(**{**OPTIONS.__dict__, "limit": 10,
                                                                        "gaze": "fixations"}), progress=False)
     assert len(limited.converted) == 10
     with h5py.File(tiny_h5) as a, h5py.File(tmp_path / "l.h5") as b:

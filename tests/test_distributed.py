@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from bench.common import save_untrained_lineage
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training.checkpoint_io import load_saliency
 from gazecxr.training.data import make_loader
 from gazecxr.training.distributed import (
@@ -23,7 +23,7 @@ from gazecxr.training.distributed import (
     sum_across,
 )
 from gazecxr.training.stages import run_stage2
-from gazecxr.training.tasks import SaliencyTask
+from gazecxr.training.objectives import SaliencyTask
 from tests_paths import ROOT
 
 

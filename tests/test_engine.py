@@ -8,7 +8,7 @@ from gazecxr.models.factory import create_model
 from gazecxr.training.data import make_loader
 from gazecxr.training.engine import Trainer, TrainSettings
 from gazecxr.training.runtime import seed_everything
-from gazecxr.training.tasks import ClassifierTask
+from gazecxr.training.objectives import ClassifierTask
 
 ENCODER = {"name": "densenet", "arch": "custom", "growth_rate": 4, "block_config": [1, 1, 1, 1],
            "num_init_features": 8}

@@ -14,7 +14,7 @@ from gazecxr.evaluation import center_bias_map, evaluate
 from gazecxr.evaluation.report import best_baselines, method_cost
 from gazecxr.evaluation.saliency_methods import SALIENCY_METRICS, fixation_map, gradcam_saliency
 from gazecxr.metrics import EPS, auc_judd
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
 from stages.evaluate import main as cli_main
 from tests_paths import ROOT
@@ -268,7 +268,8 @@ def test_best_peer_entries_are_picked_by_their_monitor_and_input_size(tmp_path):
 
 
 def test_classification_is_scored_on_the_records_that_carry_a_class_label():
-    from gazecxr.evaluation.report import SplitOutputs, summarise_classification
+    from gazecxr.evaluation.outputs import SplitOutputs
+    from gazecxr.evaluation.report import summarise_classification
 
     probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.9, 0.05, 0.05]])
     outputs = SplitOutputs(labels=np.array([0, -1, 2, 1]), dicom_ids=["a", "b", "c", "d"], probs={"full": probs},

@@ -1,4 +1,4 @@
-"""gazecxr.export and the ONNX Runtime backend: parity with PyTorch, metadata, atomic writes, errors."""
+"""gazecxr.inference.export and the ONNX Runtime backend: parity with PyTorch, metadata, atomic writes, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from PIL import Image
 from bench.common import save_untrained_lineage
 from gazecxr import CLASS_NAMES
 from gazecxr.config import load_config
-from gazecxr.export import Verification, export_onnx, main as export_main, pearson_rows
+from gazecxr.inference.export import Verification, export_onnx, main as export_main
+from gazecxr.inference.onnx_backend import pearson_rows
 from gazecxr.predict import load_predictor, main as predict_main
 from dicom_util import write_dicom
 from tests_paths import ROOT
@@ -76,7 +77,7 @@ def test_failed_verification_keeps_the_previous_file(registry, tmp_path, monkeyp
     def failing_verify(graph, session, canvases):
         return Verification(len(canvases), 0.5, 0.1, 0.2)
 
-    monkeypatch.setattr("gazecxr.export.verify", failing_verify)
+    monkeypatch.setattr("gazecxr.inference.export.verify", failing_verify)
     with pytest.raises(RuntimeError, match="does not match PyTorch"):
         export_onnx(root, entry_id, out)
     assert out.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
@@ -109,7 +110,7 @@ def test_onnxruntime_predictor_errors(registry, exported, inputs, tmp_path, monk
         predictor.predict(inputs[3], gradcam=True)
     with pytest.raises(ValueError, match="not 'stage3-nope'"):
         load_predictor(exported[1], "stage3-nope", backend="onnxruntime")
-    with pytest.raises(FileNotFoundError, match="gazecxr.export"):
+    with pytest.raises(FileNotFoundError, match="gazecxr.inference.export"):
         load_predictor(tmp_path / "missing.onnx", backend="onnxruntime")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")

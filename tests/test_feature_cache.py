@@ -10,7 +10,7 @@ from bench.common import save_untrained_lineage
 from gazecxr.config import deep_merge
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.models.factory import create_model
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training import feature_cache
 from gazecxr.training.data import make_dataset, make_loader
 from gazecxr.training.feature_cache import (
@@ -24,7 +24,7 @@ from gazecxr.training.feature_cache import (
 from gazecxr.training.engine import Trainer, TrainSettings
 from gazecxr.training.runtime import seed_everything
 from gazecxr.training.stages import FeatureCacheSpec, run_stage3, stage_loaders
-from gazecxr.training.tasks import FusionTask, SaliencyTask
+from gazecxr.training.objectives import FusionTask, SaliencyTask
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gazecxr.localisation import (
+from gazecxr.metrics.localisation import (
     LOCALISATION_METRICS,
     compare_localisation,
     diff_inside_outside,

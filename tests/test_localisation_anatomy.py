@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gazecxr import CLASS_NAMES
-from gazecxr.anatomy import ELSEWHERE, anatomy_by_class, mass_shares
+from gazecxr.metrics.anatomy import ELSEWHERE, anatomy_by_class, mass_shares
 from gazecxr.data.dataset import GazeCXRDataset
 
 H, W = 30, 40

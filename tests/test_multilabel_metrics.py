@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from gazecxr.multilabel_metrics import (
+from gazecxr.metrics.multilabel import (
     DEFAULT_THRESHOLD,
     apply_thresholds,
     binary_reliability,

@@ -18,9 +18,9 @@ from gazecxr.data.convert import ConvertOptions, convert_source
 from gazecxr.data.sources.reflacx import ReflacxSource
 from gazecxr.evaluation.report import evaluate
 from gazecxr.predict import load_predictor
-from gazecxr.registry import Registry
-from gazecxr.synthetic.reflacx_writer import generate_reflacx
-from gazecxr.task import create_task
+from gazecxr.training.registry import Registry
+from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
+from gazecxr.tasks import create_task
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
 from tests_paths import ROOT

@@ -10,8 +10,8 @@ from pytorch_metric_learning.losses import SupConLoss
 
 from gazecxr import CLASS_NAMES
 from gazecxr.losses import MetricLoss
-from gazecxr.multilabel_losses import JaccardSupConLoss, jaccard_similarity
-from gazecxr.task import ExclusiveClasses, Findings, available_tasks, create_task
+from gazecxr.losses.multilabel import JaccardSupConLoss, jaccard_similarity
+from gazecxr.tasks import ExclusiveClasses, Findings, available_tasks, create_task
 
 # The phase-2/3 label set as issue 10 lists it (REFLACX 1.0.0 metadata_phase_2/3.csv columns).
 PHASE_2_3 = ("Abnormal mediastinal contour,Acute fracture,Atelectasis,Consolidation,Enlarged cardiac silhouette,"

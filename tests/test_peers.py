@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from gazecxr.losses import UncertaintyWeightedLoss
 from gazecxr.models import create_model
 from gazecxr.models.mtunet import MTUNet
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training.engine import Task, Trainer, TrainSettings
 from gazecxr.training.peers import parameter_count, run_peer
 
@@ -284,7 +284,8 @@ def test_mtunet_entry_predictor_gives_saliency_and_probabilities(mtunet_entry):
 
 
 def test_gazegnn_predictor_uses_fixations_and_predict_refuses_it(tmp_path):
-    from gazecxr.evaluation.saliency_methods import entry_predictor, predict_batch
+    from gazecxr.evaluation.method_outputs import predict_batch
+    from gazecxr.evaluation.saliency_methods import entry_predictor
     from gazecxr.predict import load_predictor
     from gazecxr.training.checkpoint_io import load_full_model
     from gazecxr.training.peers import ORACLE_TAG

@@ -16,7 +16,7 @@ from gazecxr.data.geometry import Letterbox
 from gazecxr.data.images import scale_to_unit
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.predict import Prediction, load_predictor, main
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training.checkpoint_io import load_full_model
 from dicom_util import write_dicom
 

@@ -12,8 +12,8 @@ from gazecxr.data.convert import ConvertOptions, convert_source, report_path
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import fixation_gaussian_heatmap
 from gazecxr.data.sources.reflacx import ReflacxSource, map_labels
-from gazecxr.reflacx_format import LABELS, LABELS_PHASE_1, METADATA_COLUMNS
-from gazecxr.synthetic.reflacx_writer import generate_reflacx
+from gazecxr.data.sources.reflacx_format import LABELS, LABELS_PHASE_1, METADATA_COLUMNS
+from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
 
 OPTIONS = ConvertOptions(height=64, width=64, gaze="reflacx", test_size=4)
 

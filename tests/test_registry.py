@@ -1,4 +1,4 @@
-"""Tests for the checkpoint registry (gazecxr.registry)."""
+"""Tests for the checkpoint registry (gazecxr.training.registry)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 import gazecxr
-from gazecxr import registry as reg
-from gazecxr.registry import (
+from gazecxr.training import registry as reg
+from gazecxr.training.registry import (
     ArchitectureMismatchError,
     CorruptCheckpointError,
     Registry,
@@ -403,7 +403,7 @@ def test_cli_list_show_verify(registry, clock, capsys):
 
 def test_cli_module_entry_point(registry, clock):
     entry = _save(registry, "stage1", tags=["demo"])
-    run = subprocess.run([sys.executable, "-m", "gazecxr.registry", "--root", str(registry.root), "list"],
+    run = subprocess.run([sys.executable, "-m", "gazecxr.training.registry", "--root", str(registry.root), "list"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert entry.id in run.stdout and "demo" in run.stdout

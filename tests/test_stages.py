@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from gazecxr.models.factory import create_model
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.engine import TrainSettings, Trainer
 from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
-from gazecxr.training.tasks import SaliencyTask
+from gazecxr.training.objectives import SaliencyTask
 from tests_paths import ROOT
 
 

@@ -19,11 +19,11 @@ from sklearn.preprocessing import StandardScaler
 
 from data_prep import synthetic as cli
 from gazecxr import CLASS_NAMES
-from gazecxr.egd_format import (BOUNDING_BOX_COLUMNS, BOUNDING_BOXES, EYE_GAZE, FIXATIONS, GAZE_COLUMNS,
+from gazecxr.data.sources.egd_format import (BOUNDING_BOX_COLUMNS, BOUNDING_BOXES, EYE_GAZE, FIXATIONS, GAZE_COLUMNS,
                                 LABEL_COLUMNS, MASK_FILES, MASTER_SHEET, MASTER_SHEET_COLUMNS, SEGMENTATION_DIR)
-from gazecxr.synthetic import FAKE_BIRTH_DATE, FAKE_PHI_MARKER, generate
-from gazecxr.synthetic.gaze import simulate_reading
-from gazecxr.synthetic.phantom import CHF, PNEUMONIA, draw_phantom, sample_film_size
+from gazecxr.data.synthetic import FAKE_BIRTH_DATE, FAKE_PHI_MARKER, generate
+from gazecxr.data.synthetic.gaze import simulate_reading
+from gazecxr.data.synthetic.phantom import CHF, PNEUMONIA, draw_phantom, sample_film_size
 
 N_IMAGES, SIZE = 150, 256
 DICOM_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")

@@ -4,12 +4,12 @@ import torch
 import yaml
 
 from gazecxr.config import ConfigError, apply_overrides, load_config, parse_yaml
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 from gazecxr.training import stages
 from gazecxr.training.stages import run_stage1
-from gazecxr.tuning import load_space, parse_space, tune
-from gazecxr.tuning.space import check_space
-from gazecxr.tuning.study import pin_parent
+from gazecxr.training.tuning import load_space, parse_space, tune
+from gazecxr.training.tuning.space import check_space
+from gazecxr.training.tuning.study import pin_parent
 from stages.tune import main as cli_main
 from tests_paths import ROOT
 

@@ -23,13 +23,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
-from gazecxr.data.egd_tables import GazePoints
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import DEFAULT_SIGMA, in_image
 from gazecxr.data.images import ImageReadError, locate_image, read_radiograph
-from gazecxr.data.provenance import is_synthetic_source
+from gazecxr.data.sources.egd_format import MASK_FILES
 from gazecxr.data.splits import make_split
-from gazecxr.egd_format import MASK_FILES
+from gazecxr.data.tables import GazePoints
 
 MASK_GROUPS = {"lung_mask": ("left_lung", "right_lung"), "heart_mask": ("mediastinum",)}
 
@@ -488,22 +487,6 @@ def convert_source(
         tmp.unlink(missing_ok=True)
     report.write(report_path(output))
     return report
-
-
-def convert(
-    egd_dir: str | Path,
-    image_dir: str | Path,
-    output: str | Path,
-    options: ConvertOptions = ConvertOptions(),
-    progress: bool = True,
-) -> ConversionReport:
-    """Convert raw EGD-CXR records to ``output`` (see :func:`convert_source`)."""
-    from gazecxr.data.sources.egd_cxr import EGDSource
-
-    source = EGDSource(Path(egd_dir), Path(image_dir))
-    return convert_source(source, output, options, progress, fixations=source.has_fixations,
-                          attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
-                                 "synthetic": is_synthetic_source(egd_dir)})
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -29,7 +29,7 @@ class GazeCXRDataset(Dataset):
     the row in their concatenation); plus ``lung_mask``/``heart_mask`` (1,H,W) bool when
     ``masks=True`` and the files have them. With several files the split is recomputed over
     all of them, grouped by patient across files. ``labelled_only`` keeps only records with
-    a class label (stages 1 and 3); with a multi-label ``task`` (``gazecxr.task.Findings``) an
+    a class label (stages 1 and 3); with a multi-label ``task`` (``gazecxr.tasks.Findings``) an
     item's ``label`` is instead its multi-hot target vector (float32, from the file's ``findings``
     certainties; ``targets`` holds them all) and ``labelled_only`` keeps the records of files with
     findings; ``sources`` only records of those datasets (the file

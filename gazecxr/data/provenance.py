@@ -1,6 +1,6 @@
 """Whether data are synthetic phantoms, carried from the generator through the HDF5 file to reports.
 
-``gazecxr.synthetic`` writes `SYNTHETIC_MARKER` into every dataset folder it makes; the converter
+``gazecxr.data.synthetic`` writes `SYNTHETIC_MARKER` into every dataset folder it makes; the converter
 records its presence as the HDF5 root attribute ``synthetic``; reports, tables and the app read it
 and put `SYNTHETIC_NOTICE` at their top.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import h5py
 
 SYNTHETIC_MARKER = "SYNTHETIC.txt"
-"""File at the root of a raw dataset folder written by ``gazecxr.synthetic``."""
+"""File at the root of a raw dataset folder written by ``gazecxr.data.synthetic``."""
 
-SYNTHETIC_MARKER_TEXT = ("Synthetic chest-film phantoms with simulated gaze, written by gazecxr.synthetic. "
+SYNTHETIC_MARKER_TEXT = ("Synthetic chest-film phantoms with simulated gaze, written by gazecxr.data.synthetic. "
                          "Not patient data; results on them are not comparable to the paper's numbers.\n")
 
 SYNTHETIC_NOTICE = "synthetic phantoms — not comparable to the paper's numbers"
@@ -24,7 +24,7 @@ SYNTHETIC_NOTICE = "synthetic phantoms — not comparable to the paper's numbers
 
 
 def is_synthetic_source(folder: str | Path) -> bool:
-    """Whether a raw dataset folder was written by ``gazecxr.synthetic`` (it holds `SYNTHETIC_MARKER`)."""
+    """Whether a raw dataset folder was written by ``gazecxr.data.synthetic`` (it holds `SYNTHETIC_MARKER`)."""
     return (Path(folder) / SYNTHETIC_MARKER).is_file()
 
 

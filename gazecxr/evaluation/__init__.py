@@ -1,13 +1,12 @@
 """Evaluation of trained models: saliency and diagnosis metrics, paired tests, tables and figures."""
 
+from gazecxr.evaluation.outputs import SplitOutputs, summarise_saliency
 from gazecxr.evaluation.report import (
-    SplitOutputs,
     evaluate,
     evaluate_entries,
     paired_tests,
     run_split,
     summarise_classification,
-    summarise_saliency,
 )
 from gazecxr.evaluation.saliency_methods import (
     MethodOutputs,

@@ -4,7 +4,7 @@ Saliency: the full dual-encoder model, MT-UNet, the Res-SE UNet alone, the stand
 uniform and centre-bias maps. Classification: the fusion classifier, MT-UNet, DenseNet with and without
 contrastive pretraining, Inception-ResNet-v2 and GazeGNN (which uses test-time gaze: an oracle). Entries
 already in the registry for the same method and resolved config are reused. A multi-label (findings) task
-compares our methods only (the peers are 3-class models), scored with ``gazecxr.multilabel_metrics``.
+compares our methods only (the peers are 3-class models), scored with ``gazecxr.metrics.multilabel``.
 """
 
 from __future__ import annotations
@@ -24,20 +24,18 @@ from tqdm import tqdm
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.config import config_hash
 from gazecxr.data.provenance import is_synthetic_attrs
+from gazecxr.evaluation.artifacts import json_safe, write_text_atomic
 from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
+from gazecxr.evaluation.outputs import SplitOutputs, mean_std
 from gazecxr.evaluation.report import (
     CLASSIFICATION_SCORES,
     NO_COST,
     ORACLE_METHODS,
-    SplitOutputs,
     classification_scores,
     fixation_notes,
-    json_safe,
-    mean_std,
     method_cost,
     paired_tests,
     run_split,
-    write_text_atomic,
 )
 from gazecxr.evaluation.saliency_methods import (
     SALIENCY_METRICS,
@@ -49,9 +47,9 @@ from gazecxr.evaluation.saliency_methods import (
 from gazecxr.evaluation.tables import (
     CLASS_LABELS,
     MISSING,
+    ORACLE_LABEL,
     PAPER_CLASSIFICATION,
     PAPER_NAMES,
-    ORACLE_LABEL,
     PAPER_SALIENCY,
     SALIENCY_ROWS,
     method_label,
@@ -60,12 +58,12 @@ from gazecxr.evaluation.tables import (
     synthetic_notice,
 )
 from gazecxr.metrics import EPS, classification_metrics
-from gazecxr.multilabel_metrics import multilabel_metrics
-from gazecxr.registry import Entry, Registry
-from gazecxr.task import TaskSpec, task_from_record, task_of
+from gazecxr.metrics.multilabel import multilabel_metrics
+from gazecxr.tasks import TaskSpec, task_from_record, task_of
 from gazecxr.training.data import make_loader
-from gazecxr.training.runtime import resolve_device
 from gazecxr.training.peers import run_peer
+from gazecxr.training.registry import Entry, Registry
+from gazecxr.training.runtime import resolve_device
 from gazecxr.training.stages import STAGES
 
 ABLATION_TAG = "ablation"

@@ -1,6 +1,6 @@
 """The anatomy section of an EGD-CXR evaluation: each map's share of mass in the lungs, the
 heart/mediastinum and elsewhere, per class, for gaze, the model's saliency and Grad-CAM
-(``gazecxr.anatomy.anatomy_by_class``), collected image by image during the evaluation pass."""
+(``gazecxr.metrics.anatomy.anatomy_by_class``), collected image by image during the evaluation pass."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 
 from gazecxr import CLASS_NAMES
-from gazecxr.anatomy import anatomy_by_class
 from gazecxr.data.dataset import GazeCXRDataset
+from gazecxr.metrics.anatomy import anatomy_by_class
 
 __all__ = ["ANATOMY_METHODS", "AnatomyShares"]
 

@@ -19,18 +19,28 @@ from tqdm import tqdm
 
 from gazecxr import __version__
 from gazecxr.data.dataset import GazeCXRDataset
+from gazecxr.evaluation.artifacts import (
+    json_safe,
+    save_figure_atomic,
+    write_text_atomic,
+)
 from gazecxr.evaluation.figures import overlay_figure
-from gazecxr.evaluation.saliency_methods import center_bias_map, gradcam_saliency, uniform_map
+from gazecxr.evaluation.outputs import summarise_saliency
+from gazecxr.evaluation.saliency_methods import (
+    center_bias_map,
+    gradcam_saliency,
+    uniform_map,
+)
 from gazecxr.evaluation.tables import _mean_std, _number, _p_value, _table
-from gazecxr.gradcam import gradcam_from_tap
-from gazecxr.localisation import compare_localisation, finding_regions
+from gazecxr.explain.gradcam import gradcam_from_tap
 from gazecxr.metrics import correlation_coefficient, histogram_similarity, kl_divergence
+from gazecxr.metrics.localisation import compare_localisation, finding_regions
+from gazecxr.metrics.multilabel import multilabel_metrics
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.multilabel_metrics import multilabel_metrics
-from gazecxr.registry import Registry
-from gazecxr.task import TaskSpec, task_from_record
+from gazecxr.tasks import TaskSpec, task_from_record
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.data import make_loader
+from gazecxr.training.registry import Registry
 from gazecxr.training.runtime import resolve_device
 
 __all__ = ["LOCALISATION_METHODS", "collect", "findings_tables", "evaluate_findings"]
@@ -178,7 +188,6 @@ def evaluate_findings(config: Mapping[str, Any], checkpoint: str = "best", out_d
                       split: str = "test", progress: bool = True) -> dict[str, Any]:
     """Evaluate a multi-label stage-3 entry on ``split``; writes ``out_dir/<stage-3 id>/`` and returns
     the metrics dict written to its metrics.json."""
-    from gazecxr.evaluation.report import json_safe, save_figure_atomic, summarise_saliency, write_text_atomic
 
     registry = Registry(config["registry"]["root"])
     device = resolve_device(config["train"]["device"])

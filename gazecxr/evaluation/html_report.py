@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import markdown
 import numpy as np
@@ -23,9 +23,7 @@ from PIL import Image
 
 from gazecxr import CLASS_NAMES
 from gazecxr.data.provenance import SYNTHETIC_NOTICE
-
-if TYPE_CHECKING:
-    from gazecxr.evaluation.report import SplitOutputs
+from gazecxr.evaluation.outputs import SplitOutputs
 
 THUMB_SIZE = 160
 """Longest side of a thumbnail in pixels (canvases are shrunk to it, never enlarged)."""

@@ -7,12 +7,12 @@ import torch
 from torch import Tensor, nn
 
 from gazecxr.data.gaze_maps import fixation_duration_map
-from gazecxr.evaluation.saliency_methods import MethodOutputs, Predictor, uses_gaze
+from gazecxr.evaluation.method_outputs import MethodOutputs, Predictor, uses_gaze
 from gazecxr.models.cooperative import freeze
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.registry import Entry, Registry
 from gazecxr.training.checkpoint_io import build_module
 from gazecxr.training.peers import PEER_METHODS
+from gazecxr.training.registry import Entry, Registry
 
 
 def mtunet_predictor(name: str, net: nn.Module) -> Predictor:

@@ -4,18 +4,13 @@ significance tests, and the report folder (metrics.json, tables.md, figures)."""
 from __future__ import annotations
 
 import json
-import math
-import os
-import secrets
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -24,13 +19,24 @@ from gazecxr import CLASS_NAMES, __version__
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.anatomy_report import AnatomyShares
+from gazecxr.evaluation.artifacts import (
+    json_safe,
+    save_figure_atomic,
+    write_text_atomic,
+)
 from gazecxr.evaluation.consistency import ReaderConsistency, inter_reader_note
-from gazecxr.evaluation.figures import confusion_figure, overlay_figure, reliability_figure, roc_figure
+from gazecxr.evaluation.figures import (
+    confusion_figure,
+    overlay_figure,
+    reliability_figure,
+    roc_figure,
+)
 from gazecxr.evaluation.findings_report import evaluate_findings
-from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
 from gazecxr.evaluation.fixations import PIXEL_RULE, SAUC_NEGATIVES, SplitFixations
+from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
+from gazecxr.evaluation.method_outputs import predict_batch
+from gazecxr.evaluation.outputs import SplitOutputs, summarise_saliency
 from gazecxr.evaluation.saliency_methods import (
-    FIXATION_METRICS,
     NSS_TOP_FRACTION,
     SALIENCY_METRICS,
     Predictor,
@@ -39,16 +45,15 @@ from gazecxr.evaluation.saliency_methods import (
     entry_predictor,
     fixation_map,
     full_model_predictor,
-    predict_batch,
     score_maps,
     uniform_map,
 )
 from gazecxr.evaluation.tables import markdown_report
 from gazecxr.metrics import EPS, classification_metrics, paired_ttest
-from gazecxr.registry import Entry, Registry
-from gazecxr.task import task_of
+from gazecxr.tasks import task_of
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.data import make_loader
+from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device
 
 BASELINE_METHODS: dict[str, str] = {"baseline_resse": "resse_unet", "baseline_unet": "standard_unet"}
@@ -88,30 +93,6 @@ NOTES: tuple[str, ...] = (
 
 
 # ----------------------------------------------------------------------------- inference
-
-
-@dataclass
-class SplitOutputs:
-    """Per-image results of a pass over a split, in the split's order."""
-
-    labels: np.ndarray
-    """True classes (N,), or multi-hot finding targets (N, F) of a multi-label task (examples' label -1)."""
-    dicom_ids: list[str]
-    probs: dict[str, np.ndarray]
-    """Class probabilities (N, K) by classification method."""
-    scores: dict[str, dict[str, np.ndarray]]
-    """Per-image scores (N,) by saliency method, then metric (kl, cc, hs, nss)."""
-    examples: list[dict[str, Any]]
-    """The kept images: ``position``, ``label``, ``dicom_id``, ``image`` and ``heatmap`` (H, W) and
-    every saliency method's map (H, W) under its name."""
-    fixations: dict[str, Any] = field(default_factory=dict)
-    """What the fixation metrics were scored on: ``source`` (recorded | approximated) and counts."""
-
-    def labelled(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """True classes and class probabilities of the images that carry a class label (records of a
-        dataset without the task's classes, e.g. REFLACX in a joint evaluation, have label -1)."""
-        keep = self.labels >= 0
-        return self.labels[keep], {name: p[keep] for name, p in self.probs.items()}
 
 
 def region_masks(dataset: GazeCXRDataset, indices: Sequence[int]) -> Tensor:
@@ -201,25 +182,11 @@ def summarise_classification(labels: np.ndarray, probs: Mapping[str, np.ndarray]
     return {name: classification_metrics(labels, p) for name, p in probs.items()}
 
 
-def mean_std(values: np.ndarray) -> dict[str, float]:
-    """Mean and population std of the finite ``values`` (NaN for none)."""
-    finite = np.asarray(values, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if not finite.size:
-        return {"mean": math.nan, "std": math.nan}
-    return {"mean": float(np.mean(finite)), "std": float(np.std(finite))}
-
-
 def saliency_by_source(scores: Mapping[str, Mapping[str, np.ndarray]], sources: Sequence[str]) -> dict[str, Any]:
     """:func:`summarise_saliency` of each dataset's records (``GazeCXRDataset.sources``, split order)."""
     sources = np.asarray(sources, str)
     return {str(s): summarise_saliency({n: {m: v[sources == s] for m, v in by.items()} for n, by in scores.items()})
             for s in np.unique(sources)}
-
-
-def summarise_saliency(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and population std over images (those with a value) of every saliency method's scores."""
-    return {name: {m: mean_std(v) for m, v in by_metric.items()} for name, by_metric in scores.items()}
 
 
 CLASSIFICATION_SCORES: tuple[str, ...] = ("correct", "p_true")
@@ -249,44 +216,7 @@ def paired_tests(scores: Mapping[str, Mapping[str, np.ndarray]], reference: str 
     return tests
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars as Python numbers and non-finite floats as None."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 # ----------------------------------------------------------------------------- writing
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".tmp-{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_figure_atomic(fig: Figure, path: Path) -> None:
-    """Save ``fig`` as a PNG at ``path`` through a temporary file renamed into place."""
-    tmp = _temporary(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_report(run_dir: Path, metrics: Mapping[str, Any], outputs: SplitOutputs) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -19,14 +18,28 @@ import torch
 from torch import Tensor, nn
 
 from gazecxr.data.dataset import GazeCXRDataset
-from gazecxr.gradcam import gradcam_from_tap
-from gazecxr.metrics import auc_judd, correlation_coefficient, histogram_similarity, kl_divergence, nss, shuffled_auc
+from gazecxr.evaluation.method_outputs import MethodOutputs, Predictor
+from gazecxr.evaluation.peer_predictors import peer_entry_predictor
+from gazecxr.explain.gradcam import gradcam_from_tap
+from gazecxr.metrics import (
+    auc_judd,
+    correlation_coefficient,
+    histogram_similarity,
+    kl_divergence,
+    nss,
+    shuffled_auc,
+)
 from gazecxr.models.cooperative import GazeCXRModel, freeze
 from gazecxr.models.densenet import DenseNetEncoder
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.registry import Entry, Registry
-from gazecxr.task import task_from_record
-from gazecxr.training.checkpoint_io import SALIENCY_STAGES, load_encoder, load_full_model, load_saliency
+from gazecxr.tasks import task_from_record
+from gazecxr.training.checkpoint_io import (
+    SALIENCY_STAGES,
+    load_encoder,
+    load_full_model,
+    load_saliency,
+)
+from gazecxr.training.registry import Entry, Registry
 
 NSS_TOP_FRACTION: float = 0.05
 """Share of canvas pixels, those of highest ground-truth density, that form NSS's fixation map."""
@@ -116,37 +129,6 @@ def score_maps(pred: np.ndarray, gt: np.ndarray, fixations: np.ndarray,
 # ----------------------------------------------------------------------------- predictors
 
 
-@dataclass
-class MethodOutputs:
-    """One batch's outputs: ``saliency`` maps (N, H, W) and class ``probs`` (N, K), by method name."""
-
-    saliency: dict[str, Tensor] = field(default_factory=dict)
-    probs: dict[str, Tensor] = field(default_factory=dict)
-
-
-Predictor = Callable[[Tensor, Tensor], MethodOutputs]
-"""(images (N, 1, H, W), image regions (N, H, W) bool) → named outputs of one or more methods.
-
-A predictor that needs the radiologist's gaze at test time (an oracle, e.g. GazeGNN) is marked with
-`uses_gaze`; it is then also called with ``fixations=``, a list of N arrays (K, 3) of canvas x, y and
-duration in seconds (`GazeCXRDataset.fixations`)."""
-
-
-def uses_gaze(predictor: Callable[..., MethodOutputs]) -> Callable[..., MethodOutputs]:
-    """Mark ``predictor`` as needing test-time gaze: it is called as
-    ``predictor(images, regions, fixations=...)``."""
-    predictor.uses_gaze = True
-    return predictor
-
-
-def predict_batch(predictor: Callable[..., MethodOutputs], images: Tensor, regions: Tensor,
-                  fixations: Callable[[], list[np.ndarray]]) -> MethodOutputs:
-    """Call ``predictor`` on a batch, passing the batch's ``fixations()`` only to gaze predictors."""
-    if getattr(predictor, "uses_gaze", False):
-        return predictor(images, regions, fixations=fixations())
-    return predictor(images, regions)
-
-
 def softmax_probabilities(logits: Tensor) -> Tensor:
     """Exclusive-class probabilities of (N, K) logits."""
     return torch.softmax(logits.float(), 1)
@@ -226,7 +208,5 @@ def entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.d
         return full_model_predictor(model.to(device), name, stage1_name=None, gradcam_name=None,
                                     probabilities=probabilities)
     if entry.stage in ("mtunet", "gazegnn", "irnetv2"):  # peer methods (gazegnn: a `uses_gaze` predictor)
-        from gazecxr.evaluation.peer_predictors import peer_entry_predictor
-
         return peer_entry_predictor(registry, entry, name, device)
     raise ValueError(f"checkpoint {entry.id}: no predictor for stage {entry.stage!r}")

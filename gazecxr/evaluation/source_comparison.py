@@ -26,7 +26,7 @@ from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.consistency import INTER_READER, ReaderConsistency, fixation_map
 from gazecxr.evaluation.saliency_methods import entry_predictor, score_maps
 from gazecxr.metrics import paired_ttest
-from gazecxr.registry import Entry, Registry
+from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device
 from gazecxr.training.stages import run_stage2
 

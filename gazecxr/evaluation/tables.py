@@ -9,6 +9,7 @@ from typing import Any
 from gazecxr import CLASS_NAMES
 from gazecxr.data.provenance import SYNTHETIC_NOTICE
 
+
 def _paper_class(normal: float, chf: float, pneumonia: float, micro: float, accuracy: float) -> dict[str, float | None]:
     return {"Normal": normal, "CHF": chf, "pneumonia": pneumonia, "auc_macro": None, "auc_micro": micro,
             "accuracy": accuracy}

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.images import DICOM_SUFFIXES, RASTER_SUFFIXES, read_radiograph
-from gazecxr.predict import BasePredictor, write_atomic
+from gazecxr.inference.predictor import BasePredictor, write_atomic
 from gazecxr.training import distributed
 from gazecxr.training.distributed import DistContext
 

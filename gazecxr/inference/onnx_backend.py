@@ -1,4 +1,4 @@
-"""The ONNX Runtime predictor: the same `Prediction` objects from a model exported by ``gazecxr.export``.
+"""The ONNX Runtime predictor: the same `Prediction` objects from a model exported by ``gazecxr.inference.export``.
 
 The exported graph takes ``image`` (N, 1, H, W) float32 canvases in [0, 1] and returns
 ``saliency`` (N, H, W), softmax-normalised over each canvas, and ``probabilities`` (N, classes).
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gazecxr.predict import BasePredictor, checked_task
+from gazecxr.inference.predictor import BasePredictor, checked_task
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("saliency", "probabilities")
@@ -27,7 +27,7 @@ META_INPUT_SIZE = "gazecxr.input_size"
 META_CLASSES = "gazecxr.classes"
 META_PREPROCESSING = "gazecxr.preprocessing"
 META_VERSION = "gazecxr.version"
-META_TASK = "gazecxr.task"
+META_TASK = "gazecxr.tasks"
 REQUIRED_METADATA = (META_CHECKPOINT, META_INPUT_SIZE, META_CLASSES)
 
 
@@ -78,7 +78,7 @@ def open_session(path: str | os.PathLike, device: str | None = None, threads: in
     ort = import_onnxruntime()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX model file (write one with python -m gazecxr.export)")
+        raise FileNotFoundError(f"{path}: no such ONNX model file (write one with python -m gazecxr.inference.export)")
     options, providers = session_options(threads, optimization), providers_for(device)
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
@@ -91,7 +91,7 @@ def read_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
     raw: Mapping[str, str] = session.get_modelmeta().custom_metadata_map
     missing = [key for key in REQUIRED_METADATA if key not in raw]
     if missing:
-        raise ValueError(f"{path}: no gazecxr metadata {missing}; was it written by python -m gazecxr.export?")
+        raise ValueError(f"{path}: no gazecxr metadata {missing}; was it written by python -m gazecxr.inference.export?")
     names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
     if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
         raise ValueError(f"{path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, got {names}")
@@ -134,3 +134,26 @@ def load_onnx_predictor(path: str | os.PathLike, run: str | None = None, device:
     if run is not None and not metadata[META_CHECKPOINT].startswith(run):
         raise ValueError(f"{path} holds checkpoint {metadata[META_CHECKPOINT]}, not {run!r}")
     return OnnxPredictor(session, path, metadata)
+
+
+def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each pair of maps (N, ...) and (N, ...), flattened."""
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return np.where(denominator > 0, (a * b).sum(1) / np.where(denominator > 0, denominator, 1), 1.0)
+
+
+def add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace the metadata of the ONNX file at ``path`` with ``metadata`` (string keys and values)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name, model.doc_string = "gazecxr", "gazecxr three-stage model: saliency and diagnosis"
+    onnx.save(model, str(path))

@@ -22,12 +22,21 @@ import numpy as np
 
 from gazecxr.data.geometry import Letterbox
 from gazecxr.inference.onnx_backend import (
-    INPUT_NAME, OUTPUT_NAMES, import_onnxruntime, open_session, read_metadata,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    add_metadata,
+    import_onnxruntime,
+    open_session,
+    pearson_rows,
+    read_metadata,
 )
 
 import_onnxruntime()
 from onnxruntime.quantization import (  # noqa: E402  (after the check that onnxruntime is installed)
-    CalibrationDataReader, QuantFormat, QuantType, quantize_static,
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
@@ -102,7 +111,6 @@ def _timed_run(session: Any, canvases: np.ndarray) -> tuple[list[np.ndarray], fl
 def quantize_int8(model: str | os.PathLike, h5: str | os.PathLike, calibration_images: int = 16) -> QuantizationResult:
     """Quantise the exported ``model`` to int8 (see the module doc); returns the comparison, and
     writes `int8_path` only when the result is kept."""
-    from gazecxr.export import add_metadata, pearson_rows
 
     if calibration_images < 1:
         raise ValueError(f"calibration_images must be >= 1, got {calibration_images}")

@@ -1,9 +1,9 @@
 """Networks of the three-stage model, its baselines, and the model registry."""
 
-from .factory import available_models, create_model, model_keys, register_model
 from .baselines import StandardUNet
 from .cooperative import GazeCXRModel, freeze, is_frozen
 from .densenet import DenseNetEncoder
+from .factory import available_models, create_model, model_keys, register_model
 from .fusion import FusionClassifier
 from .gazegnn import GazeGNN
 from .irnetv2 import InceptionResNetV2

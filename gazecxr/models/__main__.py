@@ -14,7 +14,6 @@ from torch import nn
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.models.factory import create_model
 
-
 PEER_TITLES = {"mtunet": "MT-UNet (classification + saliency)", "irnetv2": "Inception-ResNet-v2 (timm)",
                "gazegnn": "GazeGNN, Pyramid ViG (uses test-time gaze: oracle)"}
 

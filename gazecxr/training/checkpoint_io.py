@@ -9,7 +9,7 @@ from torch import nn
 
 from gazecxr.models.cooperative import GazeCXRModel, freeze
 from gazecxr.models.factory import create_model
-from gazecxr.registry import Entry, Registry, check_state_compatible
+from gazecxr.training.registry import Entry, Registry, check_state_compatible
 
 
 def offline_section(section: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch.utils.data import (
 
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.transforms import PairedAugment
-from gazecxr.task import task_of
+from gazecxr.tasks import task_of
 from gazecxr.training.distributed import SINGLE, DistContext
 
 

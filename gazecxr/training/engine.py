@@ -30,7 +30,13 @@ from gazecxr.training.distributed import (
     sync_buffers,
 )
 from gazecxr.training.feature_cache import CACHE_MODES
-from gazecxr.training.runtime import amp_dtype, autocast, rng_state, seed_everything, set_rng_state
+from gazecxr.training.runtime import (
+    amp_dtype,
+    autocast,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 Batch = dict[str, Any]
 Outputs = dict[str, Tensor]

@@ -31,10 +31,22 @@ from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.gaze_maps import GazeMapDataset
 from gazecxr.losses import UncertaintyWeightedLoss
 from gazecxr.models.factory import create_model
-from gazecxr.registry import Entry, infer_mode
 from gazecxr.training.data import input_size, make_augment, make_loader
 from gazecxr.training.distributed import DistContext
-from gazecxr.training.engine import Batch, FitResult, Outputs, Task, Trainer, TrainSettings
+from gazecxr.training.engine import (
+    Batch,
+    FitResult,
+    Outputs,
+    Task,
+    Trainer,
+    TrainSettings,
+)
+from gazecxr.training.objectives import (
+    ClassifierTask,
+    classification_summary,
+    saliency_scores,
+)
+from gazecxr.training.registry import Entry, infer_mode
 from gazecxr.training.runtime import seed_everything
 from gazecxr.training.stages import (
     EpochCallback,
@@ -46,7 +58,6 @@ from gazecxr.training.stages import (
     parameter_count,
     train_seconds,
 )
-from gazecxr.training.tasks import ClassifierTask, classification_summary, saliency_scores
 
 PEER_METHODS = ("mtunet", "gazegnn", "irnetv2")
 """Peer methods, also the registry stage names of their entries."""

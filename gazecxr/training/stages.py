@@ -24,11 +24,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gazecxr.config import config_hash, deep_merge, dump_config, parse_yaml
+from gazecxr.metrics.multilabel import choose_thresholds
 from gazecxr.models.cooperative import freeze
 from gazecxr.models.factory import create_model
-from gazecxr.multilabel_metrics import choose_thresholds
-from gazecxr.registry import Entry, Registry
-from gazecxr.task import TaskSpec, task_of, task_record, with_outputs
+from gazecxr.tasks import TaskSpec, task_of, task_record, with_outputs
 from gazecxr.training.checkpoint_io import load_encoder, load_saliency
 from gazecxr.training.data import input_size, make_dataset, make_loader
 from gazecxr.training.distributed import DistContext, broadcast_object, setup
@@ -42,8 +41,14 @@ from gazecxr.training.feature_cache import (
     load_or_build,
     precision_name,
 )
+from gazecxr.training.objectives import (
+    ClassifierTask,
+    ContrastiveTask,
+    FusionTask,
+    SaliencyTask,
+)
+from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import seed_everything
-from gazecxr.training.tasks import ClassifierTask, ContrastiveTask, FusionTask, SaliencyTask
 
 SALIENCY_VARIANTS = {"full": "stage2", "resse": "baseline_resse", "unet": "baseline_unet"}
 """stage2.variant → registry stage name of its entries."""

@@ -7,11 +7,23 @@ from pathlib import Path
 
 import numpy as np
 
-from gazecxr.data.convert import ConversionReport, ConvertOptions, ReadingSpec, SourceRecord
-from gazecxr.data.egd_tables import GazePoints, read_master_sheet, stream_gaze
-from gazecxr.data.heatmap import PointGaze
 from gazecxr import CLASS_NAMES
-from gazecxr.egd_format import FIXATIONS, SEGMENTATION_DIR
+from gazecxr.data.convert import (
+    ConversionReport,
+    ConvertOptions,
+    ReadingSpec,
+    SourceRecord,
+    convert_source,
+)
+from gazecxr.data.heatmap import PointGaze
+from gazecxr.data.provenance import is_synthetic_source
+from gazecxr.data.sources.egd_format import (
+    FIXATIONS,
+    SEGMENTATION_DIR,
+    read_master_sheet,
+    stream_gaze,
+)
+from gazecxr.data.tables import GazePoints
 
 
 @dataclass
@@ -63,3 +75,17 @@ class EGDSource:
 
 def _xyw(points: GazePoints) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return points.x, points.y, points.weight
+
+
+def convert_egd_cxr(
+    egd_dir: str | Path,
+    image_dir: str | Path,
+    output: str | Path,
+    options: ConvertOptions = ConvertOptions(),
+    progress: bool = True,
+) -> ConversionReport:
+    """Convert raw EGD-CXR records to ``output`` (see :func:`convert_source`)."""
+    source = EGDSource(Path(egd_dir), Path(image_dir))
+    return convert_source(source, output, options, progress, fixations=source.has_fixations,
+                          attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
+                                 "synthetic": is_synthetic_source(egd_dir)})

@@ -2,7 +2,7 @@
 
 Readings of one image are grouped by ``dicom_id``; each keeps its own heatmap, fixations,
 finding certainties (phase-1 labels mapped onto the phase-2/3 set, see
-:data:`gazecxr.reflacx_format.PHASE_1_TO_LABELS`), ellipses and chest box. Readings flagged
+:data:`gazecxr.data.sources.reflacx_format.PHASE_1_TO_LABELS`), ellipses and chest box. Readings flagged
 ``eye_tracking_data_discarded`` keep labels and boxes but have no gaze. REFLACX has no
 Normal/CHF/pneumonia label: records carry label -1.
 """
@@ -17,14 +17,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gazecxr.data.convert import ConversionReport, ConvertOptions, ReadingSpec, SourceRecord
-from gazecxr.data.egd_tables import GazePoints, TableFormatError, check_columns
+from gazecxr.data.convert import (
+    ConversionReport,
+    ConvertOptions,
+    ReadingSpec,
+    SourceRecord,
+)
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import FixationGaussians, PointGaze
-from gazecxr.reflacx_format import (BOOLEAN_LABELS, CHEST_BOX, CHEST_BOX_COLUMNS, ELLIPSE_COORDINATES, ELLIPSES,
-                                    FIXATION_COLUMNS, FIXATIONS, GAZE, GAZE_DIR, LABELS, LABELS_PHASE_1, MAIN_DIR,
-                                    METADATA, METADATA_COLUMNS, PHASE_1_TO_LABELS, PHASES, SHOWN_COLUMNS,
-                                    TEXT_LABELS)
+from gazecxr.data.sources.reflacx_format import (
+    BOOLEAN_LABELS,
+    CHEST_BOX,
+    CHEST_BOX_COLUMNS,
+    ELLIPSE_COORDINATES,
+    ELLIPSES,
+    FIXATION_COLUMNS,
+    FIXATIONS,
+    GAZE,
+    GAZE_DIR,
+    LABELS,
+    LABELS_PHASE_1,
+    MAIN_DIR,
+    METADATA,
+    METADATA_COLUMNS,
+    PHASE_1_TO_LABELS,
+    PHASES,
+    SHOWN_COLUMNS,
+    TEXT_LABELS,
+)
+from gazecxr.data.tables import GazePoints, TableFormatError, check_columns
 
 HEATMAP_RECIPES = ("reflacx", "raw")
 _MIMIC_PATH = re.compile(r"files/p\d\d/p\d+/s\d+/[^/]+$")

@@ -1,6 +1,6 @@
 """Export a trained three-stage model to ONNX, verified against PyTorch before it is kept.
 
-``python -m gazecxr.export --checkpoint ID --format onnx --out model.onnx`` writes one
+``python -m gazecxr.inference.export --checkpoint ID --format onnx --out model.onnx`` writes one
 self-contained ``.onnx`` file: input ``image`` (N, 1, H, W) float32 canvases in [0, 1]
 (dynamic batch size N, the training input size H×W), outputs ``saliency`` (N, H, W),
 softmax-normalised over each canvas, and ``probabilities`` (N, classes). One DenseNet pass
@@ -32,15 +32,26 @@ from torch import Tensor, nn
 from gazecxr import __version__
 from gazecxr.data.geometry import Letterbox
 from gazecxr.inference.onnx_backend import (
-    INPUT_NAME, META_CHECKPOINT, META_CLASSES, META_INPUT_SIZE, META_LINEAGE, META_PREPROCESSING, META_SHA256,
-    META_TASK, META_VERSION, OUTPUT_NAMES, open_session,
+    INPUT_NAME,
+    META_CHECKPOINT,
+    META_CLASSES,
+    META_INPUT_SIZE,
+    META_LINEAGE,
+    META_PREPROCESSING,
+    META_SHA256,
+    META_TASK,
+    META_VERSION,
+    OUTPUT_NAMES,
+    add_metadata,
+    open_session,
+    pearson_rows,
 )
+from gazecxr.inference.predictor import entry_input_size, write_atomic
 from gazecxr.models.cooperative import GazeCXRModel
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.predict import entry_input_size, write_atomic
-from gazecxr.registry import Registry
-from gazecxr.task import TaskSpec, task_from_record
+from gazecxr.tasks import TaskSpec, task_from_record
 from gazecxr.training.checkpoint_io import load_full_model
+from gazecxr.training.registry import Registry
 
 EXPORTERS = ("dynamo", "torchscript")
 OPSET = 18
@@ -84,16 +95,6 @@ class Verification:
         """Within `PROBABILITY_TOLERANCE` and `SALIENCY_MIN_PEARSON`."""
         return (self.probabilities_max_abs_diff <= PROBABILITY_TOLERANCE
                 and self.saliency_min_pearson >= SALIENCY_MIN_PEARSON)
-
-
-def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each pair of maps (N, ...) and (N, ...), flattened."""
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    return np.where(denominator > 0, (a * b).sum(1) / np.where(denominator > 0, denominator, 1), 1.0)
 
 
 def sample_canvases(input_size: tuple[int, int], count: int = 3, seed: int = 0) -> np.ndarray:
@@ -146,18 +147,6 @@ def _torch_export(graph: ExportedGraph, example: Tensor, path: Path, exporter: s
                                             OUTPUT_NAMES[1]: {0: "batch"}}, **names)
         else:
             raise ValueError(f"unknown exporter {exporter!r}; choose one of {list(EXPORTERS)}")
-
-
-def add_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name, model.doc_string = "gazecxr", "gazecxr three-stage model: saliency and diagnosis"
-    onnx.save(model, str(path))
 
 
 @dataclass(frozen=True)
@@ -217,15 +206,15 @@ def export_onnx(checkpoints: str | os.PathLike, run: str, out: str | os.PathLike
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m gazecxr.export`` argument parser."""
+    """The ``python -m gazecxr.inference.export`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.export",
+        prog="python -m gazecxr.inference.export",
         description="Export a trained three-stage model (stage-3 registry entry) to one ONNX file with a dynamic "
                     "batch size: input 'image' (N,1,H,W) canvases in [0,1], outputs 'saliency' (N,H,W) and "
                     "'probabilities' (N,classes). The file records the registry id, sha256, input size, class "
                     "names and preprocessing, and is verified against PyTorch with ONNX Runtime before it is "
                     "kept (probabilities within 1e-4, saliency Pearson >= 0.9999). Prints a JSON summary.",
-        epilog="Example: python -m gazecxr.export --checkpoint best --format onnx --out model.onnx; then "
+        epilog="Example: python -m gazecxr.inference.export --checkpoint best --format onnx --out model.onnx; then "
                "python -m gazecxr.predict scans/*.dcm --out predictions --backend onnxruntime --model model.onnx",
     )
     parser.add_argument("--checkpoint", default="best", metavar="REF",

@@ -13,9 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
-from gazecxr.metrics import _to_float64, binned_means
+from gazecxr.metrics._arrays import _to_float64
+from gazecxr.metrics.classification import binned_means
 
 __all__ = [
     "DEFAULT_THRESHOLD",

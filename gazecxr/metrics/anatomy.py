@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from gazecxr import CLASS_NAMES
-from gazecxr.localisation import energy_pointing_game, summarise
-from gazecxr.metrics import _to_float64, paired_ttest
+from gazecxr.metrics._arrays import _to_float64
+from gazecxr.metrics.localisation import energy_pointing_game, summarise
+from gazecxr.metrics.statistics import paired_ttest
 
 __all__ = ["ELSEWHERE", "mass_shares", "anatomy_by_class"]
 

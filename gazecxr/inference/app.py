@@ -1,4 +1,4 @@
-"""Local viewer app: ``python -m gazecxr.app`` (needs the ``[app]`` extra, Gradio).
+"""Local viewer app: ``python -m gazecxr.inference.app`` (needs the ``[app]`` extra, Gradio).
 
 Pick a stage-3 checkpoint of the registry, then either upload radiographs (DICOM with or without
 suffix, PNG, JPEG) or pick a record of a converted HDF5 file, and see the predicted saliency or the
@@ -26,7 +26,7 @@ from gazecxr.data.images import read_radiograph
 from gazecxr.data.provenance import SYNTHETIC_NOTICE, is_synthetic_h5
 from gazecxr.evaluation.saliency_methods import fixation_map, score_maps
 from gazecxr.predict import BasePredictor, Prediction, load_predictor
-from gazecxr.registry import Registry
+from gazecxr.training.registry import Registry
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -228,14 +228,14 @@ def build_app(viewer: Viewer, h5: str | None = None, run: str | None = None) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m gazecxr.app`` argument parser."""
+    """The ``python -m gazecxr.inference.app`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.app",
+        prog="python -m gazecxr.inference.app",
         description="Local viewer: upload radiographs (DICOM with or without suffix, compressed DICOM, PNG, JPEG) "
                     "or pick a record of a converted HDF5 file, and see the predicted saliency or Grad-CAM over "
                     "the image, the class probabilities and, for an HDF5 record, the gaze ground truth and its "
                     "metrics. Needs the [app] extra (pip install -e .[app]).",
-        epilog="Example: python -m gazecxr.app --checkpoints checkpoints --h5 demo_out/synthetic.h5, then open "
+        epilog="Example: python -m gazecxr.inference.app --checkpoints checkpoints --h5 demo_out/synthetic.h5, then open "
                "http://127.0.0.1:7860",
     )
     parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR",

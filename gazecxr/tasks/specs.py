@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazecxr import CLASS_NAMES
+from gazecxr.data.sources.reflacx_format import LABELS, PRESENT_CERTAINTY
 from gazecxr.losses import make_metric_loss
-from gazecxr.multilabel_losses import JaccardSupConLoss
-from gazecxr.multilabel_metrics import apply_thresholds
-from gazecxr.reflacx_format import LABELS, PRESENT_CERTAINTY
+from gazecxr.losses.multilabel import JaccardSupConLoss
+from gazecxr.metrics.multilabel import apply_thresholds
 
 __all__ = [
     "DEFAULT_TASK",
@@ -169,7 +169,7 @@ class ExclusiveClasses(TaskSpec):
 class Findings(TaskSpec):
     """REFLACX findings as independent binary outputs: sigmoids and binary cross-entropy.
 
-    The findings are the phase-2/3 label set (``gazecxr.reflacx_format.LABELS``) without ``Other``
+    The findings are the phase-2/3 label set (``gazecxr.data.sources.reflacx_format.LABELS``) without ``Other``
     (free text), and without ``Support devices`` unless ``support_devices``. A finding is present when
     its certainty (0–5; True/False labels are stored as 5/0) is ≥ ``threshold``. ``pos_weight`` (one per
     finding) weights the positive term of the BCE; with ``positive_weights`` true the training stage

@@ -2,8 +2,19 @@
 per-epoch median pruning, studies shared through any SQLAlchemy storage, export of the best
 trial as a runnable config."""
 
-from gazecxr.tuning.space import SearchSpace, apply_params, load_space, parse_space
-from gazecxr.tuning.study import TuneResult, default_storage, default_study_name, export_best, tune
+from gazecxr.training.tuning.space import (
+    SearchSpace,
+    apply_params,
+    load_space,
+    parse_space,
+)
+from gazecxr.training.tuning.study import (
+    TuneResult,
+    default_storage,
+    default_study_name,
+    export_best,
+    tune,
+)
 
 __all__ = [
     "SearchSpace",

@@ -21,12 +21,41 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gazecxr.reflacx_format import (CHEST_BOX, CHEST_BOX_COLUMNS, ELLIPSE_COORDINATES, ELLIPSES, FIXATION_COLUMNS,
-                                    FIXATIONS, GAZE, GAZE_COLUMNS, GAZE_DIR, LABELS, LABELS_PHASE_1, MAIN_DIR,
-                                    METADATA, METADATA_COLUMNS, PHASE_1_TO_LABELS, TIMESTAMPS, TRANSCRIPTION)
-from gazecxr.synthetic.gaze import Reading, simulate_reading
-from gazecxr.synthetic.phantom import CHF, PNEUMONIA, Phantom, draw_phantom, sample_film_size
-from gazecxr.synthetic.writer import _dicom_header, _hex_id, _Patient, _rng, _save_film, _unique
+from gazecxr.data.sources.reflacx_format import (
+    CHEST_BOX,
+    CHEST_BOX_COLUMNS,
+    ELLIPSE_COORDINATES,
+    ELLIPSES,
+    FIXATION_COLUMNS,
+    FIXATIONS,
+    GAZE,
+    GAZE_COLUMNS,
+    GAZE_DIR,
+    LABELS,
+    LABELS_PHASE_1,
+    MAIN_DIR,
+    METADATA,
+    METADATA_COLUMNS,
+    PHASE_1_TO_LABELS,
+    TIMESTAMPS,
+    TRANSCRIPTION,
+)
+from gazecxr.data.synthetic.gaze import Reading, simulate_reading
+from gazecxr.data.synthetic.phantom import (
+    CHF,
+    PNEUMONIA,
+    Phantom,
+    draw_phantom,
+    sample_film_size,
+)
+from gazecxr.data.synthetic.writer import (
+    _dicom_header,
+    _hex_id,
+    _Patient,
+    _rng,
+    _save_film,
+    _unique,
+)
 
 READERS = 5
 SAMPLE_RATE = 1000.0

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from gazecxr.metrics import _as_map_batch, _to_float64, paired_ttest
+from gazecxr.metrics._arrays import _as_map_batch, _to_float64
+from gazecxr.metrics.statistics import paired_ttest
 
 __all__ = [
     "TOP_K_PERCENT",

@@ -5,7 +5,7 @@ e.g. ``{"encoder": ..., "unet": ...}``) and ``entry.json`` (the metadata of :cla
 Entries are written into a hidden temporary directory inside the root and renamed into
 place, so any number of processes can save at once without a shared index file.
 
-Command line: ``python -m gazecxr.registry [--root DIR] {list,show,verify} ...``.
+Command line: ``python -m gazecxr.training.registry [--root DIR] {list,show,verify} ...``.
 """
 
 from __future__ import annotations
@@ -605,9 +605,9 @@ def _cmd_verify(registry: Registry, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m gazecxr.registry`` argument parser."""
+    """The ``python -m gazecxr.training.registry`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.registry",
+        prog="python -m gazecxr.training.registry",
         description="Inspect the gazecxr checkpoint registry (one directory per saved model).",
         epilog="References (ID arguments): an exact id, a unique id prefix, 'latest', 'best' "
                "(stage default metric: val_auc_macro for stage1/stage3, val_kl for stage2), "

@@ -26,10 +26,25 @@ from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES
 from gazecxr.data.provenance import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
-from gazecxr.egd_format import (BOUNDING_BOX_COLUMNS, BOUNDING_BOXES, EYE_GAZE, FIXATIONS, GAZE_COLUMNS,
-                                MASK_FILES, MASTER_SHEET, MASTER_SHEET_COLUMNS, SEGMENTATION_DIR)
-from gazecxr.synthetic.gaze import Reading, calibration_reading, display_pads, gaze_rows, simulate_reading
-from gazecxr.synthetic.phantom import Phantom, draw_phantom, sample_film_size
+from gazecxr.data.sources.egd_format import (
+    BOUNDING_BOX_COLUMNS,
+    BOUNDING_BOXES,
+    EYE_GAZE,
+    FIXATIONS,
+    GAZE_COLUMNS,
+    MASK_FILES,
+    MASTER_SHEET,
+    MASTER_SHEET_COLUMNS,
+    SEGMENTATION_DIR,
+)
+from gazecxr.data.synthetic.gaze import (
+    Reading,
+    calibration_reading,
+    display_pads,
+    gaze_rows,
+    simulate_reading,
+)
+from gazecxr.data.synthetic.phantom import Phantom, draw_phantom, sample_film_size
 
 IMAGES_PER_SESSION = 20
 """Images read per simulated eye-tracking session; each session opens with a calibration screen."""

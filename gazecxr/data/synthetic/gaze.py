@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gazecxr.egd_format import GAZE_COLUMNS, SCREEN_SIZE
-from gazecxr.synthetic.phantom import CHF, PNEUMONIA, Anatomy, Phantom
+from gazecxr.data.sources.egd_format import GAZE_COLUMNS, SCREEN_SIZE
+from gazecxr.data.synthetic.phantom import CHF, PNEUMONIA, Anatomy, Phantom
 
 SAMPLE_RATE = 60.0
 """Gaze samples per second."""

@@ -19,10 +19,10 @@ import sqlalchemy
 import torch
 import yaml
 
-from gazecxr.evaluation.report import write_text_atomic
-from gazecxr.registry import Entry, Registry, infer_mode
+from gazecxr.evaluation.artifacts import write_text_atomic
 from gazecxr.training import stages
-from gazecxr.tuning.space import SearchSpace, apply_params, check_space
+from gazecxr.training.registry import Entry, Registry, infer_mode
+from gazecxr.training.tuning.space import SearchSpace, apply_params, check_space
 
 logger = logging.getLogger(__name__)
 

@@ -5,6 +5,11 @@ unchanged; :mod:`.phantom` draws the films, :mod:`.gaze` simulates the readings 
 :mod:`.writer` lays out the files.
 """
 
-from gazecxr.synthetic.writer import FAKE_BIRTH_DATE, FAKE_PHI_MARKER, generate, reference_sigma
+from gazecxr.data.synthetic.writer import (
+    FAKE_BIRTH_DATE,
+    FAKE_PHI_MARKER,
+    generate,
+    reference_sigma,
+)
 
 __all__ = ["FAKE_BIRTH_DATE", "FAKE_PHI_MARKER", "generate", "reference_sigma"]

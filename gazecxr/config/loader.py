@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+
 class _Loader(yaml.SafeLoader):
     """Safe YAML that reads ``1e-4`` (no decimal point) as a float and only true/false as
     booleans (so ``off``, ``on``, ``yes``, ``no`` stay strings, as in YAML 1.2)."""
@@ -94,7 +95,7 @@ def _check_known(data: Mapping[str, Any], base: Mapping[str, Any], where: str, p
 
 FREE_FORM = ("model.", "stage2.baseline_unet.", "task")
 """Sections whose keys are constructor arguments: not all of them appear in the base config
-(``task`` options depend on the task; ``gazecxr.task.create_task`` checks them).
+(``task`` options depend on the task; ``gazecxr.tasks.create_task`` checks them).
 Per-stage ``train`` sections are free-form too (they override the top-level ``train``)."""
 
 
@@ -135,9 +136,39 @@ def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict
     return out
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+"""The configs shipped with the package (``paper``, ``demo``, ``test``, …), resolvable by name."""
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped configs, e.g. ``["ablation_small", "demo", "paper", "test", …]``."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """The YAML file of a config given by name (``paper``) or path (``my/run.yaml``).
+
+    An existing path wins; otherwise a shipped preset of that name is used, also when given in
+    the repository's historical spelling ``configs/<name>.yaml``.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    stem = path.stem if path.suffix in (".yaml", ".yml") and path.parent.name in ("configs", "") else text
+    if path.parent.name == "tune" and path.parent.parent.name == "configs":
+        stem = f"tune/{path.stem}"
+    preset = PRESETS_DIR / f"{stem}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"{text}: no such config file, and no shipped config of that name "
+                      f"(shipped: {', '.join(preset_names())})")
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The fully resolved config: file, its ``inherit`` chain, then ``--set`` overrides."""
-    return apply_overrides(load_yaml_config(path), overrides)
+    """The fully resolved config: file (or shipped preset name), its ``inherit`` chain, then
+    ``--set`` overrides."""
+    return apply_overrides(load_yaml_config(resolve_config(path)), overrides)
 
 
 def config_hash(section: Any) -> str:
@@ -152,8 +183,8 @@ def dump_config(config: Mapping[str, Any], path: str | Path) -> None:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser,
-                         config_help: str = "YAML config (configs/paper.yaml, configs/demo.yaml, ...)") -> None:
+                         config_help: str = "config: a shipped name (paper, demo, test, ...) or a YAML path") -> None:
     """The ``--config FILE`` and repeatable ``--set SECTION.KEY=VALUE`` options of every command."""
-    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--config", required=True, metavar="NAME|PATH", help=config_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (repeatable; the value is parsed as YAML)")

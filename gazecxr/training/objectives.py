@@ -15,9 +15,9 @@ from gazecxr.metrics import (
     histogram_similarity,
     kl_divergence,
 )
+from gazecxr.metrics.multilabel import multilabel_metrics
 from gazecxr.models.resse_unet import saliency_from_logits
-from gazecxr.multilabel_metrics import multilabel_metrics
-from gazecxr.task import ExclusiveClasses, TaskSpec
+from gazecxr.tasks import ExclusiveClasses, TaskSpec
 from gazecxr.training.engine import Batch, Outputs, Task
 
 

@@ -1,0 +1,1 @@
+"""Explanations of a classifier's decision as maps over the image (Grad-CAM and its relatives)."""
