@@ -13,10 +13,11 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt pins torch/torchvision to the versions tested here; setup.cfg only sets the oldest.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,onnx,app]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,onnx,app,tensorboard]"
 	touch $(STAMP)
 
 # The browser tests drive Debian's headless Chromium; install it when missing.
@@ -41,8 +42,12 @@ demo: install
 	$(PY) -m gazecxr.training.registry list --tag demo
 	$(PY) -m stages.evaluate --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5 --checkpoint latest
 
+# report_page needs Chromium: install it (make browser) or, where that fails, skip that benchmark.
 bench: install
-	$(PY) -m bench
+	@$(MAKE) --no-print-directory browser || echo "make bench: could not install chromium (make browser failed)"
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then $(PY) -m bench; else \
+		echo "make bench: skipping report_page: it needs Debian's chromium and chromium-driver ($(CHROMIUM), $(CHROMEDRIVER))"; \
+		$(PY) -m bench --skip report_page; fi
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

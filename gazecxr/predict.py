@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from gazecxr.inference.predictor import (
     BACKENDS,
@@ -77,6 +75,9 @@ def _overlay(image: np.ndarray, heat: np.ndarray, ax: Any, title: str) -> None:
 
 def _render(prepared: _Prepared, prediction: Prediction, path: Path) -> None:
     """Saliency heatmap (and Grad-CAM, when present) over the radiograph, saved as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only the command line draws: not on import
+    from matplotlib.figure import Figure
+
     panels = 1 if prediction.gradcam is None else 2
     h, w = prediction.original_size
     fig = Figure(figsize=(4.0 * panels * max(w / h, 0.6), 4.6), dpi=110, layout="constrained")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
@@ -157,6 +159,27 @@ class FitResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     best_state: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+
+TENSORBOARD_MISSING = ("note: TensorBoard logging is off: the tensorboard package is not installed "
+                       "(pip install 'gazecxr[tensorboard]'); the per-epoch log is in log.jsonl")
+
+
+@functools.cache
+def _summary_writer_class() -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print(TENSORBOARD_MISSING, file=sys.stderr)
+        return None
+    return SummaryWriter
+
+
+def tensorboard_writer(log_dir: Path) -> Any:
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``, or None (`TENSORBOARD_MISSING` is
+    printed once to stderr) when the optional ``tensorboard`` extra is not installed."""
+    writer_class = _summary_writer_class()
+    return None if writer_class is None else writer_class(str(log_dir))
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -347,6 +370,8 @@ class Trainer:
         tmp = self.run_dir / ".log.jsonl.tmp"
         tmp.write_text(lines)
         os.replace(tmp, self.run_dir / "log.jsonl")
+        if writer is None:
+            return
         for key, value in record.items():
             if isinstance(value, (int, float)) and key != "epoch":
                 writer.add_scalar(f"{self.name}/{key}", value, record["epoch"])
@@ -354,8 +379,6 @@ class Trainer:
 
     def fit(self, train_loader: DataLoader, val_loader: DataLoader, resume: bool = False) -> FitResult:
         """Train until ``max_epochs`` or early stopping; returns the best epoch's metrics and weights."""
-        from torch.utils.tensorboard import SummaryWriter
-
         main = self.dist.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +388,7 @@ class Trainer:
         elif not resume and (self.run_dir / "state.pt").is_file():
             raise FileExistsError(f"{self.run_dir} already holds a run; resume it or choose another run dir")
         barrier(self.dist)
-        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
+        writer = tensorboard_writer(self.run_dir / "tb") if main else None
         try:
             for epoch in range(start + 1, self.settings.max_epochs + 1):
                 if stopped_early:
