@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,9 +32,20 @@ def uses_gaze(predictor: Callable[..., MethodOutputs]) -> Callable[..., MethodOu
     return predictor
 
 
+def uses_records(predictor: Callable[..., MethodOutputs]) -> Callable[..., MethodOutputs]:
+    """Mark ``predictor`` as built from the records themselves (their lung masks, chest box, or another
+    record's gaze: `gazecxr.evaluation.baselines`): it is called as ``predictor(images, regions, indices=...)``
+    with the batch's file rows."""
+    predictor.uses_records = True
+    return predictor
+
+
 def predict_batch(predictor: Callable[..., MethodOutputs], images: Tensor, regions: Tensor,
-                  fixations: Callable[[], list[np.ndarray]]) -> MethodOutputs:
-    """Call ``predictor`` on a batch, passing the batch's ``fixations()`` only to gaze predictors."""
+                  fixations: Callable[[], list[np.ndarray]], indices: Sequence[int] = ()) -> MethodOutputs:
+    """Call ``predictor`` on a batch, passing the batch's ``fixations()`` only to gaze predictors and its file
+    rows ``indices`` only to record predictors."""
     if getattr(predictor, "uses_gaze", False):
         return predictor(images, regions, fixations=fixations())
+    if getattr(predictor, "uses_records", False):
+        return predictor(images, regions, indices=list(indices))
     return predictor(images, regions)
