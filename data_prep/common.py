@@ -7,27 +7,34 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from gazecxr.data.convert import (
     ConversionReport,
     ConvertOptions,
     StrictConversionError,
+    convert_source,
     report_path,
 )
+from gazecxr.data.provenance import is_synthetic_source
 from gazecxr.data.tables import TableFormatError
 
 EPILOG = ("Exit status: 0 when at least one record was converted (1 with --strict if anything was "
           "skipped); 2 on bad arguments or a malformed CSV.")
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """--out, --height/--width, split options, --limit, --workers, --strict, --quiet."""
+def add_output_arguments(parser: argparse.ArgumentParser, official: str | None = None) -> None:
+    """--out, --height/--width, split options, --limit, --workers, --strict, --quiet; ``official`` (the
+    dataset's own split lists, described by this text) adds ``--split official``."""
     parser.add_argument("--out", required=True, help="output HDF5 file (written atomically)")
     parser.add_argument("--height", type=int, default=640, help="model input height (multiple of 32)")
     parser.add_argument("--width", type=int, default=512, help="model input width (multiple of 32)")
-    parser.add_argument("--split", choices=("paper", "ratio"), default="paper",
+    parser.add_argument("--split", choices=("paper", "ratio", "official") if official else ("paper", "ratio"),
+                        default="paper",
                         help="paper: --test-size random test images, rest train with --val-fraction "
-                             "as val; ratio: 70/10/20 stratified by class. Always grouped by patient.")
+                             "as val; ratio: 70/10/20 stratified by class"
+                             + (f"; official: {official}, --val-fraction of the rest as val" if official else "")
+                             + ". Always grouped by patient.")
     parser.add_argument("--test-size", type=int, default=100, help="test images for --split paper")
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="validation fraction of the non-test images for --split paper")
@@ -39,10 +46,20 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace, gaze: str) -> ConvertOptions:
-    """ConvertOptions of the parsed arguments, with heatmap recipe ``gaze``."""
-    return ConvertOptions(height=args.height, width=args.width, gaze=gaze, sigma=args.sigma, split=args.split,
+    """ConvertOptions of the parsed arguments, with heatmap recipe ``gaze`` (a gaze-less dataset's CLI has
+    no ``--sigma``: the default is recorded)."""
+    sigma = getattr(args, "sigma", ConvertOptions.sigma)
+    return ConvertOptions(height=args.height, width=args.width, gaze=gaze, sigma=sigma, split=args.split,
                           test_size=args.test_size, val_fraction=args.val_fraction, seed=args.seed,
                           limit=args.limit, workers=args.workers, strict=args.strict)
+
+
+def convert_public(source: Any, args: argparse.Namespace, attrs: dict[str, Any]) -> int:
+    """Convert a gaze-less public dataset ``source`` (no heatmaps, no fixations) with the parsed
+    arguments; ``attrs`` are extra root attributes. Returns the exit status."""
+    attrs = {"has_gaze": False, "synthetic": is_synthetic_source(args.source_root), **attrs}
+    return run_conversion(lambda: convert_source(source, args.out, options_from(args, "none"), progress=not args.quiet,
+                                                 fixations=False, attrs=attrs), args.out)
 
 
 def _print_skipped(report: ConversionReport) -> None:

@@ -9,9 +9,11 @@ from typing import Any
 
 import h5py
 
+from gazecxr.cli.options import prog_name
 from gazecxr.data.dataset import GazeCXRDataset
 
-OPTIONAL_TABLES = ("fixations", "reading_id", "findings", "ellipses", "lung_mask", "heart_mask")
+OPTIONAL_TABLES = ("fixations", "reading_id", "findings", "ellipses", "lung_mask", "heart_mask", "boxes",
+                   "region_mask")
 
 
 def _file_summary(path: str) -> dict[str, Any]:
@@ -29,9 +31,15 @@ def _file_summary(path: str) -> dict[str, Any]:
                                "images_with_2+_readers": sum(n >= 2 for n in per_image)}
         if "findings" in f:
             names = [str(n) for n in f["findings"].attrs["label_names"]]
-            present = (f["findings"][:] >= 3).sum(axis=0)
+            # REFLACX stores certainties 0-5 (present from 3); the public datasets 0/1 (or reader fractions)
+            present_at = 3 if "ellipses" in f else 0.5
+            present = (f["findings"][:] >= present_at).sum(axis=0)
             out["findings_present"] = {n: int(c) for n, c in zip(names, present)}
-            out["ellipses"] = len(f["ellipses"])
+            if "ellipses" in f:
+                out["ellipses"] = len(f["ellipses"])
+        if "boxes" in f:
+            out["boxes"] = len(f["boxes"])
+            out["records_with_regions"] = int(f["regions_known"][:].sum())
     return out
 
 
@@ -47,7 +55,7 @@ def summarise(paths: str | list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gazecxr.data",
+    parser = argparse.ArgumentParser(prog=prog_name("python -m gazecxr.data"),
                                      description="Inspect gazecxr HDF5 datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
     summary = sub.add_parser("summary", help="print records, patients, classes, sources and optional tables "

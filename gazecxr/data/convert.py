@@ -26,8 +26,9 @@ from gazecxr import CLASS_NAMES, __version__
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import DEFAULT_SIGMA, in_image
 from gazecxr.data.images import ImageReadError, locate_image, read_radiograph
+from gazecxr.data.regions import rasterise_boxes, rle_encode
 from gazecxr.data.sources.egd_format import MASK_FILES
-from gazecxr.data.splits import make_split
+from gazecxr.data.splits import make_split, official_split
 from gazecxr.data.tables import GazePoints
 
 MASK_GROUPS = {"lung_mask": ("left_lung", "right_lung"), "heart_mask": ("mediastinum",)}
@@ -69,7 +70,9 @@ class ReadingSpec:
 
     ``heatmap`` is None for a reading without gaze (REFLACX discarded readings keep their
     labels and ellipses). ``fixations`` weights are durations in seconds. ``ellipses`` rows
-    are xmin, ymin, xmax, ymax; ``ellipse_labels`` one bool column per finding.
+    are xmin, ymin, xmax, ymax; ``ellipse_labels`` one bool column per finding. ``boxes`` (xmin,
+    ymin, xmax, ymax rows, pixel edges) are the reading's finding boxes, ``box_findings`` the index of
+    each box's finding in the source's ``finding_names`` (region ground truth of the public datasets).
     """
 
     reading_id: str = ""
@@ -80,6 +83,14 @@ class ReadingSpec:
     ellipse_labels: np.ndarray | None = None
     ellipse_certainty: np.ndarray | None = None
     chest_box: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    box_findings: np.ndarray | None = None
+
+
+class MaskRecipe(Protocol):
+    """A record's region mask, decoded on the film's (height, width) in the worker process."""
+
+    def decode(self, shape: tuple[int, int]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,18 @@ class SourceRecord:
     info: dict[str, Any] = field(default_factory=dict)
     expected_size: tuple[int, int] | None = None
     """(height, width) the source's tables were made on; a film of another size is skipped."""
+    gaze: bool = True
+    """Whether the record has gaze (a heatmap); gaze-less datasets (NIH, SIIM, CheXpert, VinDr) store none."""
+    split: str | None = None
+    """The dataset's own split of the record ("train" or "test"), used by ``--split official``."""
+    region_mask: MaskRecipe | None = None
+    box_masks: bool = False
+    """Store the union of the record's boxes, rasterised on the canvas, as its ``region_mask``."""
+    regions_known: bool | None = None
+    """Whether the record was annotated for regions (an empty region then means "none");
+    None for datasets without region ground truth."""
+    voi_lut: bool = False
+    """Apply the DICOM's VOI LUT / window before scaling (``gazecxr.data.images.read_dicom``)."""
 
 
 class Source(Protocol):
@@ -149,13 +172,15 @@ class _Reading:
     fixations_original: np.ndarray
     ellipses: np.ndarray
     chest_box: np.ndarray
+    boxes: np.ndarray
+    boxes_original: np.ndarray
 
 
 @dataclass
 class _Record:
     source: SourceRecord
     image: np.ndarray
-    heatmap: np.ndarray
+    heatmap: np.ndarray | None
     letterbox: Letterbox
     masks: dict[str, np.ndarray]
     image_file: str
@@ -163,6 +188,8 @@ class _Record:
     n_samples: int
     n_off_image: int
     skipped_readings: list[tuple[str, str]]
+    region_mask: np.ndarray | None = None
+    region_rle: str = ""
 
     @property
     def fixations(self) -> np.ndarray:
@@ -222,15 +249,16 @@ def _convert_reading(spec: ReadingSpec, letterbox: Letterbox) -> tuple[_Reading,
         except ValueError as err:
             reason = f"no gaze samples: {err}"
     fixations, original = fixation_arrays(spec.fixations, letterbox)
+    boxes = np.zeros((0, 4), np.float32) if spec.boxes is None else np.asarray(spec.boxes, np.float32).reshape(-1, 4)
     return _Reading(spec, heatmap, fixations, original, boxes_to_canvas(spec.ellipses, letterbox),
-                    boxes_to_canvas(spec.chest_box, letterbox)), reason
+                    boxes_to_canvas(spec.chest_box, letterbox), boxes_to_canvas(boxes, letterbox), boxes), reason
 
 
 def _convert_one(task: SourceRecord) -> _Record | tuple[str, str]:
     """Convert one record, or return (record_id, reason) when it must be skipped."""
     try:
         file = locate_image(task.image_root, task.relative_path)
-        pixels = read_radiograph(file)
+        pixels = read_radiograph(file, voi_lut=task.voi_lut)
         if task.expected_size is not None and pixels.shape != tuple(task.expected_size):
             return task.record_id, (f"image size differs: {file} is {pixels.shape[1]}×{pixels.shape[0]} (width×height), "
                                     f"the tables say {task.expected_size[1]}×{task.expected_size[0]}")
@@ -244,17 +272,38 @@ def _convert_one(task: SourceRecord) -> _Record | tuple[str, str]:
         maps = [r.heatmap for r in readings if r.heatmap is not None]
         counts = [s.heatmap.on_image(letterbox.orig_size) for s in task.readings if s.heatmap is not None]
         n_on, n_off = (int(sum(c[k] for c in counts)) for k in (0, 1))
-        if not maps:
-            detail = skipped[0][1].split(": ", 1)[-1] if skipped else "no reading has gaze data"
-            return task.record_id, f"no gaze samples: {detail} ({n_off} samples off the {pixels.shape} image)"
-        heatmap = np.mean(maps, axis=0)
-        heatmap = (heatmap / heatmap.sum(dtype=np.float64)).astype(np.float32)
+        heatmap = None
+        if task.gaze:
+            if not maps:
+                detail = skipped[0][1].split(": ", 1)[-1] if skipped else "no reading has gaze data"
+                return task.record_id, f"no gaze samples: {detail} ({n_off} samples off the {pixels.shape} image)"
+            heatmap = np.mean(maps, axis=0)
+            heatmap = (heatmap / heatmap.sum(dtype=np.float64)).astype(np.float32)
         masks = _read_masks(Path(task.mask_dir), letterbox) if task.mask_dir else {}
+        try:
+            region_mask, region_rle = _region_mask(task, readings, letterbox)
+        except ValueError as err:
+            return task.record_id, f"bad region annotation: {err}"
     except ImageReadError as err:
         reason = "image missing" if "image missing" in str(err) or "not found" in str(err) else "unreadable image"
         return task.record_id, f"{reason}: {err}"
     return _Record(task, letterbox.image_to_canvas(pixels), heatmap, letterbox, masks, str(file), readings,
-                   n_on, n_off, skipped)
+                   n_on, n_off, skipped, region_mask, region_rle)
+
+
+def _region_mask(task: SourceRecord, readings: list[_Reading], letterbox: Letterbox) -> tuple[np.ndarray | None, str]:
+    """The record's canvas region mask and the run-length string of its original-resolution mask: the
+    source's decoded mask, or with ``box_masks`` the union of its boxes; (None, "") when it has neither."""
+    if task.region_mask is not None:
+        original = np.asarray(task.region_mask.decode(letterbox.orig_size), bool)
+        return letterbox.mask_to_canvas(original), rle_encode(original)
+    if task.box_masks:
+        boxes = [r.boxes_original for r in readings]
+        original = rasterise_boxes(np.concatenate(boxes) if boxes else np.zeros((0, 4)), letterbox.orig_size)
+        canvas = [r.boxes for r in readings]
+        return rasterise_boxes(np.concatenate(canvas) if canvas else np.zeros((0, 4)), letterbox.canvas), \
+            rle_encode(original)
+    return None, ""
 
 
 def _run_tasks(tasks: list[SourceRecord], workers: int) -> Iterator[_Record | tuple[str, str]]:
@@ -292,11 +341,13 @@ def _ragged(file: h5py.File, offsets_name: str, parts: Sequence[np.ndarray], col
 class _H5Writer:
     """Appends records to resizable HDF5 datasets, one chunk per image; ragged tables at the end."""
 
-    def __init__(self, file: h5py.File, canvas: tuple[int, int], finding_names: tuple[str, ...] | None):
+    def __init__(self, file: h5py.File, canvas: tuple[int, int], finding_names: tuple[str, ...] | None,
+                 heatmap: bool = True):
         self.file, self.canvas, self.n = file, canvas, 0
         self.finding_names = finding_names
         h, w = canvas
-        for name, dtype in (("image", np.float32), ("heatmap", np.float32)):
+        self.images = ("image", "heatmap") if heatmap else ("image",)
+        for name, dtype in (("image", np.float32), ("heatmap", np.float32))[:len(self.images)]:
             file.create_dataset(name, (0, h, w), dtype, maxshape=(None, h, w), chunks=(1, h, w),
                                 compression="lzf")
         for name, dtype, tail in (("orig_size", np.int32, (2,)), ("scale", np.float64, ()),
@@ -307,13 +358,18 @@ class _H5Writer:
         self.readings: list[dict[str, Any]] = []
         self.ellipses: list[dict[str, np.ndarray]] = []
         self.findings: list[np.ndarray] = []
+        self.has_ellipses = self.has_boxes = False
+        self.boxes: list[dict[str, np.ndarray]] = []
+        self.regions_known: list[bool] = []
+        self.region_rle: list[str] = []
 
     def append(self, record: _Record) -> None:
         i, h, w = self.n, *self.canvas
-        for name in ("image", "heatmap", "orig_size", "scale", "pad"):
+        for name in (*self.images, "orig_size", "scale", "pad"):
             self.file[name].resize(i + 1, axis=0)
         self.file["image"][i] = record.image
-        self.file["heatmap"][i] = record.heatmap
+        if "heatmap" in self.images:
+            self.file["heatmap"][i] = record.heatmap
         self.file["orig_size"][i] = record.letterbox.orig_size
         self.file["scale"][i] = record.letterbox.scale
         self.file["pad"][i] = record.letterbox.pad
@@ -325,6 +381,15 @@ class _H5Writer:
             if name in record.masks:
                 self.file[name][i] = record.masks[name]
                 self.mask_names.add(name)
+        if record.region_mask is not None and "region_mask" not in self.file:
+            self.file.create_dataset("region_mask", (i, h, w), bool, maxshape=(None, h, w), chunks=(1, h, w),
+                                     compression="lzf")
+        if "region_mask" in self.file:
+            self.file["region_mask"].resize(i + 1, axis=0)
+            if record.region_mask is not None:
+                self.file["region_mask"][i] = record.region_mask
+        self.regions_known.append(bool(record.source.regions_known))
+        self.region_rle.append(record.region_rle)
         self._append_tables(record)
         self.n += 1
 
@@ -332,6 +397,7 @@ class _H5Writer:
         multi = any(r.spec.reading_id for r in record.readings)
         first = len(self.readings)
         fix, orig, which, ell, ell_lab, ell_cert, ell_read = [], [], [], [], [], [], []
+        box, box_orig, box_find, box_read = [], [], [], []
         n_labels = len(self.finding_names or ())
         for k, reading in enumerate(record.readings):
             row = first + k if multi else -1
@@ -350,10 +416,19 @@ class _H5Writer:
             ell_cert.append(np.zeros(len(reading.ellipses), np.int8) if reading.spec.ellipse_certainty is None
                             else np.asarray(reading.spec.ellipse_certainty))
             ell_read.append(np.full(len(reading.ellipses), row, np.int32))
+            self.has_ellipses |= reading.spec.ellipses is not None
+            self.has_boxes |= reading.spec.boxes is not None or record.source.regions_known is not None
+            box.append(reading.boxes)
+            box_orig.append(reading.boxes_original)
+            box_find.append(np.zeros(len(reading.boxes), np.int32) if reading.spec.box_findings is None
+                            else np.asarray(reading.spec.box_findings, np.int32).reshape(-1))
+            box_read.append(np.full(len(reading.boxes), reading.spec.reading_id, dtype=object))
         self.fixations.append({"fixations": np.concatenate(fix), "fixations_original": np.concatenate(orig),
                                "fixation_reading": np.concatenate(which)})
         self.ellipses.append({"ellipses": np.concatenate(ell), "ellipse_labels": np.concatenate(ell_lab),
                               "ellipse_certainty": np.concatenate(ell_cert), "ellipse_reading": np.concatenate(ell_read)})
+        self.boxes.append({"boxes": np.concatenate(box), "boxes_original": np.concatenate(box_orig),
+                           "box_finding": np.concatenate(box_find), "box_reader": np.concatenate(box_read)})
         if self.finding_names is not None:
             rows = [r.spec.findings for r in record.readings if r.spec.findings is not None]
             self.findings.append(np.mean(rows, axis=0) if rows else np.zeros(n_labels, np.float32))
@@ -371,6 +446,10 @@ class _H5Writer:
         names = list(self.finding_names)
         f.create_dataset("findings", data=np.stack(self.findings).astype(np.float32))
         f["findings"].attrs["label_names"] = names
+        if self.has_boxes:
+            self._write_regions(names)
+        if not self.has_ellipses:
+            return
         _ragged(f, "ellipse_offsets", self.ellipses,
                 {"ellipses": 4, "ellipse_labels": (len(names),), "ellipse_certainty": 0, "ellipse_reading": 0},
                 {"ellipses": np.float32, "ellipse_labels": bool, "ellipse_certainty": np.int8,
@@ -393,6 +472,21 @@ class _H5Writer:
         f.create_dataset("reading_findings", data=np.stack([r["findings"] for r in self.readings]).astype(np.float32))
         f["reading_findings"].attrs["label_names"] = names
         f.create_dataset("reading_chest_box", data=np.stack([r["chest_box"] for r in self.readings]).astype(np.float32))
+
+    def _write_regions(self, names: list[str]) -> None:
+        """Boxes (ragged, canvas and original pixels, finding and reader per box), whether each record was
+        annotated, and the original-resolution region masks as run-length strings."""
+        f, text = self.file, h5py.string_dtype("utf-8")
+        _ragged(f, "box_offsets", self.boxes, {"boxes": 4, "boxes_original": 4, "box_finding": 0},
+                {"boxes": np.float32, "boxes_original": np.float32, "box_finding": np.int32})
+        readers = np.concatenate([p["box_reader"] for p in self.boxes]).astype(object)
+        f.create_dataset("box_reader", data=readers, dtype=text)
+        f["boxes"].attrs["columns"] = ["xmin", "ymin", "xmax", "ymax"]
+        f["boxes_original"].attrs["columns"] = ["xmin", "ymin", "xmax", "ymax"]
+        f["box_finding"].attrs["label_names"] = names
+        f.create_dataset("regions_known", data=np.array(self.regions_known, bool))
+        if "region_mask" in f:
+            f.create_dataset("region_mask_rle", data=np.array(self.region_rle, dtype=object), dtype=text)
 
     def finish(self, columns: dict[str, np.ndarray], attrs: dict[str, Any], fixations: bool = True) -> None:
         self._write_tables(fixations)
@@ -440,7 +534,7 @@ def convert_source(
     kept: list[SourceRecord] = []
     try:
         with h5py.File(tmp, "w") as file:
-            writer = _H5Writer(file, canvas, source.finding_names)
+            writer = _H5Writer(file, canvas, source.finding_names, heatmap=getattr(source, "has_gaze", True))
             results = _run_tasks(tasks, options.workers)
             for result in tqdm(results, total=len(tasks), desc="converting", unit="img", disable=not progress):
                 if isinstance(result, tuple):
@@ -462,8 +556,12 @@ def convert_source(
                                  f"skipped; first reason: {report.skipped[0]['reason'] if report.skipped else 'no records'})")
             labels = np.array([r.label for r in kept], np.int64)
             patients = np.array([r.patient_id for r in kept], dtype=str)
-            split = make_split(options.split, patients, split_labels(labels), options.seed, options.test_size,
-                               options.val_fraction)
+            if options.split == "official":
+                split = official_split(patients, np.array([r.split or "" for r in kept], dtype=object),
+                                       options.seed, options.val_fraction)
+            else:
+                split = make_split(options.split, patients, split_labels(labels), options.seed, options.test_size,
+                                   options.val_fraction)
             for rec, name in zip(report.converted, split):
                 rec["split"] = str(name)
             writer.finish(
@@ -478,6 +576,8 @@ def convert_source(
                  "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(attrs or {})},
                 fixations=fixations,
             )
+            if "region_mask" in file:
+                file["region_mask"].attrs["finding"] = str(getattr(source, "mask_finding", ""))
         if options.strict and report.skipped:
             rejected = output.with_name(output.stem + ".rejected.report.json")
             report.write(rejected)

@@ -14,10 +14,11 @@ from torch.utils.data import Dataset
 from gazecxr import CLASS_NAMES
 from gazecxr.data.convert import split_labels
 from gazecxr.data.geometry import Letterbox
-from gazecxr.data.splits import make_split
+from gazecxr.data.regions import RegionBoxes, no_regions
+from gazecxr.data.splits import SPLIT_METHODS, make_split
 
 SPLITS = ("train", "val", "test", "all")
-REQUIRED = ("image", "heatmap", "label", "dicom_id", "patient_id", "split", "orig_size", "scale", "pad")
+REQUIRED = ("image", "label", "dicom_id", "patient_id", "split", "orig_size", "scale", "pad")
 
 
 class GazeCXRDataset(Dataset):
@@ -71,12 +72,14 @@ class GazeCXRDataset(Dataset):
         self._reading_rows = [p["reading_rows"] for p in parts]
         self.has_fixations = all(o is not None for o in self._fixation_offsets)
         self.has_masks = masks and all(p["masks"] for p in parts)
+        self.has_heatmap = all(p["heatmap"] for p in parts)
+        """Whether every file has gaze heatmaps (items then carry ``heatmap``); the public datasets have none."""
         self.attrs = parts[0]["attrs"]
         splits = column["splits"] if len(parts) == 1 else self._joint_split(column)
         keep = (splits == split) if split != "all" else np.ones(len(splits), bool)
         targets = self._task_targets(parts, task) if task is not None else None
         if labelled_only:
-            keep &= (column["labels"] >= 0) if targets is None else ~np.isnan(targets).any(axis=1)
+            keep &= (column["labels"] >= 0) if targets is None else ~np.isnan(targets).all(axis=1)
         if sources is not None:
             keep &= np.isin(column["sources"], list(sources))
         self.indices = np.flatnonzero(keep)
@@ -105,6 +108,7 @@ class GazeCXRDataset(Dataset):
                 "sources": np.full(n, str(f.attrs.get("dataset", "EGD-CXR")), dtype=object),
                 "geometry": (f["orig_size"][:], f["scale"][:], f["pad"][:]), "canvas": tuple(f["image"].shape[1:]),
                 "masks": all(k in f for k in ("lung_mask", "heart_mask")),
+                "heatmap": "heatmap" in f,
                 "fixation_offsets": f["fixation_offsets"][:] if "fixation_offsets" in f and "fixations" in f else None,
                 "reading_rows": ({int(r): np.flatnonzero((f["reading_record"][:] == r) & f["reading_has_heatmap"][:])
                                   for r in np.unique(f["reading_record"][:])} if "reading_heatmap" in f else {}),
@@ -129,6 +133,8 @@ class GazeCXRDataset(Dataset):
         parameters. An image in two files (same ``dicom_id``) is grouped with the patient of its
         first record, so it lands in one split even if the files spelled the patient differently."""
         a = self.attrs
+        if str(a.get("split_method", "paper")) not in SPLIT_METHODS:
+            return column["splits"]
         first_patient: dict[str, str] = {}
         for dicom_id, patient in zip(column["dicom_ids"], column["patient_ids"]):
             first_patient.setdefault(str(dicom_id), str(patient))
@@ -165,11 +171,12 @@ class GazeCXRDataset(Dataset):
         f = self._h5(k)
         sample: dict[str, Any] = {
             "image": torch.from_numpy(f["image"][row].astype(np.float32))[None],
-            "heatmap": torch.from_numpy(f["heatmap"][row].astype(np.float32))[None],
             "label": int(self.labels[i]) if self.targets is self.labels else torch.from_numpy(self.targets[i]),
             "dicom_id": str(self.dicom_ids[i]),
             "index": index,
         }
+        if self.has_heatmap:
+            sample["heatmap"] = torch.from_numpy(f["heatmap"][row].astype(np.float32))[None]
         if self.has_masks:
             sample["lung_mask"] = torch.from_numpy(f["lung_mask"][row])[None]
             sample["heart_mask"] = torch.from_numpy(f["heart_mask"][row])[None]
@@ -195,6 +202,56 @@ class GazeCXRDataset(Dataset):
         names = [str(n) for n in f["ellipse_labels"].attrs["label_names"]]
         return (f["ellipses"][start:stop].astype(np.float32).reshape(-1, 4),
                 f["ellipse_labels"][start:stop].astype(bool).reshape(-1, len(names)), names)
+
+    def regions(self, index: int) -> RegionBoxes:
+        """Annotated regions of record ``index`` (a sample's ``index``): the boxes of a public dataset
+        (``boxes``, with finding and reader per box) or a REFLACX file's ellipses (one row per ellipse and
+        label, reader = reading id); empty when the file stores none."""
+        k, row = self._locate(index)
+        f = self._h5(k)
+        if "box_offsets" in f:
+            start, stop = (int(v) for v in f["box_offsets"][row:row + 2])
+            return RegionBoxes(f["boxes"][start:stop].astype(np.float32).reshape(-1, 4),
+                               f["boxes_original"][start:stop].astype(np.float32).reshape(-1, 4),
+                               f["box_finding"][start:stop].astype(np.int32),
+                               np.array(f["box_reader"].asstr()[start:stop], dtype=object), "box",
+                               [str(n) for n in f["box_finding"].attrs["label_names"]])
+        boxes, labels, names = self.finding_ellipses(index)
+        if not len(boxes):
+            return no_regions(names)
+        start = int(f["ellipse_offsets"][row])
+        which = f["ellipse_reading"][start:start + len(boxes)]
+        ids = f["reading_id"].asstr()[:] if "reading_id" in f else np.zeros(0, dtype=object)
+        rows, finding = np.nonzero(labels) if labels.size else (np.zeros(0, int), np.zeros(0, int))
+        bare = np.flatnonzero(~labels.any(axis=1)) if labels.size else np.arange(len(boxes))
+        rows, finding = np.concatenate([rows, bare]), np.concatenate([finding, np.full(len(bare), -1)])
+        order = np.argsort(rows, kind="stable")
+        rows, finding = rows[order], finding[order]
+        letterbox = self.letterbox(index)
+        (nh, nw), (h, w) = letterbox.resized, letterbox.orig_size
+        scale = np.array([w / nw, h / nh, w / nw, h / nh])
+        shift = np.array([letterbox.pad[1], letterbox.pad[0]] * 2)
+        original = ((boxes[rows] - shift) * scale).astype(np.float32)
+        reader = np.array([str(ids[r]) if 0 <= r < len(ids) else "" for r in which[rows]], dtype=object)
+        return RegionBoxes(boxes[rows], original, finding.astype(np.int32), reader, "ellipse", names)
+
+    def region_mask(self, index: int, finding: str | None = None) -> np.ndarray | None:
+        """(H, W) bool canvas region of record ``index``: the stored ``region_mask`` (when ``finding`` is None
+        or the mask's finding), else the union of its boxes (of ``finding``) rasterised (pixel centres inside;
+        ellipses as ellipses). None when the record was not annotated for regions (e.g. an NIH image outside
+        the box list) or the file has no region ground truth."""
+        k, row = self._locate(index)
+        f = self._h5(k)
+        if "regions_known" in f and not bool(f["regions_known"][row]):
+            return None
+        if "region_mask" in f and (finding is None or finding == f["region_mask"].attrs.get("finding")):
+            return f["region_mask"][row].astype(bool)
+        regions = self.regions(index)
+        if "regions_known" not in f and not len(regions):
+            return None
+        if finding is not None:
+            regions = regions.of(finding)
+        return regions.mask(self.canvas)
 
     def reader_count(self, index: int) -> int:
         """Number of readings with a heatmap of record ``index`` stored separately (0 for one-reader files)."""

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_rescale
+from pydicom.pixels import apply_rescale, apply_voi_lut
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -86,10 +86,12 @@ def _decode_dicom(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
     return ds, pixels
 
 
-def read_dicom(path: str | Path) -> np.ndarray:
+def read_dicom(path: str | Path, voi_lut: bool = False) -> np.ndarray:
     """Pixel data of a single-frame DICOM radiograph as float32 in [0, 1], bright = dense.
 
-    Applies the rescale slope/intercept, inverts MONOCHROME1 and turns colour into grey.
+    Applies the rescale slope/intercept, with ``voi_lut`` the file's VOI LUT or window centre/width
+    (pydicom's ``apply_voi_lut``; nothing when it has neither), inverts MONOCHROME1 and turns colour
+    into grey.
     Only pixel data and the attributes needed to interpret it are read; no patient metadata
     leaves this function.
     """
@@ -100,6 +102,8 @@ def read_dicom(path: str | Path) -> np.ndarray:
     if pixels.ndim != 2:
         raise ImageReadError(f"{path}: pixel array of shape {pixels.shape}; {_SINGLE_FRAME_HINT}")
     pixels = apply_rescale(pixels, ds).astype(np.float32)
+    if voi_lut:
+        pixels = np.asarray(apply_voi_lut(pixels, ds), np.float32)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         pixels = pixels.max() - pixels
     return scale_to_unit(pixels)
@@ -122,14 +126,15 @@ def read_raster(path: str | Path) -> np.ndarray:
     return scale_to_unit(pixels)
 
 
-def read_radiograph(path: str | Path) -> np.ndarray:
-    """Read a DICOM, PNG or JPEG radiograph (recognised by content, see `image_kind`) as float32 in [0, 1]."""
+def read_radiograph(path: str | Path, voi_lut: bool = False) -> np.ndarray:
+    """Read a DICOM, PNG or JPEG radiograph (recognised by content, see `image_kind`) as float32 in [0, 1];
+    ``voi_lut`` applies a DICOM's VOI LUT / window (see `read_dicom`)."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file")
-    return read_dicom(path) if image_kind(path) == "dicom" else read_raster(path)
+    return read_dicom(path, voi_lut) if image_kind(path) == "dicom" else read_raster(path)
 
 
 def locate_image(image_root: str | Path, relative: str) -> Path:

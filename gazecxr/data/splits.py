@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 SPLIT_METHODS = ("paper", "ratio")
+"""Methods :func:`make_split` computes; ``official`` (a dataset's own lists) is :func:`official_split`."""
 
 
 def _group_take(groups: np.ndarray, rng: np.random.Generator, target: int) -> np.ndarray:
@@ -71,6 +72,20 @@ def _stratified_group_fold(
         shuffle = GroupShuffleSplit(n_splits=1, test_size=1 / n_splits, random_state=seed)
         _, held = next(shuffle.split(idx, labels, groups))
     return idx[held]
+
+
+def official_split(groups: np.ndarray, given: np.ndarray, seed: int = 0, val_fraction: float = 0.1) -> np.ndarray:
+    """A dataset's own split (``given``: "test" for its test list, anything else for its training list)
+    with ``val_fraction`` of the training records carved out as "val", grouped by patient (``groups``)."""
+    groups = np.asarray(groups).astype(str)
+    given = np.asarray(given).astype(str)
+    split = np.where(given == "test", "test", "train").astype(object)
+    rest = np.flatnonzero(split == "train")
+    n_val = max(1, round(val_fraction * len(rest))) if val_fraction > 0 and len(rest) > 1 else 0
+    if n_val:
+        val = _group_take(groups[rest], np.random.default_rng(seed), n_val)
+        split[rest[val]] = "val"
+    return split.astype(str)
 
 
 def make_split(

@@ -14,8 +14,14 @@ from gazecxr.tasks.specs import (
     task_record,
     with_outputs,
 )
+from gazecxr.tasks.public import CheXpert14, DatasetFindings, NIH14Findings, SIIMPneumothorax, VinDrFindings
 
 __all__ = [
+    "CheXpert14",
+    "DatasetFindings",
+    "NIH14Findings",
+    "SIIMPneumothorax",
+    "VinDrFindings",
     "DEFAULT_TASK",
     "ExclusiveClasses",
     "Findings",
