@@ -14,6 +14,7 @@ from data_prep.common import EPILOG, add_output_arguments, options_from, run_con
 from gazecxr.data.convert import convert_source
 from gazecxr.data.heatmap import DEFAULT_SIGMA
 from gazecxr.data.sources.reflacx import ReflacxSource
+from gazecxr.data.synthetic.knobs import knobs_attrs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
               else "gaze samples blurred with sigma (EGD recipe)")
     return run_conversion(lambda: convert_source(source, args.out, options_from(args, args.heatmap),
                                                  progress=not args.quiet,
-                                                 attrs={"heatmap": f"mean of the readers' normalised maps; {recipe}"}),
+                                                 attrs={"heatmap": f"mean of the readers' normalised maps; {recipe}",
+                                                        **knobs_attrs(args.reflacx_dir)}),
                           args.out)
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from gazecxr.data.synthetic import generate, reference_sigma
+from gazecxr.data.synthetic.knobs import Knobs
 from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
 
 _DESCRIPTION = """\
@@ -27,7 +28,17 @@ With --format reflacx the same phantoms are written in the REFLACX 1.0.0 layout 
 with five readers on every fifth image (one discarded reading per phase-2 image) and planted,
 visible findings (ellipses + certainties). Convert it with python -m data_prep.reflacx.
 
-The output is a deterministic function of --seed. All DICOM patient metadata is fake.
+Phantom knobs (both layouts; defaults give the unmodified phantoms, non-default values are
+recorded in EGD/ or REFLACX/synthetic_knobs.json and by the converter in the HDF5 attribute
+synthetic_knobs): --evidence-contrast c scales how much a diseased film differs from a normal one
+(consolidation and perihilar-haze density, CHF heart-size excess), --evidence-size s scales the
+consolidation radius and the haze widths, --distractors k puts k consolidation-like blobs of half
+the density into the lungs of every film, and --gaze-informativeness g makes every reading spend
+exactly the fraction g of its on-film dwell time on the class evidence (consolidation disc / perihilar
+zones inside the lungs) and the rest sweeping the lungs uniformly, independent of the evidence.
+Changing only g keeps the films, labels and identifiers.
+
+The output is a deterministic function of --seed and the knobs. All DICOM patient metadata is fake.
 """
 
 
@@ -48,13 +59,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="nominal image height in pixels; heights vary by +-15%% (default: 1024)")
     parser.add_argument("--format", choices=("egd", "reflacx"), default="egd",
                         help="raw layout to write: EGD-CXR (default) or REFLACX")
+    parser.add_argument("--evidence-contrast", type=float, default=1.0, metavar="C",
+                        help="scale of the class evidence's density contrast, >= 0 (default: 1)")
+    parser.add_argument("--evidence-size", type=float, default=1.0, metavar="S",
+                        help="scale of the consolidation radius and perihilar-haze widths, in (0, 3] (default: 1)")
+    parser.add_argument("--distractors", type=int, default=0, metavar="K",
+                        help="consolidation-like blobs at half density in every film's lungs (default: 0)")
+    parser.add_argument("--gaze-informativeness", type=float, default=None, metavar="G",
+                        help="fraction in [0, 1] of each reading's on-film dwell time on the class evidence, "
+                        "the rest a uniform lung sweep (default: the unmodified reading)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     writer = generate_reflacx if args.format == "reflacx" else generate
     try:
+        knobs = Knobs(evidence_contrast=args.evidence_contrast, evidence_size=args.evidence_size,
+                      distractors=args.distractors, gaze_informativeness=args.gaze_informativeness)
         summary = writer(args.out, n=args.n, seed=args.seed, size=args.size,
-                         progress=not args.quiet, overwrite=args.overwrite)
+                         progress=not args.quiet, overwrite=args.overwrite, knobs=knobs)
     except (FileExistsError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     print(json.dumps(summary, indent=2))

@@ -23,6 +23,7 @@ from gazecxr.data.sources.egd_format import (
     read_master_sheet,
     stream_gaze,
 )
+from gazecxr.data.synthetic.knobs import knobs_attrs
 from gazecxr.data.tables import GazePoints
 
 
@@ -88,4 +89,4 @@ def convert_egd_cxr(
     source = EGDSource(Path(egd_dir), Path(image_dir))
     return convert_source(source, output, options, progress, fixations=source.has_fixations,
                           attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
-                                 "synthetic": is_synthetic_source(egd_dir)})
+                                 "synthetic": is_synthetic_source(egd_dir), **knobs_attrs(egd_dir)})

@@ -4,7 +4,9 @@ A reading is a sequence of fixations that sweeps both lungs, looks at the heart,
 the class evidence (heart and hila for CHF, the consolidation for pneumonia, scattered
 checks for a normal film) and sometimes strays off the film. It is sampled at 60 Hz with
 small jitter, and converted to Gazepoint-style rows with the display mapping of the image
-onto a 1920×1080 screen.
+onto a 1920×1080 screen. With a ``gaze_informativeness`` knob g the reading is planned
+differently: a fraction g of its on-film dwell time on the film's evidence region, the rest a
+sweep of the lung fields (exact definition in `gazecxr.data.synthetic.knobs`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from gazecxr.data.sources.egd_format import GAZE_COLUMNS, SCREEN_SIZE
-from gazecxr.data.synthetic.phantom import CHF, PNEUMONIA, Anatomy, Phantom
+from gazecxr.data.synthetic.knobs import INFORMED_FIXATIONS
+from gazecxr.data.synthetic.phantom import CHF, PNEUMONIA, Anatomy, Phantom, evidence_mask
 
 SAMPLE_RATE = 60.0
 """Gaze samples per second."""
 
 MEAN_FIXATION_S = 0.3
 """Mean fixation duration of an ordinary fixation (gamma distributed)."""
+
+OFF_FILM, SWEEP, EVIDENCE = -1, 0, 1
+"""What a planned fixation of an informed reading looks at (`simulate_reading` with ``informativeness``)."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,14 @@ def display_pads(height: int, width: int) -> tuple[int, int, int, int]:
     return extra // 2, extra - extra // 2, 0, 0
 
 
-def simulate_reading(phantom: Phantom, rng: np.random.Generator) -> Reading:
-    """Simulate one radiologist reading of ``phantom``; positions follow its posed anatomy."""
+def simulate_reading(phantom: Phantom, rng: np.random.Generator, informativeness: float | None = None) -> Reading:
+    """Simulate one radiologist reading of ``phantom``; positions follow its posed anatomy.
+
+    ``informativeness`` g (None: the default reading) directs a fraction g of the on-film dwell time
+    at the phantom's `evidence_mask` and sweeps the lungs uniformly with the rest.
+    """
+    if informativeness is not None:
+        return _informed_reading(phantom, rng, float(informativeness))
     ax, ay, spread, mean_dur = _plan(phantom.anatomy, phantom.label, rng)
     px, py = phantom.pose.to_pixel(ax + spread * rng.standard_normal(ax.size),
                                    ay + spread * rng.standard_normal(ay.size))
@@ -66,6 +78,36 @@ def simulate_reading(phantom: Phantom, rng: np.random.Generator) -> Reading:
     px, py, mean_dur = _add_off_film(rng, np.asarray(px), np.asarray(py), mean_dur, height, width)
     jitter = 0.006 * max(height, width)
     return _sample(rng, px, py, mean_dur, jitter)
+
+
+def _uniform_points(rng: np.random.Generator, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` (column, row) points uniform over the pixels of ``mask`` (each anywhere inside its pixel)."""
+    flat = np.flatnonzero(mask)
+    pick = flat[rng.integers(flat.size, size=k)]
+    rows, cols = np.divmod(pick, mask.shape[1])
+    return cols + rng.uniform(-0.5, 0.5, k), rows + rng.uniform(-0.5, 0.5, k)
+
+
+def _informed_reading(phantom: Phantom, rng: np.random.Generator, g: float) -> Reading:
+    """A reading whose on-film dwell time is exactly a fraction ``g`` on the evidence region (fixation
+    points uniform over it) and ``1 - g`` on a top-to-bottom sweep of points uniform over the lungs."""
+    if not 0.0 <= g <= 1.0:
+        raise ValueError(f"gaze informativeness must be in [0, 1], got {g!r}")
+    lungs = phantom.masks["right_lung"] | phantom.masks["left_lung"]
+    evidence = evidence_mask(phantom)
+    n = int(rng.integers(*INFORMED_FIXATIONS))
+    n_evidence = 0 if not evidence.any() or g == 0.0 else n if g == 1.0 else int(np.clip(round(g * n), 1, n - 1))
+    sx, sy = _uniform_points(rng, lungs, n - n_evidence)
+    order = np.lexsort((sy, sx > phantom.pose.cx))
+    ex, ey = _uniform_points(rng, evidence, n_evidence) if n_evidence else (np.zeros(0), np.zeros(0))
+    at = int(rng.integers(0, n - n_evidence + 1))
+    px = np.concatenate([sx[order][:at], ex, sx[order][at:]])
+    py = np.concatenate([sy[order][:at], ey, sy[order][at:]])
+    kind = np.concatenate([np.full(at, SWEEP), np.full(n_evidence, EVIDENCE), np.full(n - n_evidence - at, SWEEP)])
+    height, width = phantom.shape
+    px, py, mean_dur, kind = _add_off_film(rng, px, py, np.full(n, MEAN_FIXATION_S), height, width, kind)
+    share = g if n_evidence and n_evidence < n else None
+    return _sample(rng, px, py, mean_dur, 0.006 * max(height, width), kind=kind, evidence_share=share)
 
 
 def calibration_reading(rng: np.random.Generator) -> Reading:
@@ -144,10 +186,11 @@ def _plan(anatomy: Anatomy, label: int, rng: np.random.Generator) -> tuple[np.nd
 
 
 def _add_off_film(rng: np.random.Generator, px: np.ndarray, py: np.ndarray, mean_dur: np.ndarray,
-                  height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Insert a few fixations outside the film (on the padding, or past the screen edge)."""
+                  height: int, width: int, kind: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Insert a few fixations outside the film (on the padding, or past the screen edge); with ``kind``
+    (what each fixation looks at) also returns it, the inserted ones `OFF_FILM`."""
     if rng.random() < 0.15:
-        return px, py, mean_dur
+        return (px, py, mean_dur) if kind is None else (px, py, mean_dur, kind)
     for _ in range(int(rng.integers(1, 4))):
         at = int(rng.integers(1, px.size + 1))
         if rng.random() < 0.75:
@@ -160,14 +203,23 @@ def _add_off_film(rng: np.random.Generator, px: np.ndarray, py: np.ndarray, mean
             oy = -beyond if rng.random() < 0.5 else height + beyond
         px, py = np.insert(px, at, ox), np.insert(py, at, oy)
         mean_dur = np.insert(mean_dur, at, 0.2)
-    return px, py, mean_dur
+        if kind is not None:
+            kind = np.insert(kind, at, OFF_FILM)
+    return (px, py, mean_dur) if kind is None else (px, py, mean_dur, kind)
 
 
 def _sample(rng: np.random.Generator, px: np.ndarray, py: np.ndarray, mean_dur: np.ndarray,
-            jitter: float) -> Reading:
-    """Gamma-distributed fixation durations, saccade gaps, and 60 Hz jittered samples."""
+            jitter: float, kind: np.ndarray | None = None, evidence_share: float | None = None) -> Reading:
+    """Gamma-distributed fixation durations, saccade gaps, and 60 Hz jittered samples. With
+    ``evidence_share`` the durations of the `EVIDENCE` and `SWEEP` fixations (``kind``) are rescaled so
+    that the evidence ones hold exactly that share of their summed duration."""
     n = px.size
     dur = np.maximum(rng.gamma(3.0, mean_dur / 3.0), 0.08)
+    if evidence_share is not None:
+        on_evidence, on_sweep = kind == EVIDENCE, kind == SWEEP
+        total = dur[on_evidence].sum() + dur[on_sweep].sum()
+        dur[on_evidence] *= evidence_share * total / dur[on_evidence].sum()
+        dur[on_sweep] *= (1.0 - evidence_share) * total / dur[on_sweep].sum()
     amplitude = np.hypot(np.diff(px), np.diff(py)) / max(np.ptp(px), np.ptp(py), 1.0)
     gap = np.append(0.02 + 0.04 * amplitude + rng.uniform(0.0, 0.01, n - 1), 0.0)
     start = np.concatenate([[0.0], np.cumsum(dur + gap)[:-1]])

@@ -3,7 +3,8 @@
 Anatomy lives in normalised anatomical coordinates: ``x`` runs to the image right (the
 patient's left, as on a PA film), ``y`` runs down, and the rib cage spans about [-1, 1] in
 both. A random :class:`Pose` maps them to image pixels (column, row), so every structure
-position kept in :class:`Anatomy` can be located on the film.
+position kept in :class:`Anatomy` can be located on the film. The class evidence's
+visibility, distractor blobs and the gaze's informativeness are set by :class:`.knobs.Knobs`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from PIL import Image
 from scipy import ndimage
+
+from gazecxr.data.synthetic.knobs import DEFAULT_KNOBS, DISTRACTOR_AMPLITUDE, NORMAL_CTR, Knobs
 
 NORMAL, CHF, PNEUMONIA = 0, 1, 2
 
@@ -64,6 +67,10 @@ class Anatomy:
     body_half_width: float
     opacity: tuple[float, float, float] | None
     """(centre x, centre y, radius) of the pneumonia consolidation, else None."""
+    haze_widths: tuple[float, float] = (0.24, 0.30)
+    """(σ across, σ down) of the CHF perihilar haze around each hilum."""
+    distractors: tuple[tuple[float, float, float], ...] = ()
+    """(centre x, centre y, radius) of each distractor blob."""
 
     @property
     def cardiothoracic_ratio(self) -> float:
@@ -85,6 +92,7 @@ class Phantom:
     label: int
     pose: Pose
     anatomy: Anatomy
+    knobs: Knobs = DEFAULT_KNOBS
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -99,11 +107,19 @@ def sample_film_size(rng: np.random.Generator, size: int) -> tuple[int, int]:
     return height, width
 
 
-def draw_phantom(rng: np.random.Generator, label: int, height: int, width: int) -> Phantom:
-    """Draw a posed chest film of the given class (NORMAL, CHF or PNEUMONIA) and size."""
+def draw_phantom(rng: np.random.Generator, label: int, height: int, width: int, knobs: Knobs = DEFAULT_KNOBS,
+                 distractor_rng: np.random.Generator | None = None) -> Phantom:
+    """Draw a posed chest film of the given class (NORMAL, CHF or PNEUMONIA) and size.
+
+    ``knobs`` sets the evidence's contrast and size and the number of distractor blobs, which are
+    placed and drawn with ``distractor_rng`` (required when ``knobs.distractors`` > 0), so the rest
+    of the film is the same with or without them.
+    """
     if label not in (NORMAL, CHF, PNEUMONIA):
         raise ValueError(f"label must be 0, 1 or 2, got {label!r}")
-    anatomy = _sample_anatomy(rng, label)
+    if knobs.distractors and distractor_rng is None:
+        raise ValueError("knobs.distractors > 0 needs a distractor_rng")
+    anatomy = _sample_anatomy(rng, label, knobs)
     pose = _sample_pose(rng, height, width)
     f = min(1.0, _WORK_HEIGHT / height)
     work_shape = (max(8, round(height * f)), max(8, round(width * f)))
@@ -114,7 +130,13 @@ def draw_phantom(rng: np.random.Generator, label: int, height: int, width: int) 
     fields = _fields(x, y, anatomy, edge=1.2 / px_per_unit)
     if anatomy.opacity is not None:
         anatomy = _place_opacity(rng, anatomy, x, y, fields)
-    density = _density(rng, x, y, label, anatomy, fields, px_per_unit)
+    if knobs.distractors:
+        anatomy = _place_distractors(distractor_rng, anatomy, knobs, x, y, fields)
+    extra = None
+    if anatomy.distractors:
+        extra = DISTRACTOR_AMPLITUDE * knobs.evidence_contrast * fields["lungs"] * sum(
+            _consolidation(distractor_rng, x, y, blob, px_per_unit) for blob in anatomy.distractors)
+    density = _density(rng, x, y, label, anatomy, fields, px_per_unit, knobs.evidence_contrast, extra)
     work_image = _expose(rng, density)
     _burn_marker(rng, work_image)
     image = _resize(work_image, height, width)
@@ -125,23 +147,45 @@ def draw_phantom(rng: np.random.Generator, label: int, height: int, width: int) 
     np.clip(image, 0.0, 1.0, out=image)
     names = ("right_lung", "left_lung", "mediastinum", "aortic_knob", "heart")
     masks = {name: _upsample_mask(fields[name], height, width) for name in names}
-    return Phantom(image=image, masks=masks, label=label, pose=pose, anatomy=anatomy)
+    return Phantom(image=image, masks=masks, label=label, pose=pose, anatomy=anatomy, knobs=knobs)
 
 
-def _sample_anatomy(rng: np.random.Generator, label: int) -> Anatomy:
+def evidence_mask(phantom: Phantom) -> np.ndarray:
+    """Boolean (H, W) mask of the film's evidence region (see `gazecxr.data.synthetic.knobs`): the part of
+    the lung fields inside the consolidation disc (pneumonia) or within one haze σ of either hilum
+    (CHF); empty for a normal film."""
+    lungs = phantom.masks["right_lung"] | phantom.masks["left_lung"]
+    height, width = phantom.shape
+    x, y = phantom.pose.to_anatomical(np.arange(width)[None, :], np.arange(height)[:, None])
+    if phantom.label == PNEUMONIA:
+        ox, oy, r = phantom.anatomy.opacity
+        return lungs & (np.hypot(x - ox, y - oy) <= r)
+    if phantom.label == CHF:
+        sx, sy = phantom.anatomy.haze_widths
+        near = np.zeros(phantom.shape, bool)
+        for hx, hy in phantom.anatomy.hila:
+            near |= ((x - hx) / sx) ** 2 + ((y - hy) / sy) ** 2 <= 1.0
+        return lungs & near
+    return np.zeros(phantom.shape, bool)
+
+
+def _sample_anatomy(rng: np.random.Generator, label: int, knobs: Knobs = DEFAULT_KNOBS) -> Anatomy:
     lung_a = rng.uniform(0.40, 0.45)
     lung_b = rng.uniform(0.92, 1.0)
     lungs = ((-(0.95 - lung_a), 0.0, lung_a, lung_b), (0.95 - lung_a, 0.0, lung_a, lung_b))
     right_dome = rng.uniform(0.68, 0.80)
     domes = (right_dome, right_dome + rng.uniform(0.03, 0.10))
     ctr = rng.uniform(0.60, 0.70) if label == CHF else rng.uniform(0.38, 0.48)
+    if label == CHF:
+        ctr += (knobs.evidence_contrast - 1.0) * (ctr - NORMAL_CTR)
     heart = (0.06 + 0.5 * (ctr - 0.45), 0.58 + 0.1 * (ctr - 0.45), ctr, 0.29 * math.sqrt(ctr / 0.45))
     hila = ((-rng.uniform(0.24, 0.30), rng.uniform(-0.05, 0.05)),
             (rng.uniform(0.26, 0.33), rng.uniform(-0.12, -0.02)))
     knob = (rng.uniform(0.13, 0.19), rng.uniform(-0.46, -0.36), rng.uniform(0.07, 0.09))
-    opacity = (0.0, 0.0, rng.uniform(0.11, 0.16)) if label == PNEUMONIA else None
+    opacity = (0.0, 0.0, rng.uniform(0.11, 0.16) * knobs.evidence_size) if label == PNEUMONIA else None
     return Anatomy(lungs=lungs, domes=domes, heart=heart, hila=hila, aortic_knob=knob,
-                   body_half_width=rng.uniform(1.12, 1.55), opacity=opacity)
+                   body_half_width=rng.uniform(1.12, 1.55), opacity=opacity,
+                   haze_widths=(0.24 * knobs.evidence_size, 0.30 * knobs.evidence_size))
 
 
 def _sample_pose(rng: np.random.Generator, height: int, width: int) -> Pose:
@@ -204,6 +248,26 @@ def _place_opacity(rng: np.random.Generator, anatomy: Anatomy, x, y, fields) -> 
     return replace(anatomy, opacity=(ox, oy, radius))
 
 
+def _place_distractors(rng: np.random.Generator, anatomy: Anatomy, knobs: Knobs, x, y, fields) -> Anatomy:
+    """``knobs.distractors`` blobs with the consolidation's radius distribution, well inside a random lung
+    and clear of the consolidation (the last try is kept when none of 50 fits)."""
+    blobs: list[tuple[float, float, float]] = []
+    for _ in range(knobs.distractors):
+        radius = rng.uniform(0.11, 0.16) * knobs.evidence_size
+        for _ in range(50):
+            side = int(rng.integers(2))
+            cx, cy, a, b = anatomy.lungs[side]
+            bx, by = cx + rng.uniform(-0.6, 0.6) * a, cy + rng.uniform(-0.7, 0.6) * b
+            near = np.hypot(x - bx, y - by) < 0.6 * radius
+            lung = fields[("right_lung", "left_lung")[side]]
+            clear = anatomy.opacity is None or math.hypot(bx - anatomy.opacity[0], by - anatomy.opacity[1]) > (
+                1.3 * (radius + anatomy.opacity[2]))
+            if near.any() and lung[near].min() > 0.5 and clear:
+                break
+        blobs.append((bx, by, radius))
+    return replace(anatomy, distractors=tuple(blobs))
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian random field with unit standard deviation and correlation length ``sigma`` px."""
     k = max(1, int(sigma / 2))
@@ -214,8 +278,11 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return (field - field.mean()) / (field.std() + 1e-8)
 
 
-def _density(rng: np.random.Generator, x, y, label: int, anatomy: Anatomy, fields, px: float) -> np.ndarray:
-    """X-ray attenuation of the phantom (arbitrary units, bright = dense); ``px`` = pixels per unit."""
+def _density(rng: np.random.Generator, x, y, label: int, anatomy: Anatomy, fields, px: float,
+             contrast: float = 1.0, extra: np.ndarray | None = None) -> np.ndarray:
+    """X-ray attenuation of the phantom (arbitrary units, bright = dense); ``px`` = pixels per unit,
+    ``contrast`` scales the consolidation's and the haze's amplitude, ``extra`` (the distractors) is
+    added before the exposure gradient."""
     shape = x.shape
     lungs, body = fields["lungs"], fields["body"]
     thickness = np.sqrt(np.clip(1.0 - (x / (anatomy.body_half_width + 0.1)) ** 2, 0.05, 1.0))
@@ -236,11 +303,14 @@ def _density(rng: np.random.Generator, x, y, label: int, anatomy: Anatomy, field
     vessels = np.exp(-(_smooth_noise(rng, shape, 0.05 * px) / 0.25) ** 2)
     d += lungs * (0.06 * hilar + 0.05 * vessels * np.clip(reach, 0.0, 1.0))
     if anatomy.opacity is not None:
-        d += _consolidation(rng, x, y, anatomy.opacity, px) * lungs
+        d += _consolidation(rng, x, y, anatomy.opacity, px, contrast) * lungs
     if label == CHF:
-        haze = sum(np.exp(-0.5 * (((x - hx) / 0.24) ** 2 + ((y - hy) / 0.30) ** 2)) for hx, hy in anatomy.hila)
+        sx, sy = anatomy.haze_widths
+        haze = sum(np.exp(-0.5 * (((x - hx) / sx) ** 2 + ((y - hy) / sy) ** 2)) for hx, hy in anatomy.hila)
         texture = 1.0 + 0.25 * _smooth_noise(rng, shape, 0.06 * px)
-        d += rng.uniform(0.14, 0.20) * np.clip(haze, 0.0, 1.2) * texture * lungs
+        d += contrast * rng.uniform(0.14, 0.20) * np.clip(haze, 0.0, 1.2) * texture * lungs
+    if extra is not None:
+        d += extra
     gradient = rng.uniform(-0.08, 0.08) * x + rng.uniform(-0.08, 0.08) * y
     return d * (1.0 + gradient)
 
@@ -256,14 +326,14 @@ def _ribs(rng: np.random.Generator, x, y) -> np.ndarray:
     return rng.uniform(0.06, 0.10) * post + 0.04 * ant * _soft(ax - 0.25, 0.1)
 
 
-def _consolidation(rng: np.random.Generator, x, y, opacity, px: float) -> np.ndarray:
-    """Irregular, soft-edged bright blob (airspace consolidation)."""
+def _consolidation(rng: np.random.Generator, x, y, opacity, px: float, contrast: float = 1.0) -> np.ndarray:
+    """Irregular, soft-edged bright blob (airspace consolidation), its amplitude times ``contrast``."""
     ox, oy, r = opacity
     dist = np.hypot(x - ox, y - oy) / r
     outline = _smooth_noise(rng, x.shape, 0.4 * r * px)
     blob = np.clip((1.15 - dist + 0.2 * outline) / 0.5, 0.0, 1.0) ** 1.5
     mottle = 0.85 + 0.15 * _smooth_noise(rng, x.shape, 0.15 * r * px)
-    return rng.uniform(0.28, 0.36) * blob * mottle
+    return contrast * rng.uniform(0.28, 0.36) * blob * mottle
 
 
 def _expose(rng: np.random.Generator, density: np.ndarray) -> np.ndarray:

@@ -7,7 +7,11 @@ five radiologists in phase 1, every tenth (offset 5) by five in phase 2 (one of 
 readings discarded), the rest once in phase 3. Readers share the film's evidence (they
 dwell on the planted findings they notice) but scan in their own order, pace and bias.
 Planted findings are drawn into the film: the class evidence of the EGD phantoms
-(enlarged heart + oedema for CHF, consolidation for pneumonia) plus small nodules.
+(enlarged heart + oedema for CHF, consolidation for pneumonia) plus small nodules. The
+knobs of `gazecxr.data.synthetic.knobs` apply as in the EGD layout; with a ``gaze_informativeness``
+each reader's fixations are that knob's reading (no extra dwells on the noticed findings), in the
+reader's own pace, order and bias. Non-default knobs are recorded in
+``REFLACX/synthetic_knobs.json``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from gazecxr.data.sources.reflacx_format import (
     TRANSCRIPTION,
 )
 from gazecxr.data.synthetic.gaze import Reading, simulate_reading
+from gazecxr.data.synthetic.knobs import DEFAULT_KNOBS, Knobs, write_knobs
 from gazecxr.data.synthetic.phantom import (
     CHF,
     PNEUMONIA,
@@ -64,8 +69,9 @@ _NODULE_P = 0.5
 
 
 def generate_reflacx(out_dir: str | os.PathLike, n: int = 50, seed: int = 0, size: int = 512,
-                     progress: bool = True, overwrite: bool = False) -> dict:
-    """Write ``n`` synthetic films with REFLACX readings under ``out_dir`` (atomically); return counts."""
+                     progress: bool = True, overwrite: bool = False, knobs: Knobs = DEFAULT_KNOBS) -> dict:
+    """Write ``n`` synthetic films with REFLACX readings under ``out_dir`` (atomically), drawn with
+    ``knobs``; return counts."""
     if n < 1 or size < 64:
         raise ValueError(f"need n >= 1 and size >= 64, got n={n}, size={size}")
     out = Path(out_dir).absolute()
@@ -74,14 +80,14 @@ def generate_reflacx(out_dir: str | os.PathLike, n: int = 50, seed: int = 0, siz
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        counts = _Writer(tmp, seed, size).write(n, progress)
+        counts = _Writer(tmp, seed, size, knobs).write(n, progress)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**counts, "seed": seed, "size": size,
+    return {**counts, "seed": seed, "size": size, "knobs": knobs.as_dict(),
             "paths": {"root": str(out), "reflacx": str(out / "REFLACX"), "mimic": str(out / "MIMIC")}}
 
 
@@ -125,10 +131,10 @@ def plant_findings(phantom: Phantom, rng: np.random.Generator) -> list[tuple[str
 
 
 class _Writer:
-    def __init__(self, root: Path, seed: int, size: int):
+    def __init__(self, root: Path, seed: int, size: int, knobs: Knobs = DEFAULT_KNOBS):
         self.main, self.gaze_dir, self.mimic = root / "REFLACX" / MAIN_DIR, root / "REFLACX" / GAZE_DIR, root / "MIMIC"
         self.main.mkdir(parents=True)
-        self.seed, self.size = seed, size
+        self.seed, self.size, self.knobs = seed, size, knobs
         self.used_patients: set[str] = set()
         self.used_studies: set[str] = set()
         self.used_ids: set[str] = set()
@@ -144,6 +150,7 @@ class _Writer:
         for phase, rows in self.metadata.items():
             names = LABELS_PHASE_1 if phase == 1 else LABELS
             _csv(self.main / METADATA.format(phase=phase), pd.DataFrame(rows, columns=[*METADATA_COLUMNS, *names]))
+        write_knobs(self.main.parent, self.knobs)
         return self.counts
 
     def _image(self, i: int) -> None:
@@ -151,7 +158,8 @@ class _Writer:
                                          np.random.SeedSequence(self.seed, spawn_key=(_STREAM, i)).spawn(3))
         label = int(_rng(self.seed, _STREAM + 1, i // 3).permutation(3)[i % 3])
         height, width = sample_film_size(image_rng, self.size)
-        phantom = draw_phantom(image_rng, label, height, width)
+        phantom = draw_phantom(image_rng, label, height, width, self.knobs,
+                               _rng(self.seed, _STREAM + 3, i) if self.knobs.distractors else None)
         findings = plant_findings(phantom, find_rng)
         patient = _Patient(_unique(meta_rng, 10_000_000, 20_000_000, self.used_patients), "F", 50)
         study, dicom_id = _unique(meta_rng, 50_000_000, 60_000_000, self.used_studies), _hex_id(meta_rng)
@@ -225,10 +233,10 @@ class _Writer:
 
     def _simulate(self, phantom: Phantom, noticed, reader: int, rng: np.random.Generator) -> Reading:
         """The shared scan of the film plus dwells on noticed findings, in the reader's own style."""
-        base = simulate_reading(phantom, rng)
+        base = simulate_reading(phantom, rng, self.knobs.gaze_informativeness)
         pace, bias = self.styles[reader]
         xs, ys, durs = [base.fix_x], [base.fix_y], [base.fix_dur * pace]
-        for _, box, _ in noticed:
+        for _, box, _ in noticed if self.knobs.gaze_informativeness is None else ():
             k = int(rng.integers(3, 6))
             xs.append(rng.uniform(box[0], box[2], k))
             ys.append(rng.uniform(box[1], box[3], k))

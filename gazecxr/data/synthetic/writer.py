@@ -3,8 +3,10 @@
 ``DIR/EGD/`` gets ``master_sheet.csv``, ``eye_gaze.csv``, ``fixations.csv``,
 ``bounding_boxes.csv`` and ``audio_segmentation_transcripts/<dicom_id>/*.png``;
 ``DIR/MIMIC/files/pXX/p<patient>/s<study>/<dicom_id>.dcm`` gets the 12-bit DICOM films.
-Everything is a deterministic function of the seed, and image ``i`` does not depend on
-how many images are written.
+Everything is a deterministic function of the seed and the knobs (`gazecxr.data.synthetic.knobs`),
+and image ``i`` does not depend on how many images are written; the films and labels do not
+depend on the gaze knob either, so datasets that differ only in ``gaze_informativeness`` hold
+the same images.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from gazecxr.data.synthetic.gaze import (
     gaze_rows,
     simulate_reading,
 )
+from gazecxr.data.synthetic.knobs import DEFAULT_KNOBS, Knobs, write_knobs
 from gazecxr.data.synthetic.phantom import Phantom, draw_phantom, sample_film_size
 
 IMAGES_PER_SESSION = 20
@@ -61,7 +64,7 @@ BBOX_NAMES: dict[str, str] = {
 }
 """``bounding_boxes.csv`` bbox_name -> phantom mask it is derived from."""
 
-_IMAGE, _LABELS, _CALIBRATION = 0, 1, 2
+_IMAGE, _LABELS, _CALIBRATION, _DISTRACTORS = 0, 1, 2, 3
 _REPEAT_STUDY_P = 0.12
 
 _CLASS_DX = {1: ("Congestive heart failure, unspecified", "I509"), 2: ("Pneumonia, unspecified organism", "J189")}
@@ -107,10 +110,12 @@ def reference_sigma(size: int) -> float:
 
 
 def generate(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, size: int = 1024,
-             progress: bool = True, overwrite: bool = False) -> dict:
+             progress: bool = True, overwrite: bool = False, knobs: Knobs = DEFAULT_KNOBS) -> dict:
     """Write ``n`` synthetic films with gaze in the raw EGD-CXR layout under ``out_dir``.
 
-    ``size`` is the nominal film height in pixels. The dataset is written to a temporary
+    ``size`` is the nominal film height in pixels; ``knobs`` set the evidence, the distractors and
+    the gaze's informativeness (non-default values are recorded in ``EGD/synthetic_knobs.json``).
+    The dataset is written to a temporary
     sibling directory and renamed into place; an existing non-empty ``out_dir`` is refused
     unless ``overwrite``. Returns a summary: counts per class, patients, images, gaze rows,
     the suggested heatmap sigma and the paths written.
@@ -130,7 +135,7 @@ def generate(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, size: int 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        counts = _write_dataset(tmp, n=n, seed=seed, size=size, progress=progress)
+        counts = _write_dataset(tmp, n=n, seed=seed, size=size, progress=progress, knobs=knobs)
         if out.exists():
             old = tmp.with_name(tmp.name + "-old")
             os.replace(out, old)
@@ -143,7 +148,7 @@ def generate(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, size: int 
         raise
     egd = out / "EGD"
     return {
-        **counts, "seed": seed, "size": size, "suggested_sigma": reference_sigma(size),
+        **counts, "seed": seed, "size": size, "suggested_sigma": reference_sigma(size), "knobs": knobs.as_dict(),
         "paths": {"root": str(out), "egd": str(egd), "mimic": str(out / "MIMIC"),
                   "master_sheet": str(egd / MASTER_SHEET), "eye_gaze": str(egd / EYE_GAZE),
                   "fixations": str(egd / FIXATIONS), "bounding_boxes": str(egd / BOUNDING_BOXES),
@@ -198,10 +203,10 @@ def _unique(rng: np.random.Generator, low: int, high: int, used: set[str]) -> st
     return value
 
 
-def _write_dataset(root: Path, *, n: int, seed: int, size: int, progress: bool) -> dict:
+def _write_dataset(root: Path, *, n: int, seed: int, size: int, progress: bool, knobs: Knobs = DEFAULT_KNOBS) -> dict:
     """Write all files under ``root``; films are saved by one background thread."""
     with ThreadPoolExecutor(max_workers=1) as files:
-        writer = _DatasetWriter(root, seed=seed, size=size, files=files)
+        writer = _DatasetWriter(root, seed=seed, size=size, files=files, knobs=knobs)
         for i in tqdm(range(n), desc="synthetic films", unit="img", disable=not progress):
             writer.add(i)
         return writer.finish()
@@ -210,10 +215,10 @@ def _write_dataset(root: Path, *, n: int, seed: int, size: int, progress: bool) 
 class _DatasetWriter:
     """Adds images one at a time (index order) and finally writes the EGD tables."""
 
-    def __init__(self, root: Path, *, seed: int, size: int, files: ThreadPoolExecutor):
+    def __init__(self, root: Path, *, seed: int, size: int, files: ThreadPoolExecutor, knobs: Knobs = DEFAULT_KNOBS):
         self.egd, self.mimic = root / "EGD", root / "MIMIC"
         (self.egd / SEGMENTATION_DIR).mkdir(parents=True)
-        self.seed, self.size, self.files = seed, size, files
+        self.seed, self.size, self.files, self.knobs = seed, size, files, knobs
         self.pending: deque[Future] = deque()
         self.rows: list[dict] = []
         self.boxes: list[dict] = []
@@ -232,7 +237,8 @@ class _DatasetWriter:
         label = int(_rng(self.seed, _LABELS, i // 3).permutation(3)[i % 3])
         patient, study_id, dicom_id = self._identity(meta_rng)
         height, width = sample_film_size(image_rng, self.size)
-        phantom = draw_phantom(image_rng, label, height, width)
+        phantom = draw_phantom(image_rng, label, height, width, self.knobs,
+                               _rng(self.seed, _DISTRACTORS, i) if self.knobs.distractors else None)
         rel = f"files/p{patient.patient_id[:2]}/p{patient.patient_id}/s{study_id}/{dicom_id}.dcm"
         ds, value_range = _dicom_header(meta_rng, dicom_id=dicom_id, patient=patient, study_id=study_id,
                                         size=self.size)
@@ -249,7 +255,8 @@ class _DatasetWriter:
             self._append(self.session.add(calibration_reading(self.session.rng), height=1080, width=1920,
                                           pads=(0, 0, 0, 0), dicom_id=_hex_id(self.session.rng), media_id=0,
                                           rng=self.session.rng, pause=0.0))
-        self._append(self.session.add(simulate_reading(phantom, gaze_rng), height=height, width=width,
+        reading = simulate_reading(phantom, gaze_rng, self.knobs.gaze_informativeness)
+        self._append(self.session.add(reading, height=height, width=width,
                                       pads=pads, dicom_id=dicom_id, media_id=i % IMAGES_PER_SESSION + 1,
                                       rng=gaze_rng, pause=gaze_rng.uniform(1.0, 3.0)))
 
@@ -259,6 +266,7 @@ class _DatasetWriter:
             self.pending.popleft().result()
         _write_csv(self.egd / MASTER_SHEET, MASTER_SHEET_COLUMNS, self.rows)
         (self.egd / SYNTHETIC_MARKER).write_text(SYNTHETIC_MARKER_TEXT, encoding="utf-8")
+        write_knobs(self.egd, self.knobs)
         _write_csv(self.egd / BOUNDING_BOXES, BOUNDING_BOX_COLUMNS, self.boxes)
         n_raw = _write_gaze(self.egd / EYE_GAZE, self.raw)
         n_fix = _write_gaze(self.egd / FIXATIONS, self.fixations)

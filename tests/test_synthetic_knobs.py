@@ -1,0 +1,149 @@
+"""The synthetic generator's knobs: defaults leave the output unchanged, the gaze knob means what it says,
+the knobs are recorded in the raw files and the HDF5 attributes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from data_prep import synthetic as cli
+from gazecxr.data.convert import ConvertOptions
+from gazecxr.data.sources.egd_cxr import convert_egd_cxr
+from gazecxr.data.sources.egd_format import FIXATIONS, MASTER_SHEET
+from gazecxr.data.synthetic import generate
+from gazecxr.data.synthetic.gaze import simulate_reading
+from gazecxr.data.synthetic.knobs import KNOBS_FILE, NORMAL_CTR, Knobs, read_knobs
+from gazecxr.data.synthetic.phantom import CHF, NORMAL, PNEUMONIA, _sample_anatomy, draw_phantom, evidence_mask, sample_film_size
+from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
+
+DEFAULT_HASHES = ("25b789e0851bf5a5d36f39da19129626eeb1c01a9225bc922b8e8b94e4bbd23d",
+                  "d269050b773d5c39661bedeb6be51618a7e8d7de2374380c5dc6c6e724140bc8")
+"""Tree digests of `generate(n=4, seed=11, size=96)` and `generate_reflacx(n=6, seed=11, size=96)` as
+written by the generator before it had knobs."""
+
+UNSEEDED = {"FileMetaInformationGroupLength", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+            "MediaStorageSOPInstanceUID"}
+"""DICOM elements left out of the digest: pydicom draws these UIDs from uuid4 (and the group length
+follows their length), so they differ between any two runs."""
+
+
+def _file_digest(path: Path) -> bytes:
+    if path.suffix != ".dcm":
+        return path.read_bytes()
+    ds = pydicom.dcmread(path)
+    parts = [f"{el.tag}={el.value!r}" for el in [*ds.file_meta, *ds] if el.keyword not in UNSEEDED | {"PixelData"}]
+    return "\n".join(parts).encode() + ds.PixelData
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every file's relative path and content (DICOMs without their unseeded UIDs)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + _file_digest(path))
+    return digest.hexdigest()
+
+
+def test_default_knobs_keep_the_output_byte_identical(tmp_path):
+    generate(tmp_path / "egd", n=4, seed=11, size=96, progress=False, knobs=Knobs())
+    generate_reflacx(tmp_path / "rfx", n=6, seed=11, size=96, progress=False)
+    assert (tree_digest(tmp_path / "egd"), tree_digest(tmp_path / "rfx")) == DEFAULT_HASHES
+    assert not list(tmp_path.rglob(KNOBS_FILE))
+
+
+def _dwell_on_evidence(label: int, g: float, k: int) -> tuple[float, float]:
+    """(share of a reading's on-film fixation time inside the evidence region, the region's share of the
+    lung area) for the k-th phantom of ``label`` with distractors."""
+    rng = np.random.default_rng([21, label, k])
+    phantom = draw_phantom(rng, label, *sample_film_size(rng, 128), Knobs(0.6, 1.0, 2), np.random.default_rng([3, k]))
+    reading = simulate_reading(phantom, np.random.default_rng([4, label, k]), g)
+    evidence = evidence_mask(phantom)
+    lungs = phantom.masks["right_lung"] | phantom.masks["left_lung"]
+    h, w = phantom.shape
+    cols, rows = np.rint(reading.fix_x).astype(int), np.rint(reading.fix_y).astype(int)
+    on = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+    inside = np.zeros(cols.size, bool)
+    inside[on] = evidence[rows[on], cols[on]]
+    return reading.fix_dur[inside].sum() / reading.fix_dur[on].sum(), evidence.sum() / lungs.sum()
+
+
+@pytest.mark.parametrize("label", [CHF, PNEUMONIA])
+def test_gaze_informativeness_sets_the_dwell_share_on_the_evidence(label):
+    full = [_dwell_on_evidence(label, 1.0, k) for k in range(10)]
+    assert min(share for share, _ in full) >= 0.9
+    blind = np.array([_dwell_on_evidence(label, 0.0, k) for k in range(30)])
+    assert 0.02 < blind[:, 1].mean() < 0.5
+    assert abs(blind[:, 0].mean() - blind[:, 1].mean()) < 0.04
+    half = np.array([_dwell_on_evidence(label, 0.5, k) for k in range(10)])
+    assert np.all(half[:, 0] >= 0.5 - 1e-9)
+    assert abs(half[:, 0].mean() - (0.5 + 0.5 * half[:, 1].mean())) < 0.06
+
+
+def test_normal_films_have_no_evidence_and_the_same_sweep_at_every_g():
+    rng = np.random.default_rng(5)
+    phantom = draw_phantom(rng, NORMAL, *sample_film_size(rng, 96))
+    assert not evidence_mask(phantom).any()
+    a, b = (simulate_reading(phantom, np.random.default_rng(6), g) for g in (0.0, 1.0))
+    np.testing.assert_array_equal(a.fix_x, b.fix_x)
+
+
+def test_contrast_size_and_distractors_do_what_they_say():
+    def anatomy(label, knobs):
+        return _sample_anatomy(np.random.default_rng(8), label, knobs)
+
+    assert anatomy(CHF, Knobs(evidence_contrast=0.0)).cardiothoracic_ratio == pytest.approx(NORMAL_CTR)
+    assert anatomy(CHF, Knobs()).cardiothoracic_ratio > 0.58
+    r1, r2 = (anatomy(PNEUMONIA, Knobs(evidence_size=s)).opacity[2] for s in (1.0, 2.0))
+    assert r2 == pytest.approx(2 * r1)
+    rng = np.random.default_rng(9)
+    phantom = draw_phantom(rng, PNEUMONIA, 128, 120, Knobs(distractors=3), np.random.default_rng(10))
+    assert len(phantom.anatomy.distractors) == 3
+    ox, oy, r = phantom.anatomy.opacity
+    lungs = phantom.masks["right_lung"] | phantom.masks["left_lung"]
+    for bx, by, br in phantom.anatomy.distractors:
+        assert np.hypot(bx - ox, by - oy) > r + br
+        col, row = (int(round(float(v))) for v in phantom.pose.to_pixel(bx, by))
+        assert lungs[row, col]
+    with pytest.raises(ValueError, match="distractor_rng"):
+        draw_phantom(np.random.default_rng(1), NORMAL, 96, 96, Knobs(distractors=1))
+
+
+@pytest.mark.parametrize("bad", [dict(evidence_contrast=-1), dict(evidence_size=0), dict(distractors=1.5),
+                                 dict(gaze_informativeness=1.2)])
+def test_knob_values_are_checked(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Knobs(**bad)
+
+
+def test_knobs_are_recorded_and_only_the_gaze_changes_with_g(tmp_path):
+    sets = {}
+    for g in (0.0, 1.0):
+        out = tmp_path / f"g{g}"
+        assert cli.main(["--out", str(out), "--n", "3", "--size", "64", "--seed", "2", "--quiet",
+                         "--evidence-contrast", "0.5", "--distractors", "1", "--gaze-informativeness", str(g)]) == 0
+        sets[g] = out
+        assert read_knobs(out / "EGD") == Knobs(0.5, 1.0, 1, g)
+    master = [pd.read_csv(sets[g] / "EGD" / MASTER_SHEET) for g in sets]
+    pd.testing.assert_frame_equal(*master)
+    for path in master[0]["path"]:
+        films = [pydicom.dcmread(sets[g] / "MIMIC" / path).PixelData for g in sets]
+        assert films[0] == films[1]
+    fixations = [pd.read_csv(sets[g] / "EGD" / FIXATIONS) for g in sets]
+    assert not fixations[0][["FPOGX", "FPOGY"]].equals(fixations[1][["FPOGX", "FPOGY"]])
+    h5 = tmp_path / "g1.h5"
+    convert_egd_cxr(sets[1.0] / "EGD", sets[1.0] / "MIMIC", h5,
+                    ConvertOptions(height=64, width=64, sigma=2.0, test_size=1), progress=False)
+    with h5py.File(h5, "r") as f:
+        assert json.loads(f.attrs["synthetic_knobs"]) == Knobs(0.5, 1.0, 1, 1.0).as_dict()
+
+
+def test_reflacx_layout_records_the_knobs(tmp_path):
+    generate_reflacx(tmp_path / "r", n=2, seed=1, size=64, progress=False, knobs=Knobs(gaze_informativeness=0.5))
+    assert read_knobs(tmp_path / "r" / "REFLACX") == Knobs(gaze_informativeness=0.5)
