@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,onnx,app,tensorboard]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,onnx,app,tensorboard,explain]"
 	touch $(STAMP)
 
 # The browser tests drive Debian's headless Chromium; install it when missing.

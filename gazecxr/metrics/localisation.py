@@ -39,6 +39,14 @@ __all__ = [
     "localisation_scores",
     "summarise",
     "compare_localisation",
+    "IOU_THRESHOLDS",
+    "BOX_HIT",
+    "THRESHOLD_METRICS",
+    "thresholded_maps",
+    "box_iou",
+    "box_iobb",
+    "largest_component_box",
+    "threshold_scores",
 ]
 
 TOP_K_PERCENT: tuple[int, ...] = (5, 10, 20)
@@ -365,3 +373,114 @@ def compare_localisation(
         "scores": {method: {metric: v.tolist() for metric, v in by_metric.items()}
                    for method, by_metric in scores.items()},
     }
+
+
+# ------------------------------------------------------------------ thresholded maps and boxes
+
+IOU_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+"""Thresholds t of the min–max normalised map at which its region {m̂ > t} is compared with the ground
+truth (Li et al. 2018, as NIH ChestX-ray14 localisation papers report them)."""
+
+BOX_HIT: float = 0.5
+"""A CAM box counts as a hit when its IoU (T(IoU)), or its IoBB (T(IoBB)), with a ground-truth box is ≥ this."""
+
+THRESHOLD_METRICS: tuple[str, ...] = ("iou", "dice", "box_iou", "iobb", "box_hit", "iobb_hit")
+"""Keys of ``threshold_scores``: (N, T) arrays, one column per threshold; the box ones need ground-truth boxes."""
+
+
+def thresholded_maps(maps: Any, threshold: float) -> np.ndarray:
+    """Boolean regions {m̂ > ``threshold``} of min–max normalised maps (the NIH papers' T(x, a): a pixel is in
+    the localisation when its value exceeds a·max; strict, so t = 1 gives empty regions). A constant map
+    (normalised to 1 everywhere) is all in for t < 1."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must lie in [0, 1]; got {threshold!r}")
+    return normalise_maps(maps) > threshold
+
+
+def _union_iou_dice(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    inter = (a & b).sum(axis=1).astype(np.float64)
+    union = (a | b).sum(axis=1)
+    total = a.sum(axis=1) + b.sum(axis=1)
+    return inter / np.maximum(union, 1), 2 * inter / np.maximum(total, 1)
+
+
+def box_iou(a: Any, b: Any) -> np.ndarray:
+    """IoU of boxes ``a`` (K, 4) and ``b`` (M, 4) as xmin, ymin, xmax, ymax (continuous coordinates): (K, M)."""
+    a, b = _to_float64(a, "boxes").reshape(-1, 4), _to_float64(b, "boxes").reshape(-1, 4)
+    inter = _intersection(a, b)
+    union = _area(a)[:, None] + _area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def box_iobb(pred: Any, truth: Any) -> np.ndarray:
+    """Intersection over the predicted box's area (IoBB, Wang et al. 2017) of ``pred`` (K, 4) against
+    ``truth`` (M, 4): (K, M); 0 for an empty predicted box."""
+    p, t = _to_float64(pred, "boxes").reshape(-1, 4), _to_float64(truth, "boxes").reshape(-1, 4)
+    area = _area(p)
+    return np.where(area[:, None] > 0, _intersection(p, t) / np.where(area > 0, area, 1)[:, None], 0.0)
+
+
+def _area(x: np.ndarray) -> np.ndarray:
+    return np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+def largest_component_box(mask: Any) -> np.ndarray | None:
+    """Bounding box [xmin, ymin, xmax, ymax] in pixel-edge coordinates (a pixel (r, c) spans
+    [c, c + 1] × [r, r + 1]) of the largest 8-connected component of a boolean (H, W) mask (the
+    first in scan order among equally large ones); None for an empty mask."""
+    from scipy import ndimage
+
+    m = np.asarray(mask, bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be (H, W); got shape {m.shape}")
+    labels, count = ndimage.label(m, structure=np.ones((3, 3), int))
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    rows, cols = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float64)
+
+
+def threshold_scores(maps: Any, regions: Any, boxes: Sequence[Any] | None = None,
+                     thresholds: Sequence[float] = IOU_THRESHOLDS) -> dict[str, np.ndarray]:
+    """Per (map, threshold) overlap of the thresholded map with the ground truth, (N, T) arrays:
+
+    - ``iou``, ``dice``: of the region {m̂ > t} with the ground-truth ``regions`` (N, H, W) (seed 003's IoU);
+    - with ``boxes`` (N sequences of (K, 4) ground-truth boxes, pixel-edge coordinates of the same canvas):
+      ``box_iou`` and ``iobb`` of the box around the largest connected component of {m̂ > t} with the best
+      matching ground-truth box, and the hit rates ``box_hit`` (IoU ≥ `BOX_HIT`, T(IoU)) and ``iobb_hit``
+      (IoBB ≥ `BOX_HIT`, T(IoBB)). An empty thresholded map scores 0. Without boxes they are NaN.
+
+    One map (H, W) gives (T,) arrays; its ``boxes`` is then a one-element sequence.
+    """
+    b = _Batch(maps, regions)
+    t = [float(v) for v in thresholds]
+    if not t:
+        raise ValueError("thresholds must not be empty")
+    n, shape = b.n.shape[0], np.shape(maps)[-2:]
+    if boxes is not None and len(boxes) != n:
+        raise ValueError(f"boxes must hold one (K, 4) array per map: {n} maps, {len(boxes)} box sets")
+    out = {key: np.full((n, len(t)), np.nan) for key in THRESHOLD_METRICS}
+    for j, threshold in enumerate(t):
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must lie in [0, 1]; got {threshold!r}")
+        above = b.n > threshold
+        out["iou"][:, j], out["dice"][:, j] = _union_iou_dice(above, b.r)
+        if boxes is None:
+            continue
+        for i in range(n):
+            truth = _to_float64(boxes[i], f"boxes[{i}]").reshape(-1, 4)
+            if not len(truth):
+                raise ValueError(f"boxes[{i}] is empty; every scored pair needs a ground-truth box")
+            box = largest_component_box(above[i].reshape(shape))
+            iou = 0.0 if box is None else float(box_iou(box, truth).max())
+            iobb = 0.0 if box is None else float(box_iobb(box, truth).max())
+            out["box_iou"][i, j], out["iobb"][i, j] = iou, iobb
+            out["box_hit"][i, j], out["iobb_hit"][i, j] = float(iou >= BOX_HIT), float(iobb >= BOX_HIT)
+    return {key: (v[0] if b.single else v) for key, v in out.items()}

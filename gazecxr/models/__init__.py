@@ -9,6 +9,7 @@ from .gazegnn import GazeGNN
 from .irnetv2 import InceptionResNetV2
 from .mtunet import MTUNet
 from .resse_unet import ResSEUNet, saliency_from_logits
+from .timm_classifier import TimmClassifier
 
 __all__ = [
     "DenseNetEncoder",
@@ -19,6 +20,7 @@ __all__ = [
     "MTUNet",
     "ResSEUNet",
     "StandardUNet",
+    "TimmClassifier",
     "available_models",
     "create_model",
     "freeze",
