@@ -5,7 +5,8 @@ As in the released code (github ukaukaaaa/GazeGNN): ``x = stem(image) + pos_embe
 where ``grid`` (S/4 × S/4, 56×56 at S = 224) holds the sums of the per-pixel gaze map
 (`gazecxr.data.gaze_maps.fixation_duration_map`) over 14×14 windows at stride 4, min-max
 normalised per image, and ``b1`` is a ``BatchNorm2d(1)`` broadcast to all channels. Module names
-follow the released code so that its state dicts load.
+and shapes follow the released code, so that its state dicts (``backbone.N.conv.0.*`` downsampling,
+``relative_pos`` (1, nodes, pooled nodes), ``b1.*``) load as they are.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class GazeGNN(PyramidViG):
                                     "use pretrained: none or a path to a Pyramid ViG-Ti state dict")
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = self.upgrade_state_dict(state)
         own = self.state_dict()
         kept = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
         missing = sorted(set(own) - set(kept) - {"b1.weight", "b1.bias", "b1.running_mean", "b1.running_var",

@@ -1,16 +1,22 @@
 """Pyramid Vision GNN (ViG, Han et al., NeurIPS 2022), the backbone of GazeGNN; no library provides it.
 
-Written after the released code (huawei-noah Efficient-AI-Backbones ``vig_pytorch``, as copied by
-ukaukaaaa/GazeGNN), with the same module names so that its state dicts load: every block is a
-``Grapher`` (fc1 → dynamic dilated kNN graph convolution with max-relative aggregation → fc2,
-residual) followed by an ``FFN`` (residual). Image patches are graph nodes; each node's k
-neighbours are found in feature space among the (average-pooled by ``reduce_ratio``) nodes, with a
-fixed relative 2-D sin-cos position term added to the distance.
+Written after the released code (huawei-noah Efficient-AI-Backbones ``vig_pytorch/pyramid_vig.py``,
+as copied by ukaukaaaa/GazeGNN ``models/pvig_gaze.py``), with the same module names and tensor
+shapes, so that its state dicts load as they are: every block is a ``Grapher`` (fc1 → dynamic
+dilated kNN graph convolution with max-relative aggregation → fc2, residual) followed by an ``FFN``
+(residual); stages are joined by a ``Downsample`` (``backbone.N.conv.0/1``: stride-2 conv + BN).
+Image patches are graph nodes; each node's k neighbours are found in feature space among the
+(average-pooled by ``reduce_ratio``) nodes, with a fixed relative 2-D sin-cos position term
+(``backbone.N.0.relative_pos``, shape (1, nodes, pooled nodes)) added to the distance.
+
+State dicts of this package before the official layout (downsampling at ``backbone.N.0/1``, 2-D
+``relative_pos``) are mapped to it by `PyramidViG.upgrade_state_dict` (the registry loader and
+GazeGNN's ``pretrained`` file loading apply it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,18 +38,18 @@ def sincos_pos_embed_2d(dim: int, grid: int) -> np.ndarray:
 
 
 def relative_position(dim: int, grid: int, reduce_ratio: int) -> Tensor:
-    """The released relative-position distance term (grid², grid²/r²): −2·⟨e_i, e_j⟩/dim of the 2-D
+    """The released relative-position distance term (1, grid², grid²/r²): −2·⟨e_i, e_j⟩/dim of the 2-D
     sin-cos embeddings, the key axis resized bicubically to the pooled node count."""
     embed = sincos_pos_embed_2d(dim, grid)
     rel = torch.from_numpy(2 * embed @ embed.T / embed.shape[1]).float()[None, None]
     n = grid * grid
     rel = F.interpolate(rel, size=(n, n // (reduce_ratio * reduce_ratio)), mode="bicubic", align_corners=False)
-    return -rel[0, 0]
+    return -rel[0]
 
 
 def dilated_knn(x: Tensor, y: Tensor, k: int, dilation: int, relative_pos: Tensor | None) -> Tensor:
     """Indices (B, N, k') into the M key nodes ``y`` (B, M, C) of each query node of ``x`` (B, N, C):
-    the k·dilation nearest (L2 on unit-normalised features, plus ``relative_pos`` (N, M)), every
+    the k·dilation nearest (L2 on unit-normalised features, plus ``relative_pos`` (1, N, M)), every
     ``dilation``-th of them; k·dilation is capped at M (only matters for tiny inputs)."""
     with torch.no_grad():
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
@@ -102,8 +108,8 @@ class Grapher(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[-2] * x.shape[-1]
-        if n != self.relative_pos.shape[0]:
-            raise ValueError(f"ViG block built for {self.relative_pos.shape[0]} nodes got {n}: "
+        if n != self.relative_pos.shape[-2]:
+            raise ValueError(f"ViG block built for {self.relative_pos.shape[-2]} nodes got {n}: "
                              "the input size must be the model's image_size")
         return self.fc2(self.graph_conv(self.fc1(x), self.relative_pos)) + x
 
@@ -117,6 +123,35 @@ class FFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x))) + x
+
+
+class Downsample(nn.Module):
+    """Stride-2 3×3 conv + BN between stages (``conv.0``, ``conv.1``, as in the released code)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1),
+                                  nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+def upgrade_legacy_state_dict(state: Mapping[str, Tensor], downsample_indices: Sequence[int]) -> dict[str, Tensor]:
+    """``state`` with this package's pre-official key layout mapped to the released one: the
+    downsampling layers ``backbone.N.0/1.*`` → ``backbone.N.conv.0/1.*`` (N in
+    ``downsample_indices``) and each 2-D ``relative_pos`` (nodes, pooled) → (1, nodes, pooled).
+    Keys already in the released layout are left as they are."""
+    out: dict[str, Tensor] = {}
+    legacy = tuple(f"backbone.{i}." for i in downsample_indices)
+    for key, value in state.items():
+        start = next((p for p in legacy if key.startswith(p) and not key.startswith(f"{p}conv.")), None)
+        if start is not None:
+            key = f"{start}conv.{key[len(start):]}"
+        elif key.endswith(".relative_pos") and isinstance(value, Tensor) and value.ndim == 2:
+            value = value[None]
+        out[key] = value
+    return out
 
 
 class PyramidViG(nn.Module):
@@ -150,14 +185,14 @@ class PyramidViG(nn.Module):
         index = 0
         for stage, (c, depth, r) in enumerate(zip(channels, blocks, reduce_ratios)):
             if stage > 0:
-                layers.append(nn.Sequential(nn.Conv2d(channels[stage - 1], c, 3, stride=2, padding=1),
-                                            nn.BatchNorm2d(c)))
+                layers.append(Downsample(channels[stage - 1], c))
                 grid //= 2
             for _ in range(depth):
                 dilation = min(index // 4 + 1, max_dilation)
                 layers.append(nn.Sequential(Grapher(c, k, dilation, r, grid), FFN(c, 4 * c)))
                 index += 1
         self.backbone = nn.Sequential(*layers)
+        self.downsample_indices = tuple(i for i, layer in enumerate(layers) if isinstance(layer, Downsample))
         self.prediction = nn.Sequential(nn.Conv2d(channels[-1], hidden, 1), nn.BatchNorm2d(hidden), nn.GELU(),
                                         nn.Dropout(dropout), nn.Conv2d(hidden, num_classes, 1))
         for module in self.modules():
@@ -165,6 +200,10 @@ class PyramidViG(nn.Module):
                 nn.init.kaiming_normal_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+    def upgrade_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``state`` in the released key layout (`upgrade_legacy_state_dict` for this network's stages)."""
+        return upgrade_legacy_state_dict(state, self.downsample_indices)
 
     def forward_features(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
         """Last-stage feature map (N, channels[-1], S/32, S/32) of images (N, C, S, S)."""

@@ -29,8 +29,12 @@ def build_module(entry: Entry, key: str, state: Mapping[str, Any]) -> nn.Module:
         raise KeyError(f"checkpoint {entry.id} ({entry.stage}) has no {key!r} module; "
                        f"it holds {sorted(state)}")
     module = create_model(offline_section(entry.architecture[key]))
-    check_state_compatible(module, state[key])
-    module.load_state_dict(state[key])
+    weights = state[key]
+    upgrade = getattr(module, "upgrade_state_dict", None)  # a network whose key layout changed maps old entries
+    if callable(upgrade):
+        weights = upgrade(weights)
+    check_state_compatible(module, weights)
+    module.load_state_dict(weights)
     return module
 
 
