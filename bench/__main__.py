@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gazecxr.cli.options import prog_name
+
 BENCHES = {
     "feature_cache": "stage-3 epoch, cached frozen features vs uncached (demo config)",
     "frozen_encoder": "stage-2 training step, no-grad tap-only DenseNet vs released-code wiring",
@@ -66,7 +68,7 @@ def summary_table(rows: list[tuple[str, dict[str, Any] | None, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name("python -m bench"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="benchmarks: " + "; ".join(f"{k}: {v}" for k, v in BENCHES.items()))
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")

@@ -10,13 +10,14 @@ import argparse
 import sys
 
 from data_prep.common import EPILOG, add_output_arguments, options_from, run_conversion
+from gazecxr.cli.options import prog_name
 from gazecxr.data.heatmap import DEFAULT_SIGMA
 from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m data_prep.egd_cxr",
+        prog=prog_name("python -m data_prep.egd_cxr"),
         description=(
             "Convert the EGD-CXR eye-gaze dataset (PhysioNet 'egd-cxr' 1.0.0) and its MIMIC-CXR "
             "images into one HDF5 file: letterboxed images, gaze heatmaps (each summing to 1), "

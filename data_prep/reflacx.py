@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from data_prep.common import EPILOG, add_output_arguments, options_from, run_conversion
+from gazecxr.cli.options import prog_name
 from gazecxr.data.convert import convert_source
 from gazecxr.data.heatmap import DEFAULT_SIGMA
 from gazecxr.data.sources.reflacx import ReflacxSource
@@ -19,7 +20,7 @@ from gazecxr.data.synthetic.knobs import knobs_attrs
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m data_prep.reflacx",
+        prog=prog_name("python -m data_prep.reflacx"),
         description=(
             "Convert REFLACX 1.0.0 (PhysioNet 'reflacx-xray-localization') and its MIMIC-CXR images into one "
             "HDF5 file in the package's contract: one record per image with letterboxed film and the mean of "

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gazecxr.cli.options import add_checkpoint_argument, prog_name
 from gazecxr.inference.predictor import (
     BACKENDS,
     DEFAULT_BATCH_SIZE,
@@ -114,7 +115,7 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m gazecxr.predict`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.predict",
+        prog=prog_name("python -m gazecxr.predict"),
         description="Predict radiologist saliency and the diagnosis (Normal / CHF / pneumonia) for chest "
                     "radiographs with a trained three-stage model. For each IMAGE (.dcm, .png, .jpg) writes "
                     "<stem>.png, the saliency heatmap over the radiograph titled with the predicted label and "
@@ -139,10 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "given by --model; no Grad-CAM) (default: %(default)s)")
     parser.add_argument("--model", type=Path, metavar="FILE", help="the exported .onnx file (--backend onnxruntime)")
     parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR", help="checkpoint registry root (default: %(default)s)")
-    parser.add_argument("--run", "--checkpoint", dest="run", default=None, metavar="REF",
-                        help="stage-3 entry: id, id prefix, latest, best or a tag (default: best; with "
-                             "onnxruntime: checked against the id recorded in --model); under torchrun spell it "
-                             "--checkpoint (torchrun takes --run for its own --run-path)")
+    add_checkpoint_argument(parser, None, "stage-3 entry: id, id prefix, latest, best or a tag (default: best; with "
+                            "onnxruntime: checked against the id recorded in --model)", old=("--run",))
     parser.add_argument("--gradcam", action="store_true", help="also compute and draw the DenseNet Grad-CAM (pytorch only)")
     parser.add_argument("--device", default=None, metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda when available; onnxruntime: cpu)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "onnxruntime" and args.gradcam:
         parser.error("--gradcam needs --backend pytorch (Grad-CAM back-propagates through the DenseNet)")
     try:
-        predictor = load_predictor(args.model if args.model is not None else args.checkpoints, args.run,
+        predictor = load_predictor(args.model if args.model is not None else args.checkpoints, args.checkpoint,
                                    args.device, backend=args.backend)
         args.out.mkdir(parents=True, exist_ok=True)
     except (LookupError, ValueError, RuntimeError, OSError, ImportError) as err:

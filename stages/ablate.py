@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.evaluation.ablation import SELECTABLE, run_ablation
 
@@ -13,7 +14,7 @@ from gazecxr.evaluation.ablation import SELECTABLE, run_ablation
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m stages.ablate`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m stages.ablate",
+        prog=prog_name("python -m stages.ablate"),
         description="Train and evaluate every method of the paper's Tables 4.1 and 4.2 on the configured data, "
         "once per seed (config seed = 0..S-1). Saliency: our full dual-encoder model (full), MT-UNet (mtunet), "
         "the Res-SE UNet alone (resse_unet), the standard UNet (standard_unet), and the uniform and "
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rows to train and evaluate (default: all): " + ", ".join(SELECTABLE)
                         + "; 'ours' (densenet_cl + full + fusion) is always included, as every row is tested "
                         "against it")
-    parser.add_argument("--out", default="reports/ablation", help="report directory (default: %(default)s)")
+    add_checkpoints_argument(parser, default=None)
+    add_out_argument(parser, "report directory (default: %(default)s)", default="reports/ablation")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split to evaluate (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ablation, print its tables and the report folder; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
         run_ablation(config, args.seeds, args.out, args.split, progress=not args.quiet, methods=args.methods)
     except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

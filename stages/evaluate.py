@@ -6,14 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.evaluation.report import evaluate
+from gazecxr.evaluation.comparisons import add_bootstrap_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m stages.evaluate`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m stages.evaluate",
+        prog=prog_name("python -m stages.evaluate"),
         description="Evaluate a trained 3-stage model on one split. Saliency methods: 'full' (the model), "
         "'uniform', 'center_bias' (mean training heatmap), 'gradcam' (stage-1 DenseNet) and the best "
         "registry entries of 'resse_unet', 'standard_unet' and 'mtunet' if trained; scored by KL, CC, HS, NSS, "
@@ -29,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(image | gaze ground truth | predicted saliency | Grad-CAM for a few images per class).",
     )
     add_config_arguments(parser, "YAML config (the one the model was trained with)")
-    parser.add_argument("--checkpoint", default="best",
+    add_checkpoints_argument(parser, default=None)
+    parser.add_argument("--checkpoint", default="best", metavar="REF",
                         help="stage-3 registry reference: id, id prefix, latest, best or tag (default: %(default)s)")
-    parser.add_argument("--out", default="reports", help="reports directory (default: %(default)s)")
+    add_out_argument(parser, "reports directory (default: %(default)s)", default="reports")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split to evaluate (default: %(default)s)")
+    add_bootstrap_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -42,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the evaluation, print its tables and the report folder; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
-        metrics = evaluate(config, args.checkpoint, args.out, args.split, progress=not args.quiet)
+        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
+        metrics = evaluate(config, args.checkpoint, args.out, args.split, progress=not args.quiet,
+                           bootstrap=args.bootstrap, seed=args.bootstrap_seed)
     except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,13 @@
 
 import sys
 
-from gazecxr.training.cli import main
+from gazecxr.training import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``gazecxr train peer``: parse ``argv``, train, print the registry entry; the exit status."""
+    return cli.main("peer", argv)
+
 
 if __name__ == "__main__":
-    sys.exit(main("peer"))
+    sys.exit(main())

@@ -2,7 +2,13 @@
 
 import sys
 
-from gazecxr.training.cli import main
+from gazecxr.training import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``gazecxr train stage2``: parse ``argv``, train, print the registry entry; the exit status."""
+    return cli.main("stage2", argv)
+
 
 if __name__ == "__main__":
-    sys.exit(main("stage2"))
+    sys.exit(main())

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.training.tuning import default_study_name, load_space, tune
 
@@ -29,7 +30,7 @@ EPILOG = """\
 Resuming: the study lives in --storage (default sqlite:///<registry.root>/optuna.db) under --study
 (default stage<N>-<config file name>); running the same command again adds --trials more trials.
 After the trials, the best trial's config (the --config file with its --set overrides and the
-best params, fully resolved, inheriting nothing) is written to <export-dir>/<study>.yaml and
+best params, fully resolved, inheriting nothing) is written to <--out>/<study>.yaml and
 printed with its value; train it with python -m stages.stage<N> --config <that file>.
 
 Sharing a study across machines: run the same command on every worker with the same --storage
@@ -46,7 +47,7 @@ Example: python -m stages.tune --stage 1 --config configs/paper.yaml --trials 30
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m stages.tune`` argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m stages.tune", description=DESCRIPTION, epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog=prog_name("python -m stages.tune"), description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", type=int, required=True, choices=(1, 2, 3), help="stage to tune")
     add_config_arguments(parser, "base YAML config (configs/paper.yaml, ...)")
@@ -57,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", default=None, help="study name (default: stage<N>-<config file name>)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="stop starting new trials after this many seconds")
-    parser.add_argument("--export-dir", default="configs/tuned",
-                        help="where the best config is written as <study>.yaml (default: %(default)s)")
+    add_checkpoints_argument(parser, default=None)
+    add_out_argument(parser, "where the best config is written as <study>.yaml (default: %(default)s)",
+                     default="configs/tuned", old=("--export-dir",))
     parser.add_argument("--sampler-seed", type=int, default=None,
                         help="TPE seed base (default: the config seed); differ it between concurrent workers")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch training output")
@@ -70,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
         space = load_space(args.space or f"configs/tune/stage{args.stage}.yaml")
         result = tune(config, args.stage, space, args.trials, args.study or default_study_name(args.stage, args.config),
-                      storage=args.storage, timeout=args.timeout, export_dir=args.export_dir,
+                      storage=args.storage, timeout=args.timeout, export_dir=args.out,
                       sampler_seed=args.sampler_seed, progress=not args.quiet)
     except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

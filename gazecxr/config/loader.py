@@ -13,6 +13,9 @@ from typing import Any
 
 import yaml
 
+from gazecxr.config.errors import ConfigError
+from gazecxr.config.schema import SECTIONS, suggest, validate_config
+
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML that reads ``1e-4`` (no decimal point) as a float and only true/false as
@@ -41,10 +44,6 @@ def parse_yaml(text: str) -> Any:
 
 INHERIT_KEY = "inherit"
 """A config may name a base file (relative to itself) that it overrides key by key."""
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be loaded or does not fit the schema of its base."""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,9 +86,10 @@ def load_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
 def _check_known(data: Mapping[str, Any], base: Mapping[str, Any], where: str, prefix: str = "") -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if key not in base:
-            raise ConfigError(f"{where}: unknown key {dotted!r}; valid keys here: {sorted(base)}")
-        if isinstance(value, Mapping) and isinstance(base[key], Mapping) and not _is_free_form(dotted):
+        if key not in base and not (prefix == "" and key in SECTIONS):  # a schema section the base leaves out
+            raise ConfigError(f"{where}: unknown key {dotted!r}{suggest(key, list(base), prefix)}; "
+                              f"valid keys here: {sorted(base)}")
+        if key in base and isinstance(value, Mapping) and isinstance(base[key], Mapping) and not _is_free_form(dotted):
             _check_known(value, base[key], where, dotted + ".")
 
 
@@ -126,12 +126,15 @@ def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict
         node = out
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])!r} is not a section; "
-                                  f"valid keys: {sorted(node)}")
+                dotted = ".".join(parts[: i + 1])
+                problem = (f"{dotted!r} is not a section" if part in node else
+                           f"unknown key {dotted!r}{suggest(part, list(node), '.'.join(parts[:i]))}")
+                raise ConfigError(f"override {text!r}: {problem}; valid keys: {sorted(node)}")
             node = node[part]
         dotted = ".".join(parts)
         if parts[-1] not in node and not _is_free_form(dotted):
-            raise ConfigError(f"override {text!r}: unknown key {dotted!r}; valid keys: {sorted(node)}")
+            raise ConfigError(f"override {text!r}: unknown key {dotted!r}"
+                              f"{suggest(parts[-1], list(node), '.'.join(parts[:-1]))}; valid keys: {sorted(node)}")
         node[parts[-1]] = value
     return out
 
@@ -167,8 +170,11 @@ def resolve_config(name_or_path: str | Path) -> Path:
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The fully resolved config: file (or shipped preset name), its ``inherit`` chain, then
-    ``--set`` overrides."""
-    return apply_overrides(load_yaml_config(resolve_config(path)), overrides)
+    ``--set`` overrides, validated against :mod:`gazecxr.config.schema` (ConfigError naming every
+    unknown key, with the closest valid one, and every wrong type or range), before any work."""
+    config = apply_overrides(load_yaml_config(resolve_config(path)), overrides)
+    validate_config(config, f"{path}" + (f" with --set {' '.join(overrides)}" if overrides else ""))
+    return config
 
 
 def config_hash(section: Any) -> str:

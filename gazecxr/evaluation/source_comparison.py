@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from gazecxr.cli.options import prog_name
 from gazecxr.config import add_config_arguments, load_config
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.consistency import INTER_READER, ReaderConsistency, fixation_map
@@ -149,7 +150,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gazecxr.evaluation.source_comparison",
+    parser = argparse.ArgumentParser(prog=prog_name("python -m gazecxr.evaluation.source_comparison"),
                                      description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
     parser.add_argument("--egd", required=True, help="EGD-CXR HDF5 file (data_prep.egd_cxr)")
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                              "stage-1 entry, stage2.encoder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    config = load_config(args.config, args.overrides)
     try:
+        config = load_config(args.config, args.overrides)
         result = compare(config, args.egd, args.reflacx, args.out, args.variant, progress=not args.quiet)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

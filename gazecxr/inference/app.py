@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
+from gazecxr.cli.options import add_checkpoint_argument, add_checkpoints_argument, prog_name
 from gazecxr.data.dataset import SPLITS, GazeCXRDataset
 from gazecxr.data.images import read_radiograph
 from gazecxr.data.provenance import SYNTHETIC_NOTICE, is_synthetic_h5
@@ -230,7 +231,7 @@ def build_app(viewer: Viewer, h5: str | None = None, run: str | None = None) -> 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m gazecxr.inference.app`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.inference.app",
+        prog=prog_name("python -m gazecxr.inference.app"),
         description="Local viewer: upload radiographs (DICOM with or without suffix, compressed DICOM, PNG, JPEG) "
                     "or pick a record of a converted HDF5 file, and see the predicted saliency or Grad-CAM over "
                     "the image, the class probabilities and, for an HDF5 record, the gaze ground truth and its "
@@ -238,10 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m gazecxr.inference.app --checkpoints checkpoints --h5 demo_out/synthetic.h5, then open "
                "http://127.0.0.1:7860",
     )
-    parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR",
-                        help="checkpoint registry root (default: %(default)s)")
-    parser.add_argument("--run", default=None, metavar="REF",
-                        help="stage-3 entry selected at start: id, prefix, latest, best or tag (default: newest)")
+    add_checkpoints_argument(parser)
+    add_checkpoint_argument(parser, None, "stage-3 entry selected at start: id, prefix, latest, best or tag "
+                            "(default: newest)", old=("--run",))
     parser.add_argument("--h5", default=None, metavar="FILE", help="converted HDF5 file for the record tab")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it)")
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         viewer = Viewer(args.checkpoints, args.device)
-        app = build_app(viewer, args.h5, args.run)
+        app = build_app(viewer, args.h5, args.checkpoint)
     except (LookupError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

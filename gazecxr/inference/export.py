@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from gazecxr import __version__
+from gazecxr.cli.options import prog_name
 from gazecxr.data.geometry import Letterbox
 from gazecxr.inference.onnx_backend import (
     INPUT_NAME,
@@ -208,7 +209,7 @@ def export_onnx(checkpoints: str | os.PathLike, run: str, out: str | os.PathLike
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m gazecxr.inference.export`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.inference.export",
+        prog=prog_name("python -m gazecxr.inference.export"),
         description="Export a trained three-stage model (stage-3 registry entry) to one ONNX file with a dynamic "
                     "batch size: input 'image' (N,1,H,W) canvases in [0,1], outputs 'saliency' (N,H,W) and "
                     "'probabilities' (N,classes). The file records the registry id, sha256, input size, class "

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gazecxr.cli.options import prog_name
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.models.factory import create_model
 
@@ -51,7 +52,7 @@ def parameter_summary(config: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.models",
+        prog=prog_name("python -m gazecxr.models"),
         description="Model utilities. 'summary' prints the parameter count of every network a config builds: "
                     "our three stages, the saliency baselines and the peer methods (MT-UNet, IRNetv2, GazeGNN).")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -8,6 +8,7 @@ import os
 import sys
 from functools import partial
 
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.training.distributed import teardown
 from gazecxr.training.peers import PEER_METHODS, run_peer
@@ -35,19 +36,21 @@ PEER_DESCRIPTION = (
 def build_parser(stage: str) -> argparse.ArgumentParser:
     description = PEER_DESCRIPTION if stage == "peer" else DESCRIPTIONS[stage]
     parser = argparse.ArgumentParser(
-        prog=f"python -m stages.{stage}",
+        prog=prog_name(f"python -m stages.{stage}"),
         description=description + " The best model is saved to the checkpoint registry "
-        "(registry.root) with its resolved config, metrics and lineage; per-epoch state, a JSONL log "
-        "and TensorBoard files go to the run directory (runs.root/<stage>/<run>).",
-        epilog="Examples: --config configs/demo.yaml --set train.lr=3e-4 --set data.num_workers=2; "
-               "resume a killed run with --resume (latest run) or --resume --run-dir DIR.",
+        "(--checkpoints DIR, default: the config's registry.root) with its resolved config, metrics and "
+        "lineage; per-epoch state, a JSONL log and TensorBoard files go to the run directory (--out DIR, "
+        "default: runs.root/<stage>/<run>).",
+        epilog="Examples: --config demo --set train.lr=3e-4 --set data.num_workers=2; "
+               "resume a killed run with --resume (latest run) or --resume --out DIR.",
     )
     if stage == "peer":
         parser.add_argument("--method", required=True, choices=PEER_METHODS, help="the peer method to train")
     add_config_arguments(parser)
-    parser.add_argument("--run-dir", default=None, help="run directory (default: a new one under runs.root)")
+    add_checkpoints_argument(parser, default=None)
+    add_out_argument(parser, "run directory (default: a new one under runs.root)", old=("--run-dir",))
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --run-dir (default: the latest run of this stage) "
+                        help="continue the run in --out (default: the latest run of this stage) "
                              "from its last completed epoch")
     parser.add_argument("--tag", dest="tags", action="append", default=[], help="extra registry tag (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -58,9 +61,9 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     """Parse arguments, run ``stage`` and print its registry entry as JSON."""
     args = build_parser(stage).parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
         runner = partial(run_peer, args.method) if stage == "peer" else STAGES[stage]
-        entry = runner(config, run_dir=args.run_dir, resume=args.resume, progress=not args.quiet, tags=args.tags)
+        entry = runner(config, run_dir=args.out, resume=args.resume, progress=not args.quiet, tags=args.tags)
     except (ConfigError, FileNotFoundError, FileExistsError, LookupError, ValueError) as err:
         teardown(wait=False)
         print(f"error: {err}", file=sys.stderr)
