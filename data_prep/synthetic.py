@@ -6,9 +6,18 @@ import argparse
 import json
 import sys
 
+from gazecxr.cli.options import prog_name
 from gazecxr.data.synthetic import generate, reference_sigma
 from gazecxr.data.synthetic.knobs import Knobs
+from gazecxr.data.synthetic.chexpert_writer import generate_chexpert
+from gazecxr.data.synthetic.nih14_writer import generate_nih14
 from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
+from gazecxr.data.synthetic.siim_writer import generate_siim
+from gazecxr.data.synthetic.vindr_writer import generate_vindr
+
+PUBLIC_WRITERS = {"nih14": generate_nih14, "siim": generate_siim, "chexpert": generate_chexpert,
+                  "vindr": generate_vindr}
+"""Writers of the public (gaze-less) layouts; the knobs do not apply to them."""
 
 _DESCRIPTION = """\
 Write a synthetic dataset (chest-film phantoms of Normal / CHF / pneumonia in roughly equal
@@ -50,15 +59,19 @@ def _epilog() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, write the dataset, print its summary as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=_DESCRIPTION,
+    parser = argparse.ArgumentParser(prog=prog_name("python -m data_prep.synthetic"), description=_DESCRIPTION,
                                      epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="dataset directory to create (EGD/ and MIMIC/ go inside)")
     parser.add_argument("--n", type=int, default=300, help="number of images (default: 300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--size", type=int, default=1024,
                         help="nominal image height in pixels; heights vary by +-15%% (default: 1024)")
-    parser.add_argument("--format", choices=("egd", "reflacx"), default="egd",
-                        help="raw layout to write: EGD-CXR (default) or REFLACX")
+    parser.add_argument("--format", choices=("egd", "reflacx", *PUBLIC_WRITERS), default="egd",
+                        help="raw layout to write: EGD-CXR (default), REFLACX, or a public dataset without gaze: "
+                             "nih14 (OUT/NIH: Data_Entry_2017.csv, BBox_List_2017.csv, split lists, PNGs), siim "
+                             "(OUT/SIIM: train-rle.csv, JPEG-baseline DICOMs), chexpert (OUT/CheXpert-v1.0-small: "
+                             "train.csv, valid.csv, JPEGs), vindr (OUT/VinDr: annotations/, train/, test/ DICOMs); "
+                             "each with planted lesions whose boxes / masks are the tables' ground truth")
     parser.add_argument("--evidence-contrast", type=float, default=1.0, metavar="C",
                         help="scale of the class evidence's density contrast, >= 0 (default: 1)")
     parser.add_argument("--evidence-size", type=float, default=1.0, metavar="S",
@@ -73,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     writer = generate_reflacx if args.format == "reflacx" else generate
     try:
+        if args.format in PUBLIC_WRITERS:
+            summary = PUBLIC_WRITERS[args.format](args.out, n=args.n, seed=args.seed, size=args.size,
+                                                  progress=not args.quiet, overwrite=args.overwrite)
+            print(json.dumps(summary, indent=2))
+            return 0
         knobs = Knobs(evidence_contrast=args.evidence_contrast, evidence_size=args.evidence_size,
                       distractors=args.distractors, gaze_informativeness=args.gaze_informativeness)
         summary = writer(args.out, n=args.n, seed=args.seed, size=args.size,

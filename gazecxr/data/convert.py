@@ -448,14 +448,13 @@ class _H5Writer:
         f["findings"].attrs["label_names"] = names
         if self.has_boxes:
             self._write_regions(names)
-        if not self.has_ellipses:
-            return
-        _ragged(f, "ellipse_offsets", self.ellipses,
-                {"ellipses": 4, "ellipse_labels": (len(names),), "ellipse_certainty": 0, "ellipse_reading": 0},
-                {"ellipses": np.float32, "ellipse_labels": bool, "ellipse_certainty": np.int8,
-                 "ellipse_reading": np.int32})
-        f["ellipses"].attrs["columns"] = ["xmin", "ymin", "xmax", "ymax"]
-        f["ellipse_labels"].attrs["label_names"] = names
+        if self.has_ellipses:
+            _ragged(f, "ellipse_offsets", self.ellipses,
+                    {"ellipses": 4, "ellipse_labels": (len(names),), "ellipse_certainty": 0, "ellipse_reading": 0},
+                    {"ellipses": np.float32, "ellipse_labels": bool, "ellipse_certainty": np.int8,
+                     "ellipse_reading": np.int32})
+            f["ellipses"].attrs["columns"] = ["xmin", "ymin", "xmax", "ymax"]
+            f["ellipse_labels"].attrs["label_names"] = names
         if not self.readings:
             return
         h, w = self.canvas
