@@ -233,7 +233,7 @@ def test_corrupted_checkpoint_detected_by_load_and_verify(registry, clock):
     good.model_path.unlink()
     with pytest.raises(CorruptCheckpointError, match="is missing"):
         registry.load(good.id)
-    assert f"{good.id}: missing model.pt" in registry.verify()
+    assert f"{good.id}: missing model.safetensors" in registry.verify()
 
 
 def test_corrupt_entry_json_temp_dirs_and_missing_parent(registry, clock):
@@ -297,8 +297,40 @@ class _Payload:
     """A non-tensor object that weights_only loading must refuse."""
 
 
-def test_load_uses_weights_only(registry, clock, monkeypatch):
-    entry = _save(registry, "stage1")
+def _as_legacy_entry(entry: reg.Entry, state: dict) -> reg.Entry:
+    """Rewrite ``entry`` as written before safetensors: ``model.pt`` (torch.save) and no weights_file key."""
+    entry.model_path.unlink()
+    legacy = entry.path / "model.pt"
+    torch.save(state, legacy)
+    record = entry.to_dict()
+    del record["weights_file"]
+    record["sha256"] = hashlib.sha256(legacy.read_bytes()).hexdigest()
+    (entry.path / "entry.json").write_text(json.dumps(record))
+    return reg._read_entry(entry.path)
+
+
+def test_new_entries_are_safetensors_and_old_pt_entries_still_load(registry, clock):
+    entry = _save(registry, "stage1", seed=0.25)
+    assert entry.weights_file == "model.safetensors" and entry.model_path.name == "model.safetensors"
+    assert sorted(p.name for p in entry.path.iterdir()) == ["entry.json", "model.safetensors"]
+    data = entry.model_path.read_bytes()  # safetensors: 8-byte header size, JSON header, raw tensor bytes
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    assert {k for k in header if k != "__metadata__"} == {"encoder/conv.weight", "encoder/bn.num_batches_tracked",
+                                                          "unet/head.weight", "unet/head.bias"}
+    assert len(data) == 8 + size + max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+
+    legacy = _as_legacy_entry(entry, _state(0.25))
+    assert legacy.weights_file == "model.pt" and registry.verify(legacy.id) == []
+    loaded, expected = registry.load(legacy.id)[0], _state(0.25)
+    assert {k: list(v) for k, v in loaded.items()} == {k: list(v) for k, v in expected.items()}
+    for part in expected:
+        for key, tensor in expected[part].items():
+            assert loaded[part][key].dtype == tensor.dtype and torch.equal(loaded[part][key], tensor)
+
+
+def test_load_of_an_old_pt_entry_uses_weights_only(registry, clock, monkeypatch):
+    entry = _as_legacy_entry(_save(registry, "stage1"), _state())
     calls = []
     real_load = torch.load
 

@@ -1,7 +1,9 @@
 """The shared checkpoint registry: every saved model, its config, lineage, metrics and tags.
 
-Each entry is a directory ``<root>/<id>/`` holding ``model.pt`` (a dict of state dicts,
-e.g. ``{"encoder": ..., "unet": ...}``) and ``entry.json`` (the metadata of :class:`Entry`).
+Each entry is a directory ``<root>/<id>/`` holding ``model.safetensors`` (a dict of state dicts,
+e.g. ``{"encoder": ..., "unet": ...}``, as safetensors: no pickle; see `gazecxr.models.weights`) and
+``entry.json`` (the metadata of :class:`Entry`). Entries written before safetensors hold
+``model.pt`` instead, read with ``torch.load(weights_only=True)``.
 Entries are written into a hidden temporary directory inside the root and renamed into
 place, so any number of processes can save at once without a shared index file.
 
@@ -30,9 +32,12 @@ import torch
 from torch import nn
 
 from gazecxr import __version__
+from gazecxr.models.weights import load_nested, save_nested
 
 ENTRY_FILE = "entry.json"
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.safetensors"
+LEGACY_MODEL_FILE = "model.pt"
+"""The weights file of entries written before safetensors (a ``torch.save`` pickle)."""
 TMP_PREFIX = ".tmp-"
 """Directories and files whose names start with this are writes in progress, never entries."""
 
@@ -79,11 +84,12 @@ class Entry:
     tags: list[str]
     architecture: dict[str, Any]
     path: Path
+    weights_file: str = LEGACY_MODEL_FILE
 
     @property
     def model_path(self) -> Path:
-        """The checkpoint file ``<path>/model.pt``."""
-        return self.path / MODEL_FILE
+        """The checkpoint file: ``<path>/model.safetensors`` (``model.pt`` for older entries)."""
+        return self.path / self.weights_file
 
     @property
     def created_at(self) -> datetime:
@@ -103,6 +109,7 @@ class Entry:
             "package_version": self.package_version,
             "architecture": self.architecture,
             "config": self.config,
+            "weights_file": self.weights_file,
         }
 
 
@@ -215,13 +222,30 @@ def _read_entry(directory: Path) -> Entry:
     if record["id"] != directory.name:
         raise ValueError(f"entry.json id {record['id']!r} differs from its directory name")
     datetime.fromisoformat(record["created"])
+    weights_file = record.get("weights_file", LEGACY_MODEL_FILE)
+    if weights_file not in (MODEL_FILE, LEGACY_MODEL_FILE):
+        raise ValueError(f"entry.json weights_file {weights_file!r} is neither {MODEL_FILE} nor {LEGACY_MODEL_FILE}")
     return Entry(
         id=record["id"], stage=record["stage"], created=record["created"],
         config=record["config"], parents=list(record["parents"]),
         metrics={k: float(v) for k, v in record["metrics"].items()},
         sha256=record["sha256"], package_version=record["package_version"],
         tags=list(record["tags"]), architecture=record["architecture"], path=directory,
+        weights_file=weights_file,
     )
+
+
+def _to_device(state: Any, map_location: Any) -> Any:
+    """``state`` with every tensor moved to ``map_location`` (a device or its name; None or "cpu": as read)."""
+    if map_location is None or str(map_location) == "cpu":
+        return state
+    if isinstance(state, torch.Tensor):
+        return state.to(map_location)
+    if isinstance(state, Mapping):
+        return {key: _to_device(value, map_location) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_to_device(value, map_location) for value in state]
+    return state
 
 
 def infer_mode(metric: str) -> str:
@@ -327,8 +351,9 @@ class Registry:
         tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         tmp.mkdir()
         try:
-            torch.save(dict(state), tmp / MODEL_FILE)
+            save_nested(dict(state), tmp / MODEL_FILE)
             record["sha256"] = _file_sha256(tmp / MODEL_FILE)
+            record["weights_file"] = MODEL_FILE
             for _ in range(_ID_RETRIES):
                 entry_id = _new_id(stage, now)
                 full = {"id": entry_id, "created": now.isoformat(timespec="microseconds"), **record}
@@ -488,7 +513,10 @@ class Registry:
             raise CorruptCheckpointError(
                 f"checkpoint {entry.id} is corrupted: sha256 mismatch for {entry.model_path} "
                 f"(recorded {entry.sha256}, file has {actual})")
-        state = torch.load(entry.model_path, map_location=map_location, weights_only=True)
+        if entry.weights_file == LEGACY_MODEL_FILE:
+            state = torch.load(entry.model_path, map_location=map_location, weights_only=True)
+        else:
+            state = _to_device(load_nested(entry.model_path), map_location)
         return state, entry
 
     def _walk(self, entry: Entry, by_id: Mapping[str, Entry], strict: bool) -> list[Entry | str]:
@@ -538,7 +566,7 @@ class Registry:
         problems = [f"{name}: unreadable entry.json ({reason})" for name, reason in sorted(bad.items())]
         for entry in targets:
             if not entry.model_path.is_file():
-                problems.append(f"{entry.id}: missing {MODEL_FILE}")
+                problems.append(f"{entry.id}: missing {entry.weights_file}")
             else:
                 actual = _file_sha256(entry.model_path)
                 if actual != entry.sha256:
