@@ -43,7 +43,7 @@ from gazecxr.training.runtime import (
 Batch = dict[str, Any]
 Outputs = dict[str, Tensor]
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class TrainSettings:
     frozen-feature cache of stages 2 and 3 (:mod:`gazecxr.training.feature_cache`);
     ``sync_batchnorm`` converts the trainable module's batch norms to SyncBatchNorm under
     torchrun (CUDA only; batch statistics then span all ranks' batches). ``optimizer`` is
-    ``adam`` or ``adamw`` (decoupled weight decay); with ``reload_best_on_lr_drop`` every
+    ``adam``, ``adamw`` (decoupled weight decay) or ``sgd`` (plain, no momentum: the explanation study's
+    ViT recipe); with ``reload_best_on_lr_drop`` every
     ReduceLROnPlateau drop (``plateau``) restarts from the best epoch's weights, optimiser and
     scheduler state at the new learning rate (MT-UNet's released recipe).
     """
