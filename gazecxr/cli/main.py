@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # evaluation
     "evaluate": ("stages.evaluate:main", "score a trained model on a split: metrics, tests, tables, figures"),
     "ablate": ("stages.ablate:main", "train and compare every method of the paper's tables over seeds"),
+    "study explain": ("stages.explain_study:main",
+                      "which architecture's CAM falls on the radiologists' regions ([explain] extra)"),
     "compare-sources": ("gazecxr.evaluation.source_comparison:main",
                         "EGD-CXR vs REFLACX gaze on the same images"),
     # models in use
