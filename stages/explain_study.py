@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
 from gazecxr.config import ConfigError, add_config_arguments, apply_overrides, load_yaml_config, resolve_config
 
 
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", help="architectures (default: explain.architectures)")
     parser.add_argument("--methods", nargs="+", help="CAM methods (default: explain.methods)")
     parser.add_argument("--seeds", type=int, help="training seeds per architecture (default: explain.seeds)")
-    parser.add_argument("--out", default="reports/explain", help="reports directory (default: %(default)s)")
+    add_checkpoints_argument(parser, default=None)
+    add_out_argument(parser, "reports directory (default: %(default)s)", default="reports/explain")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from gazecxr.evaluation.studies.explanation import run_study
 
     try:
-        config = apply_overrides(load_yaml_config(resolve_config(args.config)), args.overrides)
+        config = apply_overrides(load_yaml_config(resolve_config(args.config)),
+                                 [*args.overrides, *checkpoints_override(args.checkpoints)])
         metrics = run_study(config, args.models, args.methods, args.seeds, args.out, progress=not args.quiet)
     except (ConfigError, FileNotFoundError, LookupError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
