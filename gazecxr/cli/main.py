@@ -95,14 +95,20 @@ def _unknown(word: str, valid: Sequence[str], what: str) -> int:
     return 2
 
 
+def source_checkout() -> Path | None:
+    """The repository root when gazecxr runs from a source checkout (editable install), else None."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "setup.cfg").is_file() and (root / "gazecxr" / "cli" / "main.py").is_file() else None
+
+
 def load_command(command: str) -> Callable[[list[str]], int]:
     """The ``main(argv)`` of ``command`` (imports its module); repo-only commands need the checkout."""
     target, _ = COMMANDS[command]
     module_name, _, function = target.partition(":")
     top = module_name.split(".")[0]
     if top in REPO_ONLY:
-        root = Path(__file__).resolve().parents[2]
-        if not (root / top / "__main__.py").is_file() or not (root / "setup.cfg").is_file():
+        root = source_checkout()
+        if root is None or not (root / top / "__main__.py").is_file():
             raise LookupError(f"'gazecxr {command}' needs the source checkout: the {top!r} package ships with the "
                               f"repository, not with the installed gazecxr (clone the repository, pip install -e . "
                               f"there and run it from that checkout)")

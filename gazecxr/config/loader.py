@@ -173,7 +173,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
     ``--set`` overrides, validated against :mod:`gazecxr.config.schema` (ConfigError naming every
     unknown key, with the closest valid one, and every wrong type or range), before any work."""
     config = apply_overrides(load_yaml_config(resolve_config(path)), overrides)
-    validate_config(config, f"{path}" + (f" with --set {' '.join(overrides)}" if overrides else ""))
+    validate_config(config, str(path), overrides)
     return config
 
 

@@ -139,9 +139,24 @@ class GazeGNNModel(Section):
     imagenet_norm: bool | None = None
 
 
+class TimmModel(Section):
+    """``timm``: any timm classifier (the explanation study's architectures)."""
+
+    name: Literal["timm"]
+    arch: str = "resnet50"
+    num_classes: PositiveInt = 2
+    in_channels: PositiveInt = 1
+    pretrained: str = "none"
+    size: Literal["full", "tiny"] = "full"
+    img_size: Annotated[int, Field(ge=16)] = 224
+    overrides: dict[str, Any] | None = Field(None, description="extra timm.create_model arguments")
+    drop_rate: Fraction = 0.0
+
+
 MODEL_SECTIONS: dict[str, type[Section]] = {
     "densenet": DenseNetModel, "resse_unet": ResSEUNetModel, "fusion": FusionModel,
     "standard_unet": StandardUNetModel, "mtunet": MTUNetModel, "irnetv2": IRNetV2Model, "gazegnn": GazeGNNModel,
+    "timm": TimmModel,
 }
 """Model name → its section; every ``model``-like slot accepts any of them (chosen by ``name``)."""
 
@@ -519,7 +534,13 @@ def suggest(key: str, valid: Sequence[str], prefix: str = "") -> str:
     return f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)"
 
 
+_LENGTH = re.compile(r"(?:List|Tuple) should have at (least|most) (\d+) items? after validation, not (\d+)")
+
+
 def _expected(msg: str) -> str:
+    length = _LENGTH.fullmatch(msg)
+    if length:
+        return f"expected at {length[1]} {length[2]} items, got {length[3]}"
     for prefix in ("Input should be ", "Value error, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
@@ -567,14 +588,23 @@ def _messages(err: ValidationError, data: Mapping[str, Any], model: type[BaseMod
     return lines
 
 
-def validate_config(config: Mapping[str, Any], where: str = "config") -> Mapping[str, Any]:
+def _line_key(line: str) -> str:
+    """The dotted key a message line is about."""
+    if line.startswith(("unknown key '", "missing key '")):
+        return line.split("'")[1]
+    return line.split(" = ", 1)[0].removesuffix(".name")
+
+
+def validate_config(config: Mapping[str, Any], where: str = "config",
+                    overrides: Sequence[str] = ()) -> Mapping[str, Any]:
     """``config`` unchanged if it fits :data:`RunConfig`; otherwise ConfigError naming ``where``
     and, per problem, the dotted key, the value and what is expected (unknown keys with the
-    closest valid key)."""
+    closest valid key); a problem with a key given in ``overrides`` is marked ``(--set)``."""
     try:
         RunConfig.model_validate(dict(config))
     except ValidationError as err:
-        lines = _messages(err, config, RunConfig)
+        keys = {text.split("=", 1)[0].strip() for text in overrides}
+        lines = [line + (" (--set)" if _line_key(line) in keys else "") for line in _messages(err, config, RunConfig)]
         raise ConfigError(f"{where}: invalid config ({len(lines)} problem{'s' * (len(lines) > 1)}):\n  "
                           + "\n  ".join(lines)) from None
     return config

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 from gazecxr.config import ConfigError, apply_overrides, parse_yaml
+from gazecxr.config.schema import validate_config
 
 PARAM_FIELDS: dict[str, dict[str, set[str]]] = {
     "float": {"required": {"low", "high"}, "optional": {"log", "step"}},
@@ -162,10 +163,20 @@ def shadowing_sections(config: Mapping[str, Any], stage: int) -> list[tuple[str,
 
 
 def check_space(space: SearchSpace, config: Mapping[str, Any], stage: int) -> None:
-    """Raise ConfigError when a tuned key is not in ``config`` or would have no effect on ``stage``
-    (a ``train.X`` key that the stage's own ``train`` section sets)."""
+    """Raise ConfigError when a tuned key is not in ``config``, when one of its bounds or choices does
+    not fit the config schema (``train.batch_size: {type: float, ...}``), or when it would have no
+    effect on ``stage`` (a ``train.X`` key that the stage's own ``train`` section sets)."""
     first = {p.key: p.options["choices"][0] if p.type == "categorical" else p.options["low"] for p in space.params}
     apply_params(config, first)
+    for param in space.params:
+        values = param.options["choices"] if param.type == "categorical" else [param.options["low"],
+                                                                               param.options["high"]]
+        for value in values:
+            try:
+                validate_config(apply_params(config, {param.key: value}), "the config")
+            except ConfigError as err:
+                raise ConfigError(f"search space: params.{param.key} can take {value!r}, which does not fit "
+                                  f"{err}") from None
     for param in space.params:
         parts = param.key.split(".")
         if parts[0] != "train" or len(parts) != 2:

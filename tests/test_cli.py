@@ -1,0 +1,154 @@
+"""The ``gazecxr`` command: flow-ordered help, every subcommand's help, shared flags, old spellings."""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+import sys
+
+import pytest
+
+from gazecxr.cli import main as cli
+from tests_paths import ROOT
+
+CONFIG_COMMANDS = {"train stage1", "train stage2", "train stage3", "train peer", "tune", "evaluate", "ablate"}
+"""Commands that run a config: --config, --set and --checkpoints (registry.root) everywhere."""
+SHARED = {
+    **{c: ("--config", "--set", "--checkpoints", "--out") for c in CONFIG_COMMANDS},
+    "evaluate": ("--config", "--set", "--checkpoints", "--checkpoint", "--out"),
+    "registry": ("--checkpoints",),
+    "export": ("--checkpoints", "--checkpoint", "--out"),
+    "predict": ("--checkpoints", "--checkpoint", "--out"),
+    "app": ("--checkpoints", "--checkpoint"),
+    "compare-sources": ("--config", "--set", "--out"),
+    "synthetic": ("--out",),
+    "convert egd-cxr": ("--out",),
+    "convert reflacx": ("--out",),
+}
+
+
+def test_console_script_points_at_the_dispatcher():
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    scripts = parser["options.entry_points"]["console_scripts"].strip().splitlines()
+    assert "gazecxr = gazecxr.cli.main:main" in [s.strip() for s in scripts]
+
+
+def test_help_lists_the_flow_in_order():
+    result = subprocess.run([sys.executable, "-m", "gazecxr", "--help"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    positions = []
+    for command, (_, help_text) in cli.COMMANDS.items():
+        hits = [i for i, line in enumerate(lines) if line.split(help_text)[0].strip() == command]
+        assert len(hits) == 1, f"{command!r} not listed once with its help line"
+        positions.append(hits[0])
+    assert positions == sorted(positions)
+    flow = ["synthetic", "convert egd-cxr", "train stage1", "train stage3", "evaluate", "export", "predict"]
+    assert [positions[list(cli.COMMANDS).index(c)] for c in flow] == sorted(
+        positions[list(cli.COMMANDS).index(c)] for c in flow)
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_subcommand_has_help_with_the_shared_flags(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*command.split(), "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: gazecxr {command} ")
+    for flag in SHARED.get(command, ()):
+        assert flag in out, f"gazecxr {command} --help lacks {flag}"
+    # the old spellings are accepted but not advertised
+    for old in ("--root", "--run ", "--run-dir", "--export-dir"):
+        assert old not in out
+
+
+def test_groups_and_unknown_commands(capsys):
+    assert cli.main(["train"]) == 2
+    assert "stage1" in capsys.readouterr().out
+    assert cli.main(["trian"]) == 2
+    assert "did you mean 'train'" in capsys.readouterr().err
+    assert cli.main(["convert", "egd"]) == 2
+    assert "did you mean 'egd-cxr'" in capsys.readouterr().err
+
+
+def test_bench_outside_a_checkout_says_it_needs_one(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "source_checkout", lambda: None)
+    assert cli.main(["bench", "--list"]) == 2
+    assert "needs the source checkout" in capsys.readouterr().err
+
+
+def test_bench_in_the_checkout_runs_the_benchmarks_cli(capsys):
+    assert cli.main(["bench", "--list"]) == 0
+    assert "feature_cache" in capsys.readouterr().out
+
+
+def test_old_registry_root_spelling_works_and_warns(tmp_path, capsys):
+    assert cli.main(["registry", "--root", str(tmp_path), "list"]) == 0
+    captured = capsys.readouterr()
+    assert f"no entries in {tmp_path}" in captured.out
+    assert "--root is deprecated" in captured.err and "use --checkpoints" in captured.err
+    assert cli.main(["registry", "list", "--checkpoints", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"no entries in {tmp_path}" in captured.out and "deprecated" not in captured.err
+
+
+@pytest.mark.parametrize("module, argv, dest, value", [
+    ("gazecxr.predict", ["x.png", "--out", "o", "--run", "abc"], "checkpoint", "abc"),
+    ("gazecxr.inference.app", ["--run", "abc"], "checkpoint", "abc"),
+    ("stages.tune", ["--stage", "1", "--config", "test", "--trials", "1", "--export-dir", "d"], "out", "d"),
+])
+def test_old_flag_spellings_fill_the_new_option(module, argv, dest, value, capsys):
+    parser = __import__(module, fromlist=["build_parser"]).build_parser()
+    new = "--checkpoint" if dest == "checkpoint" else "--out"
+    assert getattr(parser.parse_args(argv), dest) == value
+    assert f"deprecated and will be removed in the next release; use {new}" in capsys.readouterr().err
+    renamed = [new if a in ("--run", "--export-dir") else a for a in argv]
+    assert getattr(parser.parse_args(renamed), dest) == value
+    assert "deprecated" not in capsys.readouterr().err
+
+
+def test_train_run_dir_alias_and_checkpoints_flag():
+    from gazecxr.training.cli import build_parser
+
+    args = build_parser("stage1").parse_args(["--config", "test", "--run-dir", "r", "--checkpoints", "ck"])
+    assert args.out == "r" and args.checkpoints == "ck"
+    assert build_parser("stage2").parse_args(["--config", "test"]).out is None
+
+
+def _train_fails_before_work(tmp_path, capsys, *overrides: str) -> str:
+    roots = [f"--set=runs.root={tmp_path / 'runs'}", f"--set=data.h5={tmp_path / 'missing.h5'}"]
+    code = cli.main(["train", "stage1", "--config", "test", "--checkpoints", str(tmp_path / "ck"), *roots,
+                     *(f"--set={o}" for o in overrides), "--quiet"])
+    assert code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run directory, no registry
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not found" not in err and "No such file" not in err  # data never opened
+    return err
+
+
+def test_wrong_types_fail_before_any_work(tmp_path, capsys):
+    err = _train_fails_before_work(tmp_path, capsys, "train.lr=abc", "train.batch_size=16.5")
+    assert "train.lr = 'abc': expected a valid number (--set)" in err
+    assert "train.batch_size = 16.5: expected a valid integer" in err
+    err = _train_fails_before_work(tmp_path, capsys, "train.lr=-0.1")
+    assert "train.lr = -0.1: expected greater than 0" in err
+
+
+def test_misspelled_section_fails_with_a_suggestion(tmp_path, capsys):
+    err = _train_fails_before_work(tmp_path, capsys, "trian.lr=1e-3")
+    assert "unknown key 'trian' (did you mean 'train'?)" in err
+
+
+def test_config_show_prints_the_resolved_validated_config(capsys):
+    from gazecxr.config import load_config, parse_yaml
+
+    assert cli.main(["config", "show", "demo", "--set", "train.lr=3e-4"]) == 0
+    shown = parse_yaml(capsys.readouterr().out)
+    assert shown == load_config("demo", ["train.lr=3e-4"]) and shown["train"]["lr"] == 3e-4
+    assert cli.main(["config", "show", "test", "--set", "train.batch_size=16.5"]) == 2
+    assert "train.batch_size = 16.5: expected a valid integer" in capsys.readouterr().err
+    assert cli.main(["config", "list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"paper", "demo", "test"} <= set(names)
