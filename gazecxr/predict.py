@@ -35,6 +35,8 @@ from gazecxr.inference.predictor import (
     entry_input_size,
     write_atomic,
 )
+from gazecxr.inference.pretrained import load_pretrained_predictor
+from gazecxr.models.weights import is_pretrained_dir
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.registry import Registry
 from gazecxr.training.runtime import resolve_device
@@ -45,7 +47,9 @@ def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str | No
     """A predictor on ``backend``.
 
     ``"pytorch"``: stage-3 entry ``run`` (an id, id prefix, ``latest``, ``best`` (default) or a
-    tag) of the registry at ``checkpoints``, on ``device`` (None: CUDA when available, else CPU).
+    tag) of the registry at ``checkpoints``, on ``device`` (None: CUDA when available, else CPU);
+    or, when ``checkpoints`` is a pretrained folder (``gazecxr export --format pretrained``), its
+    model (``run``, when given, must be a prefix of the registry id recorded there).
     ``"onnxruntime"``: ``checkpoints`` is a file written by ``python -m gazecxr.inference.export``; ``run``,
     when given, must be (a prefix of) the registry id recorded in it; needs the ``[onnx]`` extra.
     """
@@ -55,6 +59,8 @@ def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str | No
         return load_onnx_predictor(checkpoints, run, device)
     if backend != "pytorch":
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if is_pretrained_dir(checkpoints):
+        return load_pretrained_predictor(checkpoints, run, device)
     registry = Registry(checkpoints)
     model, lineage = load_full_model(registry, "best" if run is None else run)
     entry = lineage[0]

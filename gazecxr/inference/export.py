@@ -12,6 +12,9 @@ saliency map's Pearson correlation with PyTorch's is below 0.9999.
 
 ``--quantize int8`` also writes ``<out stem>.int8.onnx``, statically quantised with ONNX
 Runtime's quantiser calibrated on images of an HDF5 dataset (see `gazecxr.inference.quantize`).
+
+``--format pretrained --out DIR`` writes the shareable folder of `gazecxr.inference.pretrained`
+instead (``model.safetensors``, ``config.json``, model card ``README.md``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from gazecxr.inference.onnx_backend import (
     open_session,
     pearson_rows,
 )
-from gazecxr.inference.predictor import entry_input_size, write_atomic
+from gazecxr.inference.predictor import PREPROCESSING, entry_input_size, write_atomic
+from gazecxr.inference.pretrained import export_pretrained
 from gazecxr.models.cooperative import GazeCXRModel
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.tasks import TaskSpec, task_from_record
@@ -58,13 +62,6 @@ EXPORTERS = ("dynamo", "torchscript")
 OPSET = 18
 PROBABILITY_TOLERANCE = 1e-4
 SALIENCY_MIN_PEARSON = 0.9999
-PREPROCESSING = (
-    "greyscale radiograph (DICOM: rescale slope/intercept applied, MONOCHROME1 inverted; PNG/JPEG: "
-    "converted to grey) scaled per image to [0, 1] by min-max; letterboxed into the HxW canvas: resized "
-    "keeping its aspect ratio (bilinear, antialiased, PIL), centred, zero padding; input (N, 1, H, W) float32. "
-    "Outputs are on the canvas: crop the image region and resize back to the original size "
-    "(gazecxr.data.geometry.Letterbox.to_original)."
-)
 
 
 class ExportedGraph(nn.Module):
@@ -222,8 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stage-3 entry: id, id prefix, latest, best or a tag (default: %(default)s)")
     parser.add_argument("--checkpoints", default="checkpoints", metavar="DIR",
                         help="checkpoint registry root (default: %(default)s)")
-    parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: %(default)s)")
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument("--format", default="onnx", choices=["onnx", "pretrained"],
+                        help="onnx: one .onnx file; pretrained: a folder with model.safetensors, config.json and "
+                             "a model card README.md (Hugging Face convention) (default: %(default)s)")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE|DIR",
+                        help="the .onnx file to write (--format pretrained: the folder)")
+    parser.add_argument("--synthetic", choices=["yes", "no"], help="pretrained: whether the training data were "
+                        "synthetic, when the training HDF5 files are no longer there to say it")
+    parser.add_argument("--evaluation", type=Path, metavar="METRICS_JSON", help="pretrained: the metrics.json of "
+                        "a test evaluation; its cells with intervals go into the model card")
+    parser.add_argument("--overwrite", action="store_true", help="pretrained: replace an existing folder")
     parser.add_argument("--exporter", default="dynamo", choices=EXPORTERS,
                         help="torch.onnx exporter: dynamo (torch.export, default) or torchscript (legacy)")
     parser.add_argument("--quantize", choices=["int8"], help="also write <stem>.int8.onnx, statically quantised "
@@ -241,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quantize and args.calibration is None:
         parser.error("--quantize int8 needs --calibration H5")
+    if args.format == "pretrained":
+        if args.quantize:
+            parser.error("--quantize applies to --format onnx")
+        return _main_pretrained(args)
+    if args.synthetic or args.evaluation or args.overwrite:
+        parser.error("--synthetic, --evaluation and --overwrite apply to --format pretrained")
     try:
         result = export_onnx(args.checkpoints, args.checkpoint, args.out, args.exporter)
     except (LookupError, ValueError, OSError, ImportError) as err:
@@ -264,6 +275,23 @@ def main(argv: list[str] | None = None) -> int:
         code = 0 if quantized.kept else 1
     print(json.dumps(summary, indent=2))
     return code
+
+
+def _main_pretrained(args: argparse.Namespace) -> int:
+    synthetic = None if args.synthetic is None else args.synthetic == "yes"
+    try:
+        result = export_pretrained(args.checkpoints, args.checkpoint, args.out, synthetic=synthetic,
+                                   evaluation=args.evaluation, overwrite=args.overwrite)
+    except (LookupError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {result.path} ({', '.join(result.files)}) from {result.checkpoint}; re-read and checked "
+          "to give the checkpoint's outputs exactly", file=sys.stderr)
+    print(json.dumps({"export": result.to_dict()}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

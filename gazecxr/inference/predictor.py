@@ -30,6 +30,15 @@ ImageInput = str | os.PathLike | np.ndarray
 
 DEFAULT_BATCH_SIZE = 8
 
+PREPROCESSING = (
+    "greyscale radiograph (DICOM: rescale slope/intercept applied, MONOCHROME1 inverted; PNG/JPEG: "
+    "converted to grey) scaled per image to [0, 1] by min-max; letterboxed into the HxW canvas: resized "
+    "keeping its aspect ratio (bilinear, antialiased, PIL), centred, zero padding; input (N, 1, H, W) float32. "
+    "Outputs are on the canvas: crop the image region and resize back to the original size "
+    "(gazecxr.data.geometry.Letterbox.to_original)."
+)
+"""What `BasePredictor.predict` does to an input, as exported models record it."""
+
 
 @dataclass(eq=False)
 class Prediction:

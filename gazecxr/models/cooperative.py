@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TypeVar
 
 from torch import Tensor, nn
 
 from .densenet import DenseNetEncoder
+from .factory import create_model
 from .fusion import FusionClassifier
+from .weights import WEIGHTS_FILE, WeightsFileError, load_tensors, read_pretrained_config
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -65,6 +69,22 @@ class GazeCXRModel(nn.Module):
             "encoder_logits": encoded["logits"],
             "dense_features": dense,
         }
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> GazeCXRModel:
+        """The frozen, eval-mode model of a pretrained folder (``config.json`` + ``model.safetensors``,
+        written by ``gazecxr export --format pretrained``): built from the folder's architecture
+        sections, weights loaded strictly; no pickle is read and nothing is downloaded."""
+        config = read_pretrained_config(directory)
+        parts = config["architecture"]
+        model = cls(*(create_model(parts[key]) for key in ("encoder", "unet", "classifier")))
+        tensors, _ = load_tensors(Path(directory) / WEIGHTS_FILE)
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise WeightsFileError(f"{Path(directory) / WEIGHTS_FILE} does not fit the architecture in its "
+                                   f"config.json: {err}") from None
+        return freeze(model)
 
     def train(self, mode: bool = True) -> GazeCXRModel:
         """Set training mode, keeping frozen children in eval mode."""
