@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+GAZECXR := $(VENV)/bin/gazecxr
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo_out
 DEMO_N ?= 500
@@ -32,15 +33,15 @@ test: install browser
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) -m data_prep.synthetic --out $(DEMO_DIR)/raw --n $(DEMO_N) --seed 0 --overwrite
-	$(PY) -m data_prep.egd_cxr --egd-dir $(DEMO_DIR)/raw/EGD --image-dir $(DEMO_DIR)/raw/MIMIC \
+	$(GAZECXR) synthetic --out $(DEMO_DIR)/raw --n $(DEMO_N) --seed 0 --overwrite
+	$(GAZECXR) convert egd-cxr --egd-dir $(DEMO_DIR)/raw/EGD --image-dir $(DEMO_DIR)/raw/MIMIC \
 		--out $(DEMO_DIR)/synthetic.h5 --height 160 --width 128 --sigma 26 --workers 2
-	$(PY) -m gazecxr.data summary $(DEMO_DIR)/synthetic.h5
-	$(PY) -m stages.stage1 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
-	$(PY) -m stages.stage2 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
-	$(PY) -m stages.stage3 --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5
-	$(PY) -m gazecxr.training.registry list --tag demo
-	$(PY) -m stages.evaluate --config configs/demo.yaml --set data.h5=$(DEMO_DIR)/synthetic.h5 --checkpoint latest
+	$(GAZECXR) data summary $(DEMO_DIR)/synthetic.h5
+	$(GAZECXR) train stage1 --config demo --set data.h5=$(DEMO_DIR)/synthetic.h5
+	$(GAZECXR) train stage2 --config demo --set data.h5=$(DEMO_DIR)/synthetic.h5
+	$(GAZECXR) train stage3 --config demo --set data.h5=$(DEMO_DIR)/synthetic.h5
+	$(GAZECXR) registry list --tag demo
+	$(GAZECXR) evaluate --config demo --set data.h5=$(DEMO_DIR)/synthetic.h5 --checkpoint latest
 
 # report_page needs Chromium: install it (make browser) or, where that fails, skip that benchmark.
 bench: install
