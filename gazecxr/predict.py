@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "processes and written as compressed .npz shards of saliency maps in original geometry "
                     "plus predictions.csv (probabilities, label, or the error of a bad file); rerunning "
                     "resumes where a stopped run left off; under torchrun the list is split over the ranks.",
-        epilog="Examples: python -m gazecxr.predict scans/*.dcm --out predictions --run best --gradcam; "
-               "python -m gazecxr.predict --input-list archive/ --out archive-saliency --workers 4 "
+        epilog="Examples: gazecxr predict scans/*.dcm --out predictions --checkpoint best --gradcam; "
+               "gazecxr predict --input-list archive/ --out archive-saliency --workers 4 "
                "--backend onnxruntime --model model.onnx",
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="radiograph files (.dcm, .png, .jpg)")

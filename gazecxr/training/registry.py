@@ -33,6 +33,7 @@ from torch import nn
 
 from gazecxr import __version__
 from gazecxr.models.weights import load_nested, save_nested
+from gazecxr.cli.options import add_checkpoints_argument, prog_name
 
 ENTRY_FILE = "entry.json"
 MODEL_FILE = "model.safetensors"
@@ -635,13 +636,13 @@ def _cmd_verify(registry: Registry, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m gazecxr.training.registry`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m gazecxr.training.registry",
+        prog=prog_name("python -m gazecxr.training.registry"),
         description="Inspect the gazecxr checkpoint registry (one directory per saved model).",
         epilog="References (ID arguments): an exact id, a unique id prefix, 'latest', 'best' "
                "(stage default metric: val_auc_macro for stage1/stage3, val_kl for stage2), "
                "'tag:<tag>' or a bare tag (the latest entry carrying it).",
     )
-    parser.add_argument("--root", default="checkpoints", help="registry directory (default: %(default)s)")
+    add_checkpoints_argument(parser, old=("--root",))
     sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,verify}")
     p_list = sub.add_parser("list", help="table of entries: id, stage, created, metrics, tags, parents")
     p_list.add_argument("--stage", help="only this stage (stage1, stage2, stage3, baseline_...)")
@@ -655,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_verify = sub.add_parser("verify", help="check checksums, files, entry.json and parents; exit 1 on any problem")
     p_verify.add_argument("ref", metavar="ID", nargs="?", help="only this entry (default: all)")
     p_verify.set_defaults(func=_cmd_verify)
+    for command in (p_list, p_show, p_verify):  # also accepted after the command: registry list --checkpoints DIR
+        command.add_argument("--checkpoints", default=argparse.SUPPRESS, metavar="DIR",
+                             help="checkpoint registry root (default: checkpoints)")
     return parser
 
 
@@ -662,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the registry command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(Registry(args.root), args)
+        return args.func(Registry(args.checkpoints), args)
     except LookupError as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 1
