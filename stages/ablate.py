@@ -9,6 +9,7 @@ from pathlib import Path
 from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.evaluation.ablation import SELECTABLE, run_ablation
+from gazecxr.evaluation.comparisons import add_bootstrap_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_out_argument(parser, "report directory (default: %(default)s)", default="reports/ablation")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split to evaluate (default: %(default)s)")
+    add_bootstrap_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
-        run_ablation(config, args.seeds, args.out, args.split, progress=not args.quiet, methods=args.methods)
+        run_ablation(config, args.seeds, args.out, args.split, progress=not args.quiet, methods=args.methods,
+                     bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
     except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,12 +2,12 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from gazecxr.config import config_hash, load_config
 from gazecxr.evaluation.ablation import (
     CLASSIFICATION_METHODS,
     SALIENCY_METHODS,
-    classification_scores,
     run_ablation,
     select,
     summarise,
@@ -48,7 +48,8 @@ def test_both_tables_have_every_row_with_p_values_and_paper_numbers(ablated):
     assert {(t["b"], t["metric"]) for t in metrics["tests"]["saliency"]} == {
         (m, k) for m in SALIENCY_ROWS - {"full"} for k in SALIENCY_METRICS}
     assert {(t["b"], t["metric"]) for t in metrics["tests"]["classification"]} == {
-        (m, k) for m in CLASSIFICATION_ROWS - {"fusion"} for k in ("correct", "p_true")}
+        (m, k) for m in CLASSIFICATION_ROWS - {"fusion"}
+        for k in ("auc:Normal", "auc:CHF", "auc:pneumonia", "auc_macro", "auc_micro", "accuracy")}
     assert all(t["n"] == 12 and 0 <= t["p"] <= 1 for t in metrics["tests"]["saliency"])
     text = (out / "tables.md").read_text()
     for row in (SALIENCY_ROWS | CLASSIFICATION_ROWS) - {"gazegnn"}:
@@ -57,7 +58,7 @@ def test_both_tables_have_every_row_with_p_values_and_paper_numbers(ablated):
     for number in ("0.706 ± 0.183", "0.747 ± 0.193", "0.781 ± 0.202", "0.747 ± 0.185", "0.925", "0.889", "0.880",
                    "0.690", "0.847", "0.868"):
         assert number in text, number
-    assert "p KL" in text and "p AUC_JUDD" in text and "p (correct)" in text and "AUC (Heart failure) ↑" in text
+    assert "Wilcoxon p" in text and "McNemar exact" in text and "p (Holm)" in text and "AUC (Heart failure) ↑" in text
     assert "| Params | Train time |" in text.replace("sAUC ↑ | Params", "| Params")
     assert metrics["fixations"]["source"] == "recorded" and metrics["saliency"]["uniform"]["auc_judd"]["mean"] == 0.5
 
@@ -111,9 +112,16 @@ def test_summaries_average_seed_means_and_pool_images_for_tests():
     assert all(t["n"] == 8 for t in summary["tests"]["saliency"] + summary["tests"]["classification"])
     per_class = summary["classification"]["fusion"]["CHF"]["per_seed"]
     assert len(per_class) == 2
-    scores = classification_scores(labels, np.eye(3)[[0, 2, 2, 1]])
-    np.testing.assert_array_equal(scores["correct"], [1, 0, 1, 0])
-    np.testing.assert_array_equal(scores["p_true"], [1, 0, 1, 0])
+    accuracy = summary["classification"]["fusion"]["accuracy"]
+    half = stats.t.ppf(0.975, 1) * accuracy["std"] / np.sqrt(2)
+    assert accuracy["ci"] == pytest.approx([accuracy["mean"] - half, accuracy["mean"] + half])
+    mcnemar = next(t for t in summary["tests"]["classification"] if t["b"] == "densenet" and t["metric"] == "accuracy")
+    correct = [(np.concatenate([o.probs[m] for o in outputs]).argmax(1) == np.tile(labels, 2)) for m in ("fusion", "densenet")]
+    assert (mcnemar["a_only"], mcnemar["b_only"]) == (int(np.sum(correct[0] & ~correct[1])), int(np.sum(~correct[0] & correct[1])))
+    # with the bootstrap on, each cell also carries the patient-bootstrap interval of the seed mean
+    booted = summarise(outputs, bootstrap=200, patients=["p0", "p0", "p1", "p2"])
+    kl = booted["saliency"]["full"]["kl"]
+    assert kl["bootstrap_ci"][0] <= kl["mean"] <= kl["bootstrap_ci"][1] and "200 resamples" in kl["bootstrap_method"]
 
 
 def test_report_page_shows_seed_zero_per_image_outputs_and_synthetic_notice(ablated):

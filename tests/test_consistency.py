@@ -44,9 +44,15 @@ def test_source_comparison_summary_is_per_source_pooled_and_paired():
     b = {m: np.arange(7.0) + np.array([1, 1, 1, 1, 2, 2, 2.5]) for m in ("kl", "cc", "hs", "nss")}
     out = summarise({"egd_only": a, "egd+reflacx": b}, sources)
     assert set(out["by_source"]) == {"pooled", "EGD-CXR", "REFLACX"}
-    assert out["by_source"]["REFLACX"]["egd_only"]["kl"] == {"mean": 5.0, "std": pytest.approx(np.std([4, 5, 6])), "n": 3}
+    cell = out["by_source"]["REFLACX"]["egd_only"]["kl"]
+    assert {k: cell[k] for k in ("mean", "std", "n")} == {"mean": 5.0, "std": pytest.approx(np.std([4, 5, 6])), "n": 3}
+    assert cell["ci"][0] >= 4 and cell["ci"][1] <= 6 and "patient bootstrap" in cell["ci_method"]
     test = next(t for t in out["tests"] if t["source"] == "EGD-CXR" and t["metric"] == "cc")
     assert test["mean_diff"] == 1.0 and test["p"] == 0.0 and test["method"] == "egd+reflacx"
+    assert test["wilcoxon_p"] == pytest.approx(0.125) and test["p_holm"] == 0.0  # exact: 2 · (½)⁴
+    pooled = next(t for t in out["tests"] if t["source"] == "pooled" and t["metric"] == "cc")
+    assert pooled["wilcoxon_p_holm"] == pytest.approx(min(1.0, 3 * min(t["wilcoxon_p"] for t in out["tests"]
+                                                                        if t["metric"] == "cc")))
 
 
 def test_report_rows_per_source_and_inter_reader_note():
@@ -71,9 +77,11 @@ def test_report_table_puts_the_inter_reader_row_beside_the_methods():
     summary = {"images": 2, "pairs": 7,
                "scores": {"inter_reader": {"kl": {"mean": 0.5, "std": 0.1}, "cc": {"mean": 0.8, "std": 0.05}},
                           "full": {"kl": {"mean": 0.9, "std": 0.2}, "cc": {"mean": 0.4, "std": 0.1}}},
-               "tests": [{"method": "full", "metric": "kl", "p": 0.012}, {"method": "full", "metric": "cc", "p": 2e-4}]}
+               "intervals": {"inter_reader": {"kl": {"value": 0.5, "ci": [0.45, 0.56], "method": "m"}}},
+               "tests": [{"method": "full", "metric": "kl", "p": 0.012, "p_holm": 0.024},
+                         {"method": "full", "metric": "cc", "p": 2e-4, "p_holm": 4e-4}]}
     lines = inter_reader_table(summary).splitlines()
     assert lines[0] == "| Against single readers | KL ↓ | CC ↑ |"
-    assert lines[2] == "| inter_reader | 0.500 ± 0.100 | 0.800 ± 0.050 |"
-    assert lines[3] == "| full | 0.900 ± 0.200 (p 0.012) | 0.400 ± 0.100 (p <0.001) |"
+    assert lines[2] == "| inter_reader | 0.500 ± 0.100 [0.450, 0.560] | 0.800 ± 0.050 |"
+    assert lines[3] == "| full | 0.900 ± 0.200 (p 0.012, Holm 0.024) | 0.400 ± 0.100 (p <0.001, Holm <0.001) |"
     assert inter_reader_table({"images": 0, "pairs": 0, "note": NO_MULTI_READER}) == NO_MULTI_READER

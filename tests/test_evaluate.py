@@ -19,7 +19,8 @@ from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
 from stages.evaluate import main as cli_main
 from tests_paths import ROOT
 
-SALIENCY_METHODS = {"full", "uniform", "center_bias", "gradcam", "resse_unet"}
+SALIENCY_METHODS = {"full", "uniform", "center_bias", "gradcam", "resse_unet", "other_image_gaze", "lung_prior"}
+"""The synthetic EGD-CXR file has lung masks (lung_prior) but no REFLACX chest boxes (no chest_box_prior)."""
 FIGURES = ("roc_curves.png", "confusion_full.png", "reliability.png", "overlays.png")
 
 
@@ -94,9 +95,40 @@ def test_ttests_compare_full_with_every_other_method(evaluated):
     covered = {(t["b"], t["metric"]) for t in tests}
     assert {(m, k) for m in SALIENCY_METHODS - {"full"} for k in SALIENCY_METRICS} == covered
     assert all(0 <= t["p"] <= 1 for t in tests)
+    assert all(0 <= t["wilcoxon_p"] <= 1 and t["p"] <= t["p_holm"] <= 1 for t in tests)
+    for metric in SALIENCY_METRICS:  # Holm within each metric's family: the smallest p times the family size
+        family = [t for t in tests if t["metric"] == metric]
+        smallest = min(family, key=lambda t: t["p"])
+        assert smallest["p_holm"] == pytest.approx(min(1.0, len(family) * smallest["p"]))
     classification = evaluated[3]["classification_tests"]
-    assert {(t["a"], t["b"], t["metric"]) for t in classification} == {
-        ("full", "stage1", "correct"), ("full", "stage1", "p_true")}
+    assert {(t["a"], t["b"], t["metric"], t["test"]) for t in classification} == {
+        ("full", "stage1", "auc:Normal", "DeLong"), ("full", "stage1", "auc:CHF", "DeLong"),
+        ("full", "stage1", "auc:pneumonia", "DeLong"), ("full", "stage1", "auc_macro", "DeLong (macro, joint covariance)"),
+        ("full", "stage1", "auc_micro", "paired patient bootstrap"), ("full", "stage1", "accuracy", "McNemar exact")}
+    assert all(t["p_holm"] == t["p"] for t in classification)  # one other classifier: families of one test
+
+
+def test_every_cell_has_an_interval_and_its_method(evaluated):
+    metrics, run_dir = evaluated[3], evaluated[4]
+    for method, by_metric in metrics["intervals"]["saliency"].items():
+        for metric, cell in by_metric.items():
+            assert cell["value"] == pytest.approx(metrics["saliency"][method][metric]["mean"])
+            assert "patient bootstrap" in cell["method"] and cell["ci"][0] <= cell["value"] + 1e-12
+            assert cell["value"] <= cell["ci"][1] + 1e-12
+    full = metrics["intervals"]["classification"]["full"]
+    assert full["auc_per_class"]["CHF"]["method"] == "DeLong"
+    assert full["auc_per_class"]["CHF"]["value"] == pytest.approx(metrics["classification"]["full"]["auc_per_class"]["CHF"])
+    assert full["accuracy"]["value"] == pytest.approx(metrics["classification"]["full"]["accuracy"])
+    assert full["ece"]["value"] == pytest.approx(metrics["classification"]["full"]["ece"])
+    assert metrics["statistics"]["resamples"] == 2000 and metrics["statistics"]["seed"] == 0
+    text = (run_dir / "tables.md").read_text()
+    cell = metrics["intervals"]["classification"]["full"]["auc_macro"]
+    assert f"{cell['value']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]" in text
+    assert "Holm–Bonferroni" in text and "p (Holm)" in text and "Wilcoxon p" in text
+    table = text.split("## Visual saliency")[1].split("\n\n")[1]
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines()[2:]]
+    assert rows[-4:] == ["other_image_gaze", "lung_prior", "center_bias", "uniform"]  # bottom to top
+    assert "Ours (paper, 100 real test images)" in rows
 
 
 def test_uniform_and_center_bias_match_independent_computation(evaluated):
@@ -220,8 +252,9 @@ def test_costs_and_every_paper_column_in_the_tables(evaluated):
     assert costs["uniform"] == {"parameters": 0.0, "train_seconds": 0.0}
     text = (run_dir / "tables.md").read_text()
     assert "| Parameters |" in text and "| Training time |" in text
-    for column in ("Paper: MT-UNet", "Paper: DNet201", "Paper: IRNetv2", "Paper: GazeGNN (uses test-time gaze (oracle))",
-                   "Paper: Res_SE-UNet", "Paper: UNet_S"):
+    for column in ("MT-UNet (paper, 100 real test images)", "DNet201 (paper, 100 real test images)",
+                   "IRNetv2 (paper", "GazeGNN (uses test-time gaze (oracle)) (paper", "Res_SE-UNet (paper, 100",
+                   "UNet_S (paper, 100 real test images)"):
         assert column in text, column
     for number in ("0.847", "0.640", "0.794", "0.602", "0.868", "0.730", "0.964", "0.545 ± 0.109", "0.781 ± 0.202"):
         assert number in text, number
@@ -242,7 +275,8 @@ def test_file_without_fixations_falls_back_to_the_top_five_percent_nss(evaluated
     assert {t["metric"] for t in metrics["tests"]} == {"kl", "cc", "hs", "nss"}
     assert metrics["saliency"]["full"]["kl"] == evaluated[3]["saliency"]["full"]["kl"]
     text = (Path(metrics["report_dir"]) / "tables.md").read_text()
-    assert "top-5 % ground-truth approximation" in text and "| AUC-Judd ↑ | — |" in text
+    assert "top-5 % ground-truth approximation" in text and "AUC-Judd ↑" in text
+    assert any(line.startswith("| uniform |") and line.endswith("| — | — | 0.00 M | 0 s |") for line in text.splitlines())
 
 
 def test_best_peer_entries_are_picked_by_their_monitor_and_input_size(tmp_path):

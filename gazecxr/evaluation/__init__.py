@@ -4,7 +4,6 @@ from gazecxr.evaluation.outputs import SplitOutputs, summarise_saliency
 from gazecxr.evaluation.report import (
     evaluate,
     evaluate_entries,
-    paired_tests,
     run_split,
     summarise_classification,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "evaluate_entries",
     "fixation_map",
     "full_model_predictor",
-    "paired_tests",
     "run_split",
     "score_maps",
     "summarise_classification",

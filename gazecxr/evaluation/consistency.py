@@ -16,7 +16,8 @@ import numpy as np
 
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.saliency_methods import score_maps
-from gazecxr.metrics import fixation_pixels, paired_ttest
+from gazecxr.metrics import fixation_pixels
+from gazecxr.metrics.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, PatientBootstrap, adjust_family, paired_score_tests
 
 INTER_READER = "inter_reader"
 """Method name of the leave-one-reader-out row in reports."""
@@ -70,6 +71,7 @@ class ReaderConsistency:
         self._scores: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
         self.images = 0
         self.pairs = 0
+        self.patients: list[str] = []
 
     def add(self, example: Mapping[str, Any]) -> None:
         """Score one image of the split (ignored unless it has two or more readers)."""
@@ -77,30 +79,40 @@ class ReaderConsistency:
         if self.dataset.reader_count(index) < 2:
             return
         maps, fixations = self.dataset.reader_maps(index)
+        patient = str(self.dataset.patient_ids[int(example["position"])])
         nonfix = self.negatives.targets([index])[1][0] if self.negatives is not None else None
         results = {INTER_READER: score_against_readers(leave_one_out(maps), maps, fixations, nonfix)}
         methods = self.methods if self.methods is not None else [k for k in example if k not in _EXAMPLE_KEYS]
         for name in methods:
-            if name in example:
+            if name not in example:
+                continue
+            if np.all(np.isfinite(example[name])):
                 results[name] = score_against_readers(example[name], maps, fixations, nonfix)
+            else:  # a baseline this record has not (no lung mask, no chest box): no value, pairs kept aligned
+                results[name] = {m: np.full(len(maps), np.nan) for m in results[INTER_READER]}
         for name, by_metric in results.items():
             for metric, values in by_metric.items():
                 self._scores[name][metric].append(np.asarray(values, np.float64))
         self.images += 1
         self.pairs += len(maps)
+        self.patients.extend([patient] * len(maps))
 
     def scores(self) -> dict[str, dict[str, np.ndarray]]:
         """Per-(image, reader) scores of ``inter_reader`` and every method, in the same order."""
         return {name: {m: np.concatenate(v) for m, v in by_metric.items()} for name, by_metric in self._scores.items()}
 
-    def summary(self) -> dict[str, Any]:
-        """Mean/std per metric of the inter-reader row and of each method against single readers,
-        and paired t-tests of each method against the inter-reader row; or a note when no image
-        of the split has two readers."""
+    def summary(self, bootstrap: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> dict[str, Any]:
+        """Mean/std per metric of the inter-reader row and of each method against single readers, the
+        mean's patient-bootstrap interval (``intervals``; ``bootstrap`` resamples of the images' patients,
+        0: none), and paired t-tests and Wilcoxon tests of each method against the inter-reader row with
+        Holm-adjusted p per metric (``p_holm``, ``wilcoxon_p_holm``); or a note when no image of the split
+        has two readers."""
         if not self.images:
             return {"images": 0, "pairs": 0, "note": NO_MULTI_READER}
         scores = self.scores()
         rows = {name: {m: _mean_std(v) for m, v in by_metric.items()} for name, by_metric in scores.items()}
+        boot = PatientBootstrap(np.asarray(self.patients, str), bootstrap, seed)
+        intervals = {name: {m: boot.mean(v) for m, v in by_metric.items()} for name, by_metric in scores.items()}
         tests = []
         for name, by_metric in scores.items():
             if name == INTER_READER:
@@ -112,8 +124,11 @@ class ReaderConsistency:
                 both = np.isfinite(values) & np.isfinite(ceiling)
                 if both.sum() >= 2:
                     tests.append({"method": name, "reference": INTER_READER, "metric": metric,
-                                  **paired_ttest(values[both], ceiling[both])})
-        return {"images": self.images, "pairs": self.pairs, "scores": rows, "tests": tests,
+                                  **paired_score_tests(values, ceiling)})
+        for metric in {t["metric"] for t in tests}:
+            for key in ("p", "wilcoxon_p"):
+                adjust_family([t for t in tests if t["metric"] == metric], key)
+        return {"images": self.images, "pairs": self.pairs, "scores": rows, "intervals": intervals, "tests": tests,
                 "note": f"inter-reader: each of the {self.pairs} readings of the {self.images} test images with "
                         "two or more readers predicted by the mean of the other readers' maps; methods scored "
                         "against the same single readers (paired by image and reader)."}

@@ -9,7 +9,7 @@ region is the union of every reader's ellipses labelled with the finding, raster
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,28 @@ from gazecxr.evaluation.saliency_methods import (
     gradcam_saliency,
     uniform_map,
 )
-from gazecxr.evaluation.tables import _mean_std, _number, _p_value, _table
+from gazecxr.evaluation.comparisons import saliency_intervals, saliency_tests
+from gazecxr.evaluation.tables import (
+    _number,
+    _saliency_cell,
+    _table,
+    holm_note,
+    saliency_test_table,
+    ttest_table,
+)
 from gazecxr.explain.gradcam import gradcam_from_tap
 from gazecxr.metrics import correlation_coefficient, histogram_similarity, kl_divergence
 from gazecxr.metrics.localisation import compare_localisation, finding_regions
 from gazecxr.metrics.multilabel import multilabel_metrics
+from gazecxr.metrics.statistics import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    PatientBootstrap,
+    adjust_family,
+    delong_finding_intervals,
+    delong_multilabel,
+    format_interval,
+)
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.tasks import TaskSpec, task_from_record
 from gazecxr.training.checkpoint_io import load_full_model
@@ -63,7 +80,14 @@ NOTES: tuple[str, ...] = (
     "Diff: mean min-max-normalised map inside minus outside; EHR-AUC: area under the effective-heat-ratio "
     "curve over equidistant thresholds; IoU of the map's top k % pixels with the region. gradcam: the "
     "stage-1 DenseNet's Grad-CAM for that finding's logit, confined to the image region.",
-    "tests: paired two-sided t-tests over pairs of 'full' against every other map.",
+    "Tests: 'full' against every other map by a paired two-sided t-test and a Wilcoxon signed-rank test over "
+    "(image, finding) pairs (localisation) or images (saliency); the fusion classifier 'full' against the "
+    "DenseNet 'stage1' by DeLong's test per finding and on the macro AUROC (mean of the per-finding "
+    "differences with their joint covariance from per-image structural components). Holm–Bonferroni within "
+    "each family (one per metric and test: 'full' against every other row); p raw, p (Holm) adjusted.",
+    "Intervals (95 %): AUROC per finding and macro by DeLong; localisation and saliency means by the "
+    "percentile bootstrap resampling test patients (a patient's images, and their pairs, move together), "
+    "seeded.",
 )
 
 
@@ -92,6 +116,8 @@ def collect(model: Any, task: TaskSpec, loader: Any, device: torch.device, progr
     fixed = {"center_bias": center_bias_map(dataset.h5_path, "train"), "uniform": uniform_map(dataset.canvas)}
     probs: dict[str, list[np.ndarray]] = {"full": [], "stage1": []}
     targets, pair_maps, pair_regions, pair_findings, examples = [], {m: [] for m in LOCALISATION_METHODS}, [], [], []
+    pair_patients: list[str] = []
+    position = 0
     saliency: dict[str, dict[str, list[np.ndarray]]] = {m: {"kl": [], "cc": [], "hs": []} for m in ("full", *fixed)}
     for batch in tqdm(loader, desc=f"evaluate findings {dataset.split}", unit="batch", disable=not progress):
         images = batch["image"].to(device)
@@ -108,6 +134,8 @@ def collect(model: Any, task: TaskSpec, loader: Any, device: torch.device, progr
                 saliency[name][metric].append(values)
         pairs = [(i, f, region) for i, index in enumerate(batch["index"].tolist())
                  for f, region in _pairs(dataset, index, y[i], task)]
+        pair_patients += [str(dataset.patient_ids[position + i]) for i, _, _ in pairs]
+        position += len(y)
         if not pairs:
             continue
         rows = torch.tensor([i for i, _, _ in pairs], device=device)
@@ -133,7 +161,8 @@ def collect(model: Any, task: TaskSpec, loader: Any, device: torch.device, progr
         "targets": np.concatenate(targets),
         "saliency": {m: {k: np.concatenate(v) for k, v in by.items()} for m, by in saliency.items()},
         "pairs": {"maps": {k: np.stack(v) for k, v in pair_maps.items()} if pair_findings else {},
-                  "regions": np.stack(pair_regions) if pair_regions else None, "findings": pair_findings},
+                  "regions": np.stack(pair_regions) if pair_regions else None, "findings": pair_findings,
+                  "patients": pair_patients},
         "examples": examples,
     }
 
@@ -146,48 +175,84 @@ def _region(dataset: GazeCXRDataset, index: int) -> torch.Tensor:
 
 
 def findings_tables(metrics: Mapping[str, Any]) -> str:
-    """tables.md of a multi-label evaluation: diagnosis per finding, localisation per map, tests."""
+    """tables.md of a multi-label evaluation: diagnosis per finding (AUROC with its DeLong interval),
+    localisation per map and saliency (mean ± std [95 % interval]), and the tests with raw and Holm p."""
     names = list(metrics["classification"]["full"]["per_finding"])
+    intervals = metrics.get("intervals", {})
+    delong = intervals.get("classification", {})
+
+    def auroc(method: str, finding: str | None) -> str:
+        by = delong.get(method)
+        if by is None:
+            m = metrics["classification"][method]
+            return _number(m["per_finding"][finding]["auroc"] if finding else m["auroc_macro"])
+        return format_interval(by["per_class"].get(finding) if finding else by["macro"])
+
     rows = []
     for name in names:
-        full, stage1 = metrics["classification"]["full"]["per_finding"][name], \
-            metrics["classification"]["stage1"]["per_finding"][name]
-        rows.append([name, str(full["positives"]), _number(full["auroc"]), _number(stage1["auroc"]),
+        full = metrics["classification"]["full"]["per_finding"][name]
+        rows.append([name, str(full["positives"]), auroc("full", name), auroc("stage1", name),
                      _number(full["average_precision"]), _number(full.get("f1")), _number(full.get("threshold")),
                      _number(full["ece"])])
     for method in ("full", "stage1"):
         m = metrics["classification"][method]
-        rows.append([f"**{method}: macro / micro**", str(m["n"]), f"{_number(m['auroc_macro'])} / "
+        rows.append([f"**{method}: macro / micro**", str(m["n"]), f"{auroc(method, None)} / "
                      f"{_number(m['auroc_micro'])}", "", _number(m["ap_macro"]),
                      f"{_number(m.get('f1_macro'))} / {_number(m.get('f1_micro'))}", "", _number(m["ece_mean"])])
+    tests = metrics.get("tests", {})
     parts = [f"# Multi-label findings evaluation ({metrics['split']} split, {metrics['n_test']} images)", "",
-             "## Diagnosis per finding (full = fusion classifier, stage1 = DenseNet alone)", "",
+             "## Diagnosis per finding (full = fusion classifier, stage1 = DenseNet alone; AUROC [95 % DeLong "
+             "interval])", "",
              _table(["finding", "positives", "AUROC full", "AUROC stage1", "AP full", "F1 full", "threshold",
                      "ECE full"], rows), ""]
+    if tests.get("classification"):
+        parts += ["## DeLong tests: full against stage1 (* p < 0.05)", "", ttest_table(tests["classification"]), "",
+                  holm_note("DeLong tests", "full"), ""]
     loc = metrics["localisation"]
     if loc is None:
         parts += ["No localisation pairs: no present finding with an ellipse in this split.", ""]
     else:
-        parts += [f"## Localisation over {loc['n']} (image, finding) pairs", "",
+        loc_ci = intervals.get("localisation", {})
+        parts += [f"## Localisation over {loc['n']} (image, finding) pairs: mean ± std [95 % interval]", "",
                   _table(["map", *loc["metrics"]],
                          [[LOCALISATION_METHODS.get(m, m),
-                           *(_mean_std(by[metric]["overall"]) for metric in loc["metrics"])]
+                           *(_saliency_cell(by[metric]["overall"], loc_ci.get(m, {}).get(metric))
+                             for metric in loc["metrics"])]
                           for m, by in loc["methods"].items()]), "",
-                  "## Paired t-tests (all pairs)", "",
-                  _table(["a", "b", "metric", "mean diff", "t", "p", "n"],
-                         [[t["a"], t["b"], t["metric"], _number(t["mean_diff"]), _number(t["t"], 2), _p_value(t["p"]),
-                           str(t["n"])] for t in loc["tests"] if t["finding"] is None]), ""]
-    parts += ["## Saliency against the gaze maps", "",
-              _table(["map", "KL", "CC", "HS"], [[m, *(_mean_std(s[k]) for k in ("kl", "cc", "hs"))]
+                  "## Localisation tests over all pairs: paired t-test and Wilcoxon signed-rank (* p < 0.05)", "",
+                  saliency_test_table(tests.get("localisation", [])), "", holm_note("Localisation tests", "full"), ""]
+    sal_ci = intervals.get("saliency", {})
+    parts += ["## Saliency against the gaze maps: mean ± std [95 % interval]", "",
+              _table(["map", "KL", "CC", "HS"], [[m, *(_saliency_cell(s[k], sal_ci.get(m, {}).get(k))
+                                                       for k in ("kl", "cc", "hs"))]
                                                  for m, s in metrics["saliency"].items()]), ""]
+    if tests.get("saliency"):
+        parts += [saliency_test_table(tests["saliency"]), "", holm_note("Saliency tests", "full"), ""]
     parts += ["## Notes", "", *(f"- {n}" for n in metrics["notes"]), ""]
     return "\n".join(parts)
 
 
+def _delong_records(out: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
+    """DeLong tests of the fusion head ('full') against the DenseNet ('stage1') per finding and on the macro
+    AUROC, Holm-adjusted within each finding's family (one comparison each here)."""
+    delong = delong_multilabel(out["targets"], out["probs"]["full"], out["probs"]["stage1"], names)
+    records = [{"a": "full", "b": "stage1", "metric": f"auroc:{f}", "test": "DeLong", "diff": d["diff"], "ci": d["ci"],
+                "p": d["p"], "n": d["n"]} for f, d in delong["per_class"].items() if d is not None]
+    if delong["macro"] is not None:
+        m = delong["macro"]
+        records.append({"a": "full", "b": "stage1", "metric": "auroc_macro", "test": "DeLong (macro, joint covariance)",
+                        "diff": m["diff"], "ci": m["ci"], "p": m["p"], "n": m["n"]})
+    for record in records:
+        adjust_family([record])
+    return records
+
+
 def evaluate_findings(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str | Path = "reports",
-                      split: str = "test", progress: bool = True) -> dict[str, Any]:
+                      split: str = "test", progress: bool = True, bootstrap: int = DEFAULT_RESAMPLES,
+                      seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Evaluate a multi-label stage-3 entry on ``split``; writes ``out_dir/<stage-3 id>/`` and returns
-    the metrics dict written to its metrics.json."""
+    the metrics dict written to its metrics.json (``bootstrap`` patient resamples with ``seed`` for the
+    intervals of the localisation and saliency means; 0: none)."""
 
     registry = Registry(config["registry"]["root"])
     device = resolve_device(config["train"]["device"])
@@ -210,6 +275,16 @@ def evaluate_findings(config: Mapping[str, Any], checkpoint: str = "best", out_d
         localisation = compare_localisation(pairs["maps"], pairs["regions"], pairs["findings"], reference="full")
     ids = {e.stage: e.id for e in lineage}
     run_dir = Path(out_dir) / ids["stage3"]
+    boot = PatientBootstrap(np.asarray(dataset.patient_ids, str), bootstrap, seed)
+    intervals: dict[str, Any] = {
+        "classification": {m: delong_finding_intervals(out["targets"], p, task.names) for m, p in out["probs"].items()},
+        "saliency": saliency_intervals(out["saliency"], boot)}
+    tests: dict[str, Any] = {"classification": _delong_records(out, task.names),
+                             "saliency": saliency_tests(out["saliency"], "full", ("kl", "cc", "hs"))}
+    if localisation is not None:
+        pair_boot = PatientBootstrap(np.asarray(pairs["patients"], str), bootstrap, seed)
+        intervals["localisation"] = saliency_intervals(localisation["scores"], pair_boot)
+        tests["localisation"] = saliency_tests(localisation["scores"], "full", localisation["metrics"])
     metrics = json_safe({
         "task": task.name,
         "classification": {
@@ -217,6 +292,9 @@ def evaluate_findings(config: Mapping[str, Any], checkpoint: str = "best", out_d
             "stage1": multilabel_metrics(out["targets"], out["probs"]["stage1"], task.names)},
         "localisation": localisation,
         "saliency": summarise_saliency(out["saliency"]),
+        "intervals": intervals,
+        "tests": tests,
+        "statistics": {"resamples": bootstrap, "seed": seed, "unit": "patient", "interval": boot.label},
         "checkpoint": {"ref": checkpoint, **ids},
         "n_test": int(len(out["targets"])),
         "split": split,

@@ -63,6 +63,8 @@ class Gallery:
         h, w = image.shape
         scale = min(1.0, self.thumb_size / max(h, w))
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        # a record baseline the record has not (no lung mask, no chest box) is a NaN map: drawn blank
+        maps = {k: np.nan_to_num(np.asarray(v, np.float64), nan=0.0) for k, v in maps.items()}
         peak = max(float(np.max(m)) for m in maps.values())
         grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
         layers = [np.repeat(grey[..., None], 3, axis=-1)]

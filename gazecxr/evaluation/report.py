@@ -4,6 +4,7 @@ significance tests, and the report folder (metrics.json, tables.md, figures)."""
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,13 @@ from gazecxr.evaluation.artifacts import (
     json_safe,
     save_figure_atomic,
     write_text_atomic,
+)
+from gazecxr.evaluation.baselines import BASELINES, baseline_predictors
+from gazecxr.evaluation.comparisons import (
+    classification_intervals,
+    classification_tests,
+    saliency_intervals,
+    saliency_tests,
 )
 from gazecxr.evaluation.consistency import ReaderConsistency, inter_reader_note
 from gazecxr.evaluation.figures import (
@@ -49,7 +57,8 @@ from gazecxr.evaluation.saliency_methods import (
     uniform_map,
 )
 from gazecxr.evaluation.tables import markdown_report
-from gazecxr.metrics import EPS, classification_metrics, paired_ttest
+from gazecxr.metrics import EPS, classification_metrics
+from gazecxr.metrics.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, PatientBootstrap
 from gazecxr.tasks import task_of
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.data import make_loader
@@ -81,10 +90,25 @@ NOTES: tuple[str, ...] = (
     "uniform: the uniform map over the whole canvas. center_bias: the mean ground-truth heatmap of the "
     "training split, normalised to sum 1.",
     "Saliency summaries are mean and population standard deviation (ddof = 0) over images.",
-    "tests: paired two-sided t-tests over images of 'full' against every other saliency method, on each "
-    "saliency metric, and of the fusion classifier 'full' against every other classifier on per-image "
-    "correctness (0/1) and probability of the true class; mean_diff = mean of (a − b); images without a "
-    "value (no fixation) are left out of a pair.",
+    "Saliency tests: 'full' against every other saliency row, per metric, by a paired two-sided t-test and a "
+    "Wilcoxon signed-rank test (zero differences dropped) over images; mean_diff = mean of (a − b); images "
+    "without a value (no fixation, no lung mask) are left out of a pair. Classification tests: the fusion "
+    "classifier 'full' against every other classifier: DeLong's test (Sun & Xu's fast algorithm) on each "
+    "one-vs-rest AUC and on the macro AUC (closed form: mean of the per-class differences with their joint "
+    "covariance from per-image structural components), the paired patient bootstrap on the micro AUC (no "
+    "closed form) and McNemar's exact test (binomial test of the discordant images) on accuracy.",
+    "Intervals (95 %): AUC per class and macro by DeLong (normal approximation, clipped to [0, 1]); every "
+    "other cell (saliency means, micro AUC, accuracy, balanced accuracy, ECE, the inter-reader rows) by the "
+    "percentile bootstrap resampling test patients (a patient's images move together), seeded; the same "
+    "resamples for every cell.",
+    "Multiplicity: Holm–Bonferroni within each table's family ('full' against every other row, one family "
+    "per metric and test); p is raw, p (Holm) adjusted.",
+    "other_image_gaze (shuffled baseline): each test image scored with another test image's ground-truth map "
+    "(a seeded derangement of the split), mapped into this image's letterboxed region by relative image "
+    "position. lung_prior: uniform over the convex hull of the record's lung masks, blurred with the "
+    "dataset's gaze σ (its sigma attribute, brought to the canvas) and confined to the image; records "
+    "without a lung mask are left out of that row. chest_box_prior: uniform over the REFLACX chest bounding "
+    "box (mean over the record's readers); records without one are left out.",
     "AUC-Judd: ROC area of the map as a classifier of fixated against all other canvas pixels, thresholds at "
     "the fixated pixels' values (ties count as above). sAUC: probability that the map ranks a fixated pixel "
     "above another image's fixation, ties one half. Both are averaged over images.",
@@ -128,14 +152,14 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
                     for i in range(len(gt)) if position + i in keep or on_image is not None}
         names: set[tuple[str, str]] = set()
         for predictor in predictors:
-            out = predict_batch(predictor, images, regions, lambda: [dataset.fixations(i) for i in indices])
+            out = predict_batch(predictor, images, regions, lambda: [dataset.fixations(i) for i in indices], indices)
             for key in [*(("saliency", n) for n in out.saliency), *(("classification", n) for n in out.probs)]:
                 if key in names:
                     raise ValueError(f"two predictors produce {key[0]} outputs named {key[1]!r}")
                 names.add(key)
             for name, maps in out.saliency.items():
                 maps = maps.detach().cpu().double().numpy()
-                for metric, values in score_maps(maps, gt, fixations, nonfixations).items():
+                for metric, values in _score_finite(maps, gt, fixations, nonfixations).items():
                     scores[name][metric].append(values)
                 for i, example in examples.items():
                     example[name] = maps[i]
@@ -157,6 +181,25 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
         examples=[kept[p] for p in keep if p in kept],
         fixations={"source": "recorded", **recorded.summary()} if recorded else {"source": "approximated"},
     )
+
+
+def _score_finite(maps: np.ndarray, gt: np.ndarray, fixations: np.ndarray,
+                  nonfixations: np.ndarray | None) -> dict[str, np.ndarray]:
+    """`score_maps` of the finite maps; an image whose map is NaN (a record baseline the record does not
+    support, e.g. no lung mask) scores NaN on every metric."""
+    finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+    if finite.all():
+        return score_maps(maps, gt, fixations, nonfixations)
+    keep = np.flatnonzero(finite)
+    if not keep.size:
+        return {m: np.full(len(maps), np.nan) for m in (SALIENCY_METRICS if nonfixations is not None
+                                                         else ("kl", "cc", "hs", "nss"))}
+    scored = score_maps(maps[keep], gt[keep], fixations[keep], None if nonfixations is None else nonfixations[keep])
+    out = {}
+    for metric, values in scored.items():
+        out[metric] = np.full(len(maps), np.nan)
+        out[metric][keep] = values
+    return out
 
 
 def evaluate_entries(registry: Registry, entries: Mapping[str, Entry | str], loader: DataLoader,
@@ -187,33 +230,6 @@ def saliency_by_source(scores: Mapping[str, Mapping[str, np.ndarray]], sources: 
     sources = np.asarray(sources, str)
     return {str(s): summarise_saliency({n: {m: v[sources == s] for m, v in by.items()} for n, by in scores.items()})
             for s in np.unique(sources)}
-
-
-CLASSIFICATION_SCORES: tuple[str, ...] = ("correct", "p_true")
-"""Per-image classification scores for the paired tests: arg-max is the label (0/1), and the
-probability given to the true class."""
-
-
-def classification_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image ``correct`` (arg-max is the label, 0/1) and ``p_true`` (probability of the true class)."""
-    return {"correct": (probs.argmax(1) == labels).astype(np.float64),
-            "p_true": probs[np.arange(len(labels)), labels].astype(np.float64)}
-
-
-def paired_tests(scores: Mapping[str, Mapping[str, np.ndarray]], reference: str = "full",
-                 metrics: Sequence[str] = SALIENCY_METRICS) -> list[dict[str, Any]]:
-    """Paired two-sided t-tests of ``reference`` against every other method, per metric that both have,
-    over the images where both values are finite (at least 2)."""
-    tests = []
-    for other in scores:
-        for metric in metrics:
-            if other == reference or metric not in scores[reference] or metric not in scores[other]:
-                continue
-            a, b = np.asarray(scores[reference][metric]), np.asarray(scores[other][metric])
-            both = np.isfinite(a) & np.isfinite(b)
-            if both.sum() >= 2:
-                tests.append({"a": reference, "b": other, "metric": metric, **paired_ttest(a[both], b[both])})
-    return tests
 
 
 # ----------------------------------------------------------------------------- writing
@@ -292,13 +308,26 @@ def fixation_notes(fixations: Mapping[str, Any]) -> list[str]:
             "and sAUC need recorded fixations: not available."]
 
 
+def _unsupported(scores: Mapping[str, Mapping[str, np.ndarray]]) -> list[str]:
+    """A note for each record baseline that some images could not be scored with (no mask / box)."""
+    notes = []
+    for name in BASELINES:
+        kl = scores.get(name, {}).get("kl")
+        if kl is not None and not np.all(np.isfinite(kl)):
+            notes.append(f"{name}: {int(np.sum(~np.isfinite(kl)))} of {len(kl)} images have no "
+                         f"{'lung mask' if name == 'lung_prior' else 'chest box'} and are left out of that row.")
+    return notes
+
+
 def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str | Path = "reports",
-             split: str = "test", progress: bool = True) -> dict[str, Any]:
+             split: str = "test", progress: bool = True, bootstrap: int = DEFAULT_RESAMPLES,
+             seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Evaluate a stage-3 registry entry and its baselines on ``split``; writes the report folder
-    ``out_dir/<stage-3 id>/`` and returns the metrics dict written to its metrics.json. A multi-label
+    ``out_dir/<stage-3 id>/`` and returns the metrics dict written to its metrics.json. ``bootstrap``
+    patient resamples (0: none) with ``seed`` give the intervals and the micro-AUC test. A multi-label
     (findings) task is evaluated by ``gazecxr.evaluation.findings_report``."""
     if task_of(config).multilabel:
-        return evaluate_findings(config, checkpoint, out_dir, split, progress)
+        return evaluate_findings(config, checkpoint, out_dir, split, progress, bootstrap, seed)
     registry = Registry(config["registry"]["root"])
     device = resolve_device(config["train"]["device"])
     model, lineage = load_full_model(registry, checkpoint)
@@ -311,9 +340,11 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         raise ValueError(f"checkpoint {lineage[0].id} was made for input size {made_for}, "
                          f"but {config['data']['h5']} holds {size} images")
     baselines, skipped = best_baselines(registry, size)
+    record_baselines, left_out = baseline_predictors(dataset, seed)
     predictors = [
         full_model_predictor(model.to(device)),
         *(entry_predictor(registry, entry, name, device) for name, entry in baselines.items()),
+        *record_baselines,
         constant_predictor("center_bias", center_bias_map(config["data"]["h5"], "train")),
         constant_predictor("uniform", uniform_map(dataset.canvas)),
     ]
@@ -326,17 +357,30 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
     stage1 = next(e for e in lineage if e.stage == "stage1")
     costs = {"full": method_cost(registry, lineage[0]), "stage1": method_cost(registry, stage1),
              "gradcam": method_cost(registry, stage1), "center_bias": NO_COST, "uniform": NO_COST,
+             **{name: NO_COST for name in BASELINES},
              **{name: method_cost(registry, entry) for name, entry in baselines.items()}}
     labels, probs = outputs.labelled()
-    class_scores = {name: classification_scores(labels, p) for name, p in probs.items()}
+    started = time.perf_counter()
+    patients = np.asarray(dataset.patient_ids, str)
+    boot = PatientBootstrap(patients, bootstrap, seed)
+    boot_labelled = PatientBootstrap(patients[outputs.labels >= 0], bootstrap, seed)
+    intervals = {"saliency": saliency_intervals(outputs.scores, boot),
+                 "classification": classification_intervals(labels, probs, CLASS_NAMES, boot_labelled)}
+    tests = saliency_tests(outputs.scores, "full", SALIENCY_METRICS)
+    class_tests = classification_tests(labels, probs, "full", CLASS_NAMES, boot_labelled)
+    inter_reader = consistency.summary(bootstrap, seed)
+    statistics = {"resamples": bootstrap, "seed": seed, "unit": "patient", "patients": len(set(patients)),
+                  "interval": boot.label, "confidence": 0.95, "seconds": time.perf_counter() - started}
     metrics = json_safe({
         "classification": summarise_classification(labels, probs),
         "saliency": summarise_saliency(outputs.scores),
-        "tests": paired_tests(outputs.scores, "full"),
-        "classification_tests": paired_tests(class_scores, "full", CLASSIFICATION_SCORES),
+        "intervals": intervals,
+        "tests": tests,
+        "classification_tests": class_tests,
+        "statistics": statistics,
         "fixations": outputs.fixations,
         "saliency_by_source": saliency_by_source(outputs.scores, dataset.sources),
-        "inter_reader": consistency.summary(),
+        "inter_reader": inter_reader,
         "anatomy": anatomy.summary(),
         "costs": costs,
         "oracle": sorted(name for name in baselines if name in ORACLE_METHODS),
@@ -348,7 +392,8 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
         "package_version": __version__,
         "report_dir": str(run_dir),
         "synthetic": is_synthetic_attrs(dataset.attrs),
-        "notes": [*NOTES, *fixation_notes(outputs.fixations), *skipped, inter_reader_note(consistency.summary())],
+        "notes": [*NOTES, *fixation_notes(outputs.fixations), *skipped, *left_out, *_unsupported(outputs.scores),
+                  inter_reader_note(inter_reader)],
     })
     write_report(run_dir, metrics, outputs)
     write_html_report(run_dir, markdown_report(metrics), outputs, gallery, dataset_sources(dataset),

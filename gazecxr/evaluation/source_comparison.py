@@ -24,9 +24,16 @@ from torch.utils.data import DataLoader
 from gazecxr.cli.options import prog_name
 from gazecxr.config import add_config_arguments, load_config
 from gazecxr.data.dataset import GazeCXRDataset
+from gazecxr.evaluation.comparisons import add_bootstrap_arguments
 from gazecxr.evaluation.consistency import INTER_READER, ReaderConsistency, fixation_map
 from gazecxr.evaluation.saliency_methods import entry_predictor, score_maps
-from gazecxr.metrics import paired_ttest
+from gazecxr.metrics.statistics import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    PatientBootstrap,
+    adjust_family,
+    paired_score_tests,
+)
 from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device
 from gazecxr.training.stages import run_stage2
@@ -72,30 +79,44 @@ def score_split(entries: Mapping[str, Entry], registry: Registry, dataset: GazeC
     return {n: {m: np.concatenate(v) for m, v in by.items()} for n, by in scores.items()}, consistency
 
 
-def _summary(values: np.ndarray) -> dict[str, float]:
+def _summary(values: np.ndarray, boot: PatientBootstrap) -> dict[str, Any]:
+    """Mean, std and count of the finite ``values`` and the mean's patient-bootstrap interval (``ci``)."""
     finite = values[np.isfinite(values)]
-    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(finite.size)} if finite.size \
-        else {"mean": float("nan"), "std": float("nan"), "n": 0}
+    if not finite.size:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0, "ci": None}
+    cell = boot.mean(values)
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(finite.size), "ci": cell["ci"],
+            "ci_method": cell["method"]}
 
 
-def summarise(scores: Mapping[str, Mapping[str, np.ndarray]], sources: np.ndarray) -> dict[str, Any]:
-    """Mean/std per method, metric and source (plus "pooled"), and paired tests between the methods."""
+def summarise(scores: Mapping[str, Mapping[str, np.ndarray]], sources: np.ndarray,
+              patients: np.ndarray | None = None, bootstrap: int = DEFAULT_RESAMPLES,
+              seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """Mean/std per method, metric and source (plus "pooled") with the mean's interval (``bootstrap``
+    resamples of the records' ``patients``, each record its own patient when None; 0: none), and paired
+    t-tests and Wilcoxon tests between the methods, Holm-adjusted within each metric's family (the sources)."""
     groups = {"pooled": np.ones(len(sources), bool), **{str(s): sources == s for s in np.unique(sources)}}
+    patients = np.asarray(patients if patients is not None else np.arange(len(sources)), str)
     names = list(scores)
     out: dict[str, Any] = {"by_source": {}, "tests": []}
     for group, keep in groups.items():
-        out["by_source"][group] = {name: {m: _summary(v[keep]) for m, v in scores[name].items()} for name in names}
+        boot = PatientBootstrap(patients[keep], bootstrap, seed)
+        out["by_source"][group] = {name: {m: _summary(v[keep], boot) for m, v in scores[name].items()}
+                                   for name in names}
         for metric in METRICS:
             a, b = scores[names[1]][metric][keep], scores[names[0]][metric][keep]
-            both = np.isfinite(a) & np.isfinite(b)
-            if both.sum() >= 2:
+            if (np.isfinite(a) & np.isfinite(b)).sum() >= 2:
                 out["tests"].append({"source": group, "metric": metric, "method": names[1], "reference": names[0],
-                                     **paired_ttest(a[both], b[both])})
+                                     **paired_score_tests(a, b)})
+    for metric in METRICS:
+        for key in ("p", "wilcoxon_p"):
+            adjust_family([t for t in out["tests"] if t["metric"] == metric], key)
     return out
 
 
 def compare(config: Mapping[str, Any], egd_h5: str | Path, reflacx_h5: str | Path, out_dir: str | Path,
-            variant: str = "resse", progress: bool = True) -> dict[str, Any]:
+            variant: str = "resse", progress: bool = True, bootstrap: int = DEFAULT_RESAMPLES,
+            seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Train the stage-2 ``variant`` once per :data:`RUNS` entry and compare them; writes
     ``out_dir/comparison.json`` and ``comparison.md`` and returns the JSON content."""
     files = [str(egd_h5), str(reflacx_h5)]
@@ -109,7 +130,8 @@ def compare(config: Mapping[str, Any], egd_h5: str | Path, reflacx_h5: str | Pat
     result = {"variant": variant, "data": files, "train_records": train_counts,
               "test_records": {str(s): int(c) for s, c in zip(*np.unique(test.sources, return_counts=True))},
               "entries": {name: e.id for name, e in entries.items()},
-              **summarise(scores, np.asarray(test.sources, str)), "inter_reader": consistency.summary()}
+              **summarise(scores, np.asarray(test.sources, str), np.asarray(test.patient_ids, str), bootstrap, seed),
+              "inter_reader": consistency.summary(bootstrap, seed)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
@@ -117,8 +139,14 @@ def compare(config: Mapping[str, Any], egd_h5: str | Path, reflacx_h5: str | Pat
     return result
 
 
-def _cell(summary: Mapping[str, float]) -> str:
-    return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+def _cell(summary: Mapping[str, Any], interval: Mapping[str, Any] | None = None) -> str:
+    text = f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+    ci = summary.get("ci") if interval is None else interval.get("ci")
+    return text if ci is None else f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _p(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -130,10 +158,12 @@ def markdown(result: Mapping[str, Any]) -> str:
         for name, by_metric in by_model.items():
             lines.append(f"| {group} (n={by_metric['kl']['n']}) | {name} | "
                          + " | ".join(_cell(by_metric[m]) for m in METRICS) + " |")
-    lines += ["", "Paired t-tests (egd+reflacx − egd_only):", "", "| test records | metric | mean diff | p |",
-              "|---|---|---|---|"]
-    lines += [f"| {t['source']} | {t['metric']} | {t.get('mean_diff', float('nan')):.4f} | {t.get('p', float('nan')):.3g} |"
-              for t in result["tests"]]
+    lines += ["", "Paired t-tests and Wilcoxon signed-rank tests (egd+reflacx − egd_only); Holm–Bonferroni within "
+              "each metric's family (the test record groups), raw and adjusted p:", "",
+              "| test records | metric | mean diff | t-test p | p (Holm) | Wilcoxon p | p (Holm) |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {t['source']} | {t['metric']} | {t['mean_diff']:.4f} | {_p(t['p'])} | {_p(t.get('p_holm'))} | "
+              f"{_p(t['wilcoxon_p'])} | {_p(t.get('wilcoxon_p_holm'))} |" for t in result["tests"]]
     inter = result["inter_reader"]
     lines += ["", "## Against single readers (test images with two or more readers)", ""]
     if not inter.get("images"):
@@ -141,10 +171,13 @@ def markdown(result: Mapping[str, Any]) -> str:
     else:
         lines += [inter["note"], "", "| row | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
         for name in [INTER_READER, *[n for n in inter["scores"] if n != INTER_READER]]:
-            lines.append(f"| {name} | " + " | ".join(_cell(inter["scores"][name][m]) if m in inter["scores"][name]
-                                                        else "–" for m in METRICS) + " |")
-        lines += ["", "| model vs inter-reader | metric | mean diff | p |", "|---|---|---|---|"]
-        lines += [f"| {t['method']} | {t['metric']} | {t.get('mean_diff', float('nan')):.4f} | {t.get('p', float('nan')):.3g} |"
+            lines.append(f"| {name} | " + " | ".join(
+                _cell(inter["scores"][name][m], inter.get("intervals", {}).get(name, {}).get(m))
+                if m in inter["scores"][name] else "–" for m in METRICS) + " |")
+        lines += ["", "| model vs inter-reader | metric | mean diff | t-test p | p (Holm) | Wilcoxon p | p (Holm) |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {t['method']} | {t['metric']} | {t['mean_diff']:.4f} | {_p(t['p'])} | {_p(t.get('p_holm'))} | "
+                  f"{_p(t['wilcoxon_p'])} | {_p(t.get('wilcoxon_p_holm'))} |"
                   for t in inter["tests"] if t["metric"] in METRICS]
     return "\n".join(lines) + "\n"
 
@@ -159,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=("resse", "unet", "full"), default="resse",
                         help="stage-2 model: resse (Res-SE UNet, no stage 1 needed), unet, or full (needs a "
                              "stage-1 entry, stage2.encoder)")
+    add_bootstrap_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        result = compare(config, args.egd, args.reflacx, args.out, args.variant, progress=not args.quiet)
+        result = compare(config, args.egd, args.reflacx, args.out, args.variant, progress=not args.quiet,
+                         bootstrap=args.bootstrap, seed=args.bootstrap_seed)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -8,6 +8,8 @@ from typing import Any
 
 from gazecxr import CLASS_NAMES
 from gazecxr.data.provenance import SYNTHETIC_NOTICE
+from gazecxr.evaluation.comparisons import BASELINE_ORDER, holm_note, saliency_order
+from gazecxr.metrics.statistics import format_interval
 
 
 def _paper_class(normal: float, chf: float, pneumonia: float, micro: float, accuracy: float) -> dict[str, float | None]:
@@ -112,46 +114,108 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+PAPER_ANCHOR = "paper, 100 real test images"
+"""The label of the paper's anchor rows and columns (Tables 4.1 and 4.2, measured on EGD-CXR's 100-image
+test split)."""
+
+REFLACX_ANCHORS = ("REFLACX reference (Lanfredi et al.'s saliency-map study, released tables; each radiologist "
+                   "against the mean of the other four on the images read by all five): inter-observer NCC 0.632 "
+                   "[0.606, 0.658], AUC 0.790 [0.782, 0.799], sNCC 0.028, sAUC 0.558; lung segmentation (convex "
+                   "hull) NCC 0.637 [0.615, 0.659], AUC 0.735, sNCC −0.187, sAUC 0.505; best Grad-CAM NCC 0.437, "
+                   "AUC 0.696, sNCC −0.067, sAUC 0.522. Anatomy alone matches human agreement on dense metrics; "
+                   "shuffled metrics separate them. (NCC there is our CC.)")
+"""The real-data reference of a REFLACX saliency table's notes."""
+
+
+def _cell(value: float | None, interval: Mapping[str, Any] | None) -> str:
+    """``value`` with its interval when there is one: ``0.925 [0.880, 0.960]``."""
+    if interval is not None:
+        return format_interval(interval, missing=MISSING)
+    return _number(value)
+
+
 def classification_table(classification: Mapping[str, Mapping[str, Any]],
                          costs: Mapping[str, Mapping[str, float | None]] | None = None,
-                         oracle: Sequence[str] = ("gazegnn",)) -> str:
-    """Table 4.1: per-class, macro and micro AUC and accuracy, then parameters and training time; one
-    column per method, then the paper's."""
+                         oracle: Sequence[str] = ("gazegnn",),
+                         intervals: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Table 4.1: per-class, macro and micro AUC and accuracy (each with its 95 % interval from
+    ``intervals`` when given), then parameters and training time; one column per method, then the paper's."""
     methods = list(classification)
     header = ["Metric", *(method_label(m, oracle) for m in methods),
-              *(f"Paper: {method_label(name, ('GazeGNN',))}" for name in PAPER_CLASSIFICATION)]
+              *(f"{method_label(name, ('GazeGNN',))} ({PAPER_ANCHOR})" for name in PAPER_CLASSIFICATION)]
     rows = []
     for key, label in [*((c, f"AUC ({CLASS_LABELS[c]}) ↑") for c in CLASS_NAMES), ("auc_macro", "AUC (macro) ↑"),
-                       ("auc_micro", "AUC (micro) ↑"), ("accuracy", "Accuracy ↑")]:
-        ours = [classification[m]["auc_per_class"].get(key) if key in CLASS_NAMES else classification[m][key]
-                for m in methods]
-        paper = [ref[key] for ref in PAPER_CLASSIFICATION.values()]
-        rows.append([label, *map(_number, ours), *map(_number, paper)])
+                       ("auc_micro", "AUC (micro) ↑"), ("accuracy", "Accuracy ↑"), ("ece", "ECE ↓")]:
+        ours = []
+        for m in methods:
+            by = (intervals or {}).get(m)
+            interval = None if by is None else (by["auc_per_class"].get(key) if key in CLASS_NAMES else by.get(key))
+            value = classification[m]["auc_per_class"].get(key) if key in CLASS_NAMES else classification[m][key]
+            ours.append(_cell(value, interval))
+        paper = [ref.get(key) for ref in PAPER_CLASSIFICATION.values()]
+        rows.append([label, *ours, *map(_number, paper)])
     if costs is not None:
         rows += _cost_rows(methods, costs, len(PAPER_CLASSIFICATION))
     return _table(header, rows)
 
 
+def _saliency_cell(summary: Mapping[str, float] | None, interval: Mapping[str, Any] | None) -> str:
+    text = _mean_std(summary)
+    ci = (interval or {}).get("ci")
+    if text == MISSING or ci is None:
+        return text
+    return f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def saliency_table(saliency: Mapping[str, Mapping[str, Mapping[str, float]]],
-                   costs: Mapping[str, Mapping[str, float | None]] | None = None) -> str:
-    """Table 4.2: KL, CC, HS, NSS, AUC-Judd and sAUC as mean ± std, then parameters and training time; one
-    column per method, then the paper's."""
-    methods = list(saliency)
-    header = ["Metric", *methods, *(f"Paper: {name}" for name in PAPER_SALIENCY)]
-    rows = [[label, *(_mean_std(saliency[m].get(key)) for m in methods),
-             *(_mean_std(ref[key]) for ref in PAPER_SALIENCY.values())]
-            for key, label in SALIENCY_ROWS.items()]
-    if costs is not None:
-        rows += _cost_rows(methods, costs, len(PAPER_SALIENCY))
+                   costs: Mapping[str, Mapping[str, float | None]] | None = None,
+                   intervals: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Table 4.2 with one row per method: KL, CC, HS, NSS, AUC-Judd and sAUC as mean ± std over images with
+    the mean's 95 % interval (``intervals``), parameters and training time. Rows top to bottom: the models,
+    the paper's rows (labelled `PAPER_ANCHOR`), another image's gaze, lungs / chest box, centre bias,
+    uniform."""
+    order = saliency_order(list(saliency))
+    models = [m for m in order if m not in BASELINE_ORDER]
+    header = ["Method", *SALIENCY_ROWS.values(), *(["Params", "Train time"] if costs is not None else [])]
+
+    def row(name: str) -> list[str]:
+        cost = [] if costs is None else [parameters_cell(costs.get(name, {}).get("parameters")),
+                                         seconds_cell(costs.get(name, {}).get("train_seconds"))]
+        return [name, *(_saliency_cell(saliency[name].get(k), (intervals or {}).get(name, {}).get(k))
+                        for k in SALIENCY_ROWS), *cost]
+
+    paper = [[f"{name} ({PAPER_ANCHOR})", *(_mean_std(ref[k]) for k in SALIENCY_ROWS),
+              *([MISSING, MISSING] if costs is not None else [])] for name, ref in PAPER_SALIENCY.items()]
+    rows = [*(row(m) for m in models), *paper, *(row(m) for m in order if m in BASELINE_ORDER)]
     return _table(header, rows)
 
 
+def _p_cell(p: float | None) -> str:
+    return _p_value(p) + (" *" if p is not None and math.isfinite(p) and p < 0.05 else "")
+
+
+def saliency_test_table(tests: Sequence[Mapping[str, Any]]) -> str:
+    """The saliency tests, one row per (A, B, metric): mean difference, the paired t-test's and the Wilcoxon
+    signed-rank test's raw and Holm-adjusted p (* p < 0.05)."""
+    rows = [[t["a"], t["b"], t["metric"].upper(), str(t.get("n", MISSING)), _number(t.get("mean_diff"), 4),
+             _number(t.get("t"), 3), _p_cell(t.get("p")), _p_cell(t.get("p_holm")), _p_cell(t.get("wilcoxon_p")),
+             _p_cell(t.get("wilcoxon_p_holm"))] for t in tests]
+    return _table(["A", "B", "Metric", "n", "Mean diff (A − B)", "t", "t-test p", "p (Holm)", "Wilcoxon p",
+                   "p (Holm)"], rows)
+
+
 def ttest_table(tests: Sequence[Mapping[str, Any]]) -> str:
-    """Paired two-sided t-tests: one row per (method A, method B, metric)."""
-    rows = [[t["a"], t["b"], t["metric"].upper(), _number(t.get("mean_diff"), 4), _number(t["t"], 3),
-             _p_value(t["p"]) + (" *" if t["p"] is not None and t["p"] < 0.05 else "")]
-            for t in tests]
-    return _table(["A", "B", "Metric", "Mean diff (A − B)", "t", "p"], rows)
+    """Classification (and other) tests, one row per (A, B, metric): the test, the difference A − B with its
+    95 % interval where the test gives one, raw and Holm-adjusted p (* p < 0.05)."""
+    rows = []
+    for t in tests:
+        ci = t.get("ci")
+        diff = _number(t.get("diff", t.get("mean_diff")), 4)
+        if ci is not None:
+            diff += f" [{ci[0]:.4f}, {ci[1]:.4f}]"
+        rows.append([t["a"], t["b"], t["metric"], t.get("test", "paired t-test"), diff, _p_cell(t.get("p")),
+                     _p_cell(t.get("p_holm"))])
+    return _table(["A", "B", "Metric", "Test", "Diff (A − B) [95 % CI]", "p", "p (Holm)"], rows)
 
 
 def synthetic_notice(metrics: Mapping[str, Any]) -> list[str]:
@@ -177,42 +241,60 @@ def anatomy_table(anatomy: Mapping[str, Any]) -> str:
 
 
 def inter_reader_table(summary: Mapping[str, Any]) -> str:
-    """Human consistency: the inter-reader row (each reader predicted by the mean of the others) beside every
-    method scored against the same single readers, with the paired test of each method against it."""
+    """Human consistency: the inter-reader row (each reader predicted by the mean of the others) on top, then
+    every method scored against the same single readers (models, then the baselines), each cell mean ± std
+    with the mean's 95 % interval and, for a method, the Holm-adjusted p of its paired t-test against the
+    inter-reader row."""
     if not summary.get("images"):
         return summary.get("note", "no test image has two or more readers: no inter-reader ceiling")
-    scores = summary["scores"]
-    p = {(t["method"], t["metric"]): t["p"] for t in summary.get("tests", [])}
+    scores, intervals = summary["scores"], summary.get("intervals", {})
+    tests = {(t["method"], t["metric"]): t for t in summary.get("tests", [])}
     metrics = [m for m in SALIENCY_ROWS if m in scores["inter_reader"]]
 
     def cell(method: str, metric: str) -> str:
-        value = _mean_std(scores[method].get(metric))
-        return value if method == "inter_reader" else f"{value} (p {_p_value(p.get((method, metric)))})"
+        value = _saliency_cell(scores[method].get(metric), intervals.get(method, {}).get(metric))
+        if method == "inter_reader":
+            return value
+        test = tests.get((method, metric), {})
+        return f"{value} (p {_p_value(test.get('p'))}, Holm {_p_value(test.get('p_holm'))})"
 
-    rows = [[method, *(cell(method, m) for m in metrics)] for method in scores]
+    order = ["inter_reader", *saliency_order([m for m in scores if m != "inter_reader"])]
+    rows = [[method, *(cell(method, m) for m in metrics)] for method in order]
     return _table(["Against single readers", *(SALIENCY_ROWS[m] for m in metrics)], rows)
 
 
 def markdown_report(metrics: Mapping[str, Any]) -> str:
-    """The whole ``tables.md``: classification, saliency and t-test tables with their notes."""
+    """The whole ``tables.md``: classification, saliency, test and consistency tables with their notes."""
     checkpoint = metrics["checkpoint"]
     costs = metrics.get("costs")
+    intervals = metrics.get("intervals", {})
     notes = "\n".join(f"- {note}" for note in metrics.get("notes", []))
+    reflacx = any(str(s).upper() == "REFLACX" for s in metrics.get("saliency_by_source", {}))
     return "\n\n".join([
         f"# Evaluation of {checkpoint['stage3']} ({metrics['split']} split, n = {metrics['n_test']})",
         *synthetic_notice(metrics),
         "## Classification (cf. paper Table 4.1)",
-        classification_table(metrics["classification"], costs, metrics.get("oracle", ())),
+        classification_table(metrics["classification"], costs, metrics.get("oracle", ()),
+                             intervals.get("classification")),
         "The paper reports a single AUC, computed by its released code as the micro AUC; "
         "its macro AUC is not reported. Parameters and training time include the frozen parents' "
-        "(the whole model behind the column).",
-        "## Visual saliency prediction, mean ± std over images (cf. paper Table 4.2)",
-        saliency_table(metrics["saliency"], costs),
+        "(the whole model behind the column). Intervals (95 %): per-class and macro AUC by DeLong; micro AUC, "
+        f"accuracy and ECE by the patient bootstrap ({metrics.get('statistics', {}).get('interval', MISSING)}).",
+        "## Visual saliency prediction, mean ± std over images [95 % interval of the mean] (cf. paper Table 4.2)",
+        saliency_table(metrics["saliency"], costs, intervals.get("saliency")),
         fixation_source_line(metrics.get("fixations")),
-        "## Paired two-sided t-tests over images (* p < 0.05)",
-        ttest_table([*metrics["tests"], *metrics.get("classification_tests", [])]),
-        *(["## Human consistency: inter-reader ceiling (p: paired test against the inter-reader row)",
-           inter_reader_table(metrics["inter_reader"])] if metrics.get("inter_reader") else []),
+        *([REFLACX_ANCHORS] if reflacx else []),
+        "## Saliency tests over images: paired t-test and Wilcoxon signed-rank (* p < 0.05)",
+        saliency_test_table(metrics["tests"]),
+        holm_note("Saliency tests", "full"),
+        *(["## Classification tests: DeLong (AUC), paired patient bootstrap (micro AUC), McNemar exact (accuracy)",
+           ttest_table(metrics["classification_tests"]), holm_note("Classification tests", "full")]
+          if metrics.get("classification_tests") else []),
+        *(["## Human consistency: inter-reader ceiling (p: paired t-test against the inter-reader row)",
+           inter_reader_table(metrics["inter_reader"]),
+           holm_note("Human consistency", "inter_reader").replace("'inter_reader' against every other row",
+                                                                   "every row against 'inter_reader'")]
+          if metrics.get("inter_reader") else []),
         *(["## Share of map mass per anatomical region and class (gaze, saliency, Grad-CAM)",
            anatomy_table(metrics["anatomy"])] if metrics.get("anatomy") else []),
         "## Notes",

@@ -49,6 +49,9 @@ BOOTSTRAP_METHODS: tuple[str, ...] = ("percentile", "bca")
 """Bootstrap interval methods: percentile, or bias-corrected and accelerated (BCa, jackknife over
 patients for the acceleration)."""
 
+_CHUNK = 128
+"""Resamples per block of the vectorised AUC."""
+
 Statistic = Callable[[np.ndarray], np.ndarray]
 """A weighted statistic: per-element weights (B, N) → B values (or (B, K) for K statistics at once);
 row b of the weights is one bootstrap resample (integer multiplicities), a row of ones the sample itself."""
@@ -188,15 +191,15 @@ def wilcoxon_signed_rank(a: Any, b: Any) -> dict[str, Any]:
 
 def paired_score_tests(a: Any, b: Any) -> dict[str, Any]:
     """Both tests of per-image scores ``a`` against ``b`` over the images where both are finite, as one flat
-    record: ``n``, ``mean_diff``, ``t``, ``p`` (t-test) and ``median_diff``, ``wilcoxon_w``, ``wilcoxon_p``.
-    Needs at least 2 such images."""
+    record: ``n``, ``mean_diff``, ``t``, ``p`` (t-test), ``median_diff``, ``wilcoxon_w``, ``wilcoxon_p`` and
+    ``test`` (the tests' names). Needs at least 2 such images."""
     x, z = _to_float64(a, "a").ravel(), _to_float64(b, "b").ravel()
     _check_same_shape(x, z, "a", "b")
     both = np.isfinite(x) & np.isfinite(z)
     t = paired_ttest(x[both], z[both])
     w = wilcoxon_signed_rank(x[both], z[both])
     return {"n": t["n"], "mean_diff": t["mean_diff"], "t": t["t"], "p": t["p"], "median_diff": w["median_diff"],
-            "wilcoxon_w": w["w"], "wilcoxon_p": w["p"], "method": "paired t-test; Wilcoxon signed-rank"}
+            "wilcoxon_w": w["w"], "wilcoxon_p": w["p"], "test": "paired t-test; Wilcoxon signed-rank"}
 
 
 # ----------------------------------------------------------------------------- DeLong
@@ -642,25 +645,35 @@ def weighted_accuracy(labels: Any, probs: Any) -> Statistic:
 def weighted_auc(y_true: Any, scores: Any) -> Statistic:
     """The ROC AUC (ties one half) of ``scores`` (N,) for binary ``y_true`` (N,) with per-element weights
     (each resample counts an element as often as its weight); NaN where a resample has no positive or no
-    negative. Vectorised: one sort, then cumulative weighted counts per resample."""
+    negative. Vectorised: one sort, then cumulative weighted counts of negatives per resample (in chunks
+    of `_CHUNK` resamples, to stay in cache)."""
     y = _to_float64(y_true, "y_true").ravel() > 0.5
     s = _to_float64(scores, "scores").ravel()
     _check_same_shape(y, s, "y_true", "scores")
     order = np.argsort(s, kind="stable")
-    sorted_s, sorted_y = s[order], y[order]
-    starts = np.flatnonzero(np.concatenate([[True], sorted_s[1:] != sorted_s[:-1]]))
-    tie_of = np.cumsum(np.concatenate([[False], sorted_s[1:] != sorted_s[:-1]]))
+    sorted_s = s[order]
+    pos, neg = y[order].astype(np.float64), (~y[order]).astype(np.float64)
+    new_value = np.concatenate([[True], sorted_s[1:] != sorted_s[:-1]])
+    ties = not new_value.all()
+    starts, tie_of = np.flatnonzero(new_value), np.cumsum(new_value) - 1
 
-    def statistic(w: np.ndarray) -> np.ndarray:
-        ws = np.asarray(w, np.float64)[:, order]
-        neg = np.add.reduceat(ws * ~sorted_y, starts, axis=1)
-        below = np.cumsum(neg, axis=1) - neg
-        credit = below + 0.5 * neg
-        wpos = ws * sorted_y
-        total_pos, total_neg = wpos.sum(axis=1), neg.sum(axis=1)
-        num = np.sum(wpos * credit[:, tie_of], axis=1)
+    def chunk(w: np.ndarray) -> np.ndarray:
+        ws = w[:, order]
+        wneg = ws * neg
+        if ties:  # negatives strictly below each value, plus half of those tied with it
+            per_value = np.add.reduceat(wneg, starts, axis=1)
+            credit = (np.cumsum(per_value, axis=1) - 0.5 * per_value)[:, tie_of]
+        else:  # a positive's credit is every negative before it in the sorted order
+            credit = np.cumsum(wneg, axis=1)
+        wpos = ws * pos
+        total_pos, total_neg = wpos.sum(axis=1), wneg.sum(axis=1)
+        num = np.einsum("ij,ij->i", wpos, credit)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where((total_pos > 0) & (total_neg > 0), num / (total_pos * total_neg), np.nan)
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w, np.float64)
+        return np.concatenate([chunk(w[i:i + _CHUNK]) for i in range(0, len(w), _CHUNK)]) if len(w) else np.zeros(0)
 
     return statistic
 
