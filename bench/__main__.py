@@ -28,6 +28,7 @@ BENCHES = {
     "batch_predict": "archive batch prediction images/s, 2 reader workers vs 1 (demo model, ONNX Runtime)",
     "int8": "int8 static quantisation vs float ONNX model, ms per image (demo model)",
     "report_page": "report page opening in headless Chromium, 100-image vs 1,000-image report (first page decoded)",
+    "bootstrap": "a report's statistics, vectorised patient bootstrap vs a resampling loop (100 and 1,000 images)",
 }
 
 
