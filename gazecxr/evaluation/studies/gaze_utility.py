@@ -175,6 +175,9 @@ class StudySettings:
 # ----------------------------------------------------------------------------- data sets
 
 
+STUDY_SECTION = "gaze_utility"
+"""The config section of the study (not part of the configs the models are trained with)."""
+
 STUDY_ATTR = "gaze_utility"
 """HDF5 root attribute (JSON) of a study data set: its data spec and variant."""
 
@@ -400,7 +403,9 @@ class Trained:
 def train_all(config: Mapping[str, Any], settings: StudySettings, data: StudyData, progress: bool = True
               ) -> dict[tuple[str, int, int], Trained]:
     """Train (or reuse) every method of every (variant, size, seed); keys (variant, size, seed) with variant
-    ``base`` (the no-gaze DenseNets, trained on the first g's file), ``g…``, ``shuffled`` and ``nogaze``."""
+    ``base`` (the no-gaze DenseNets, trained on the first g's file), ``g…``, ``shuffled`` and ``nogaze``. The
+    study's own section is left out of the configs trained, so a model is reused whatever grid asked for it."""
+    config = {key: value for key, value in config.items() if key != STUDY_SECTION}
     registry = Registry(config["registry"]["root"])
     known = {(_method_of(e), config_hash(e.config)): e for e in registry.entries(tag=ABLATION_TAG)}
     first = _g_name(settings.informativeness[0])
