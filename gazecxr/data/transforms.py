@@ -58,9 +58,10 @@ class PairedAugment:
         offset = self._uniform(-self.brightness, self.brightness)
         image = move(image, InterpolationMode.BILINEAR)
         out["image"] = ((image - 0.5) * gain + 0.5 + offset).clamp(0.0, 1.0)
-        heat = move(sample["heatmap"], InterpolationMode.BILINEAR).clamp_min(0.0)
-        total = heat.sum()
-        out["heatmap"] = heat / total if total > 0 else sample["heatmap"]
+        if "heatmap" in sample:  # files of datasets without gaze (NIH, SIIM, ...) have none
+            heat = move(sample["heatmap"], InterpolationMode.BILINEAR).clamp_min(0.0)
+            total = heat.sum()
+            out["heatmap"] = heat / total if total > 0 else sample["heatmap"]
         for key in ("lung_mask", "heart_mask"):
             if key in sample:
                 out[key] = move(sample[key].to(torch.uint8), InterpolationMode.NEAREST).bool()

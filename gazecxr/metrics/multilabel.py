@@ -81,14 +81,17 @@ def choose_thresholds(y_true: Any, probs: Any, default: float = DEFAULT_THRESHOL
 
     A finding is predicted present when its probability is ≥ its threshold. Candidates are the
     validation probabilities themselves; among equally good ones the highest is chosen (fewest
-    false positives). A finding without positives in the split gets ``default``.
+    false positives). A finding without positives in the split gets ``default``. NaN labels (unknown)
+    are left out of their finding.
     """
-    y, p = _check_multilabel(y_true, probs)
+    raw = _to_float64(y_true, "y_true")
+    known = ~np.isnan(raw)
+    y, p = _check_multilabel(np.nan_to_num(raw), probs)
     thresholds = np.full(y.shape[1], float(default))
     for f in range(y.shape[1]):
-        if not y[:, f].any():
+        if not y[known[:, f], f].any():
             continue
-        precision, recall, candidates = precision_recall_curve(y[:, f], p[:, f])
+        precision, recall, candidates = precision_recall_curve(y[known[:, f], f], p[known[:, f], f])
         precision, recall = precision[:-1], recall[:-1]
         denom = precision + recall
         f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
@@ -128,7 +131,12 @@ def multilabel_metrics(
       with positives; ``ece_mean``: mean per-finding ECE (``binary_reliability``);
     - with ``thresholds`` (chosen on validation by ``choose_thresholds``): ``f1_macro`` over findings
       with positives and ``f1_micro`` over their pooled decisions.
+
+    NaN labels are unknown (e.g. CheXpert uncertain labels under the ``ignore`` policy): each finding is
+    then scored on its known entries only, and its entry also counts the ``unknown`` ones.
     """
+    if np.isnan(_to_float64(y_true, "y_true")).any():
+        return _metrics_with_unknown(_to_float64(y_true, "y_true"), probs, finding_names, thresholds, n_bins)
     y, p = _check_multilabel(y_true, probs)
     names = list(finding_names)
     n, n_findings = y.shape
@@ -163,4 +171,48 @@ def multilabel_metrics(
         out["f1_macro"] = _mean_defined([e["f1"] for e in per_finding.values()])
         out["f1_micro"] = float(f1_score(y[:, has_pos].ravel(), decisions[:, has_pos].ravel(), zero_division=0)) \
             if has_pos.any() else float("nan")
+    return out
+
+
+def _metrics_with_unknown(y: np.ndarray, probs: Any, finding_names: Sequence[str], thresholds: Any | None,
+                          n_bins: int) -> dict[str, Any]:
+    """``multilabel_metrics`` of labels with NaN (unknown) entries: per finding on its known rows; micro
+    summaries pooled over the known entries of the findings that count."""
+    p = _to_float64(probs, "probs")
+    if y.ndim != 2 or y.shape != p.shape:
+        raise ValueError(f"y_true and probs must be 2-D with the same shape; got {y.shape} and {p.shape}")
+    names = list(finding_names)
+    if len(names) != y.shape[1]:
+        raise ValueError(f"finding_names has {len(names)} names but probs has {y.shape[1]} columns")
+    t = None if thresholds is None else _check_thresholds(thresholds, y.shape[1])
+    per_finding: dict[str, dict[str, Any]] = {}
+    roc, f1 = ([], []), ([], [])
+    for f, name in enumerate(names):
+        known = ~np.isnan(y[:, f])
+        if not known.any():
+            entry = {"positives": 0, "auroc": float("nan"), "average_precision": float("nan"), "ece": float("nan")}
+            if t is not None:
+                entry.update(threshold=float(t[f]), f1=float("nan"))
+        else:
+            yk, pk = y[known, f:f + 1], p[known, f:f + 1]
+            entry = multilabel_metrics(yk, pk, [name], None if t is None else t[f:f + 1], n_bins)["per_finding"][name]
+            if not np.isnan(entry["auroc"]):
+                roc[0].append(yk[:, 0])
+                roc[1].append(pk[:, 0])
+            if t is not None and entry["positives"] > 0:
+                f1[0].append(yk[:, 0])
+                f1[1].append(pk[:, 0] >= t[f])
+        per_finding[name] = {**entry, "unknown": int((~known).sum())}
+    out: dict[str, Any] = {
+        "n": int(y.shape[0]),
+        "per_finding": per_finding,
+        "auroc_macro": _mean_defined([e["auroc"] for e in per_finding.values()]),
+        "auroc_micro": float(roc_auc_score(np.concatenate(roc[0]), np.concatenate(roc[1]))) if roc[0] else float("nan"),
+        "ap_macro": _mean_defined([e["average_precision"] for e in per_finding.values()]),
+        "ece_mean": _mean_defined([e["ece"] for e in per_finding.values()]),
+    }
+    if t is not None:
+        out["f1_macro"] = _mean_defined([e["f1"] for e in per_finding.values()])
+        out["f1_micro"] = float(f1_score(np.concatenate(f1[0]), np.concatenate(f1[1]), zero_division=0)) \
+            if f1[0] else float("nan")
     return out

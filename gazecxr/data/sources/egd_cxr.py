@@ -57,21 +57,43 @@ class EGDSource:
             report.skip(dicom_id, f"label not exactly one of {'/'.join(CLASS_NAMES)}")
         sheet = sheet[~bad_label]
         ids = set(sheet["dicom_id"])
-        gaze = stream_gaze(self.egd_dir, ids, options.gaze)
+        truncated: dict[str, dict[str, dict[str, object]]] = {options.gaze: {}, "fixations": {}}
+        gaze = stream_gaze(self.egd_dir, ids, options.gaze, truncated=truncated[options.gaze])
         has_gaze = sheet["dicom_id"].isin(gaze.keys())
         for dicom_id in sheet.loc[~has_gaze, "dicom_id"]:
             report.skip(dicom_id, f"no gaze samples: no rows for this image in the {options.gaze} gaze table")
         sheet = sheet[has_gaze]
-        fixations = ((gaze if options.gaze == "fixations" else stream_gaze(self.egd_dir, ids, "fixations"))
+        fixations = ((gaze if options.gaze == "fixations"
+                      else stream_gaze(self.egd_dir, ids, "fixations", truncated=truncated["fixations"]))
                      if self.has_fixations else {})
+        matched = _report_truncated(truncated, report)
         canvas = (options.height, options.width)
         return [
             SourceRecord(row.dicom_id, str(row.patient_id), int(row.label), str(self.image_dir), row.path, canvas,
                          (ReadingSpec(heatmap=PointGaze(*_xyw(gaze[row.dicom_id]), options.sigma),
                                       fixations=fixations.get(row.dicom_id)),),
-                         mask_dir=str(self.egd_dir / SEGMENTATION_DIR / row.dicom_id))
+                         mask_dir=str(self.egd_dir / SEGMENTATION_DIR / row.dicom_id),
+                         info={"truncated_id_rows": matched[row.dicom_id]} if row.dicom_id in matched else {})
             for row in sheet.itertuples()
         ]
+
+
+def _report_truncated(truncated: dict[str, dict[str, dict[str, object]]], report: ConversionReport
+                      ) -> dict[str, dict[str, int]]:
+    """Report the gaze rows whose truncated ``DICOM_ID`` was ambiguous or matched no image (dropped);
+    return, per image, the rows recovered from a uniquely matching prefix, by table."""
+    matched: dict[str, dict[str, int]] = {}
+    for table, prefixes in truncated.items():
+        for prefix, entry in prefixes.items():
+            rows = int(entry["rows"])
+            if entry["status"] == "matched":
+                counts = matched.setdefault(str(entry["dicom_id"]), {})
+                counts[table] = counts.get(table, 0) + rows
+            else:
+                why = ("is a prefix of several images" if entry["status"] == "ambiguous"
+                       else "is a prefix of no image being converted")
+                report.skip(prefix, f"truncated DICOM_ID: {prefix!r} {why}; {rows} {table} row(s) dropped")
+    return matched
 
 
 def _xyw(points: GazePoints) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -81,18 +81,39 @@ def read_master_sheet(egd_dir: str | Path) -> pd.DataFrame:
     return frame
 
 
+def match_truncated(ids: Collection[str], wanted: Collection[str]) -> dict[str, tuple[str | None, str]]:
+    """For table ids that are not wanted but shorter than every wanted id (``DICOM_ID``s with their last
+    characters cut off, a known quirk of the EGD-CXR gaze tables): the unique wanted id each is a prefix
+    of, or None with why ("ambiguous": several; "unmatched": none). Full-length ids (calibration screens)
+    are not considered."""
+    if not wanted:
+        return {}
+    shortest = min(len(w) for w in wanted)
+    out: dict[str, tuple[str | None, str]] = {}
+    for prefix in ids:
+        if len(prefix) >= shortest or not prefix:
+            continue
+        hits = [w for w in wanted if w.startswith(prefix)]
+        out[prefix] = (hits[0], "matched") if len(hits) == 1 else (None, "ambiguous" if hits else "unmatched")
+    return out
+
+
 def stream_gaze(
     egd_dir: str | Path,
     dicom_ids: Collection[str],
     source: str = "raw",
     chunksize: int = 250_000,
+    truncated: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, GazePoints]:
     """Gaze points per wanted ``dicom_id``, read in chunks (bounded memory).
 
     ``source="raw"`` reads ``eye_gaze.csv`` (every 60 Hz sample, weight 1);
     ``"fixations"`` reads ``fixations.csv`` weighted by the fixation duration ``FPOGD``.
     Rows of other images (calibration screens) are ignored; rows with missing coordinates
-    are dropped. Coordinates are returned as they are, including off-image ones.
+    are dropped. Coordinates are returned as they are, including off-image ones. Rows whose
+    ``DICOM_ID`` is truncated (:func:`match_truncated`) count for the unique id it is a prefix of;
+    ambiguous and unmatched prefixes are dropped. ``truncated``, when given, receives per prefix
+    ``{"dicom_id": match or None, "status": ..., "rows": n}``.
     """
     if source not in GAZE_SOURCES:
         raise ValueError(f"gaze source must be one of {sorted(GAZE_SOURCES)}, got {source!r}")
@@ -105,7 +126,19 @@ def stream_gaze(
     parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     reader = pd.read_csv(path, usecols=columns, chunksize=chunksize, dtype={"DICOM_ID": str})
     for chunk in reader:
-        chunk = chunk[chunk["DICOM_ID"].isin(wanted)]
+        known = chunk["DICOM_ID"].isin(wanted)
+        if not known.all():
+            counts = chunk.loc[~known, "DICOM_ID"].value_counts()
+            matches = match_truncated(counts.index.tolist(), wanted)
+            for prefix, (match, status) in matches.items():
+                entry = (truncated if truncated is not None else {}).setdefault(
+                    prefix, {"dicom_id": match, "status": status, "rows": 0})
+                entry["rows"] = int(entry["rows"]) + int(counts[prefix])
+            mapping = {p: m for p, (m, _) in matches.items() if m is not None}
+            if mapping:
+                chunk = chunk.assign(DICOM_ID=chunk["DICOM_ID"].replace(mapping))
+                known = chunk["DICOM_ID"].isin(wanted)
+        chunk = chunk[known]
         values = [pd.to_numeric(chunk[name], errors="coerce").to_numpy(np.float64) for name in columns[1:]]
         valid = np.isfinite(np.stack(values)).all(axis=0)
         x, y = (np.round(v[valid]).astype(np.int32) for v in values[:2])
