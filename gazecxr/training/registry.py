@@ -553,7 +553,7 @@ class Registry:
     def verify(self, ref: str | None = None) -> list[str]:
         """Problems found in all entries (or the one ``ref`` refers to); empty when all good.
 
-        Reports unreadable entry.json, missing model.pt, sha256 mismatch and missing parents.
+        Reports unreadable entry.json, a missing weights file, sha256 mismatch and missing parents.
         """
         good, bad = self._scan()
         if ref is not None:
