@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("stages.ablate:main", "train and compare every method of the paper's tables over seeds"),
     "study explain": ("stages.explain_study:main",
                       "which architecture's CAM falls on the radiologists' regions ([explain] extra)"),
+    "gaze-utility": ("stages.gaze_utility:main",
+                     "synthetic benchmark: gain from gaze vs its informativeness, per method and training size"),
     "compare-sources": ("gazecxr.evaluation.source_comparison:main",
                         "EGD-CXR vs REFLACX gaze on the same images"),
     # models in use
