@@ -20,7 +20,8 @@ from gazecxr.data.sources.egd_format import FIXATIONS, MASTER_SHEET
 from gazecxr.data.synthetic import generate
 from gazecxr.data.synthetic.gaze import simulate_reading
 from gazecxr.data.synthetic.knobs import KNOBS_FILE, NORMAL_CTR, Knobs, read_knobs
-from gazecxr.data.synthetic.phantom import CHF, NORMAL, PNEUMONIA, _sample_anatomy, draw_phantom, evidence_mask, sample_film_size
+from gazecxr.data.synthetic.phantom import (CHF, NORMAL, PNEUMONIA, _sample_anatomy, draw_phantom, evidence_mask,
+                                            sample_film_size)
 from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
 
 DEFAULT_HASHES = ("25b789e0851bf5a5d36f39da19129626eeb1c01a9225bc922b8e8b94e4bbd23d",
