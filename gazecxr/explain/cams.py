@@ -12,7 +12,8 @@ and LayerCAM. ``target_layer(model)`` picks the layer of each family as the sour
 - Swin: ``layers[-1].blocks[-1].norm1`` (timm keeps Swin activations channels-last; they are permuted);
 - DenseNet (timm): ``features.norm5``; EfficientNet / MobileNet-V2: ``conv_head``;
 - our stage-1 DenseNet (``gazecxr.models.densenet.DenseNetEncoder``): its feature tap, the same layer
-  ``gazecxr.explain.gradcam`` explains inside ``gazecxr.predict``.
+  ``gazecxr.explain.gradcam`` explains inside ``gazecxr.predict``;
+- seed 000's multi-task model (its ``as_classifier()`` view): the shared DenseNet feature map.
 
 The library needs OpenCV (``pip install gazecxr[explain]``); it is imported when a map is computed.
 """
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from gazecxr.models.densenet import DenseNetEncoder
+from gazecxr.models.multitask_detector import ClassificationView
 from gazecxr.models.timm_classifier import TimmClassifier
 
 __all__ = ["METHODS", "CamTarget", "target_layer", "explain"]
@@ -69,6 +71,9 @@ def target_layer(model: nn.Module) -> CamTarget:
     """The CAM target layer of a study classifier (see the module docstring), by model family."""
     if isinstance(model, DenseNetEncoder):
         return CamTarget(getattr(model.net.features, model.tap), None, f"DenseNet tap {model.tap}")
+    if isinstance(model, ClassificationView):
+        return CamTarget(model.detector.backbone.net.features.norm5, None,
+                         "backbone features.norm5 (the map both heads share)")
     net = model.net if isinstance(model, TimmClassifier) else model
     kind = type(net).__name__
     if kind == "VGG":

@@ -8,6 +8,7 @@ from .fusion import FusionClassifier
 from .gazegnn import GazeGNN
 from .irnetv2 import InceptionResNetV2
 from .mtunet import MTUNet
+from .multitask_detector import MultiTaskDetector
 from .resse_unet import ResSEUNet, saliency_from_logits
 from .timm_classifier import TimmClassifier
 
@@ -18,6 +19,7 @@ __all__ = [
     "GazeGNN",
     "InceptionResNetV2",
     "MTUNet",
+    "MultiTaskDetector",
     "ResSEUNet",
     "StandardUNet",
     "TimmClassifier",

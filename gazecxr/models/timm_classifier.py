@@ -143,8 +143,14 @@ class TimmClassifier(nn.Module):
 
 
 def study_model_section(arch: str, size: str = "full", img_size: int = 224) -> dict[str, Any]:
-    """The registry model section of a study architecture: a timm name, or ``densenet201_stage1``
-    (our stage-1 DenseNet-201, ``name: densenet``; tiny: a custom DenseNet of one layer per block)."""
+    """The registry model section of a study architecture: a timm name, ``densenet201_stage1`` (our
+    stage-1 DenseNet-201, ``name: densenet``) or ``densenet121_multitask`` (seed 000's DenseNet-121 +
+    Faster R-CNN, ``name: multitask_frcnn``); tiny: custom DenseNets of one layer per block."""
+    if arch == "densenet121_multitask":
+        if size == "tiny":
+            return {"name": "multitask_frcnn", "arch": "custom", "growth_rate": 8, "block_config": [1, 1, 1, 1],
+                    "num_init_features": 16, "hidden": 16, "box_hidden": 32, "anchor_sizes": [8, 16, 32]}
+        return {"name": "multitask_frcnn", "arch": "densenet121"}
     if arch == "densenet201_stage1":
         if size == "tiny":
             return {"name": "densenet", "arch": "custom", "growth_rate": 8, "block_config": [1, 1, 1, 1],

@@ -39,6 +39,7 @@ from gazecxr.data.provenance import SYNTHETIC_NOTICE, is_synthetic_h5
 from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_text_atomic
 from gazecxr.evaluation.studies.explanation_data import Pair, Recipe, StudyImages, pairs_of, resize_map, study_splits
 from gazecxr.metrics.classification import classification_metrics
+from gazecxr.metrics.detection import detection_map
 from gazecxr.metrics.localisation import (
     IOU_THRESHOLDS,
     LOCALISATION_METRICS,
@@ -53,6 +54,7 @@ from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.models.timm_classifier import study_model_section
 from gazecxr.tasks import TaskSpec, task_of, task_record
 from gazecxr.training.checkpoint_io import load_saliency
+from gazecxr.training.detection import MultiTaskDetectionTask, unpad_targets
 from gazecxr.training.data import make_loader
 from gazecxr.training.distributed import setup
 from gazecxr.training.engine import Trainer, TrainSettings
@@ -83,7 +85,7 @@ PAPER_NAMES = {
     "resnet101": "ResNet101", "vit_small_patch16_224": "ViT Small", "vit_base_patch16_224": "ViT Base",
     "vit_large_patch16_224": "ViT Large", "densenet121": "DenseNet121", "efficientnet_b0": "EfficientNetB0",
     "mobilenetv2_100": "MobileNetV2", "swin_tiny_patch4_window7_224": "Swin-T",
-    "densenet201_stage1": "DenseNet-201 (our stage 1)",
+    "densenet201_stage1": "DenseNet-201 (our stage 1)", "densenet121_multitask": "DenseNet121 multi-task (+Faster R-CNN)",
 }
 
 ANCHORS: dict[str, dict[str, Any]] = {
@@ -179,7 +181,14 @@ def model_section(config: Mapping[str, Any], arch: str, task: TaskSpec) -> dict[
         section["pretrained"] = str(weights)
     if section["name"] == "timm":
         section["in_channels"] = 1
+    if section["name"] == "multitask_frcnn":
+        del section["num_classes"]
+        section.update(num_findings=task.num_outputs, num_box_classes=task.num_outputs)
     return section
+
+
+def _multitask(section: Mapping[str, Any]) -> bool:
+    return section["name"] == "multitask_frcnn"
 
 
 def training_key(config: Mapping[str, Any], arch: str, seed: int) -> str:
@@ -225,12 +234,15 @@ def train_architecture(config: Mapping[str, Any], arch: str, seed: int, splits: 
     model = create_model(section)
     settings = train_settings(config, arch)
     run_dir = Path(config["runs"]["root"]) / STAGE / study["name"] / f"{arch}-seed{seed}-{key}"
-    trainer = Trainer(ClassifierTask(model, task), settings, run_dir, study["monitor"],
+    boxes = list(task.names) if _multitask(section) else None
+    objective = MultiTaskDetectionTask(model, task, task.names) if boxes else ClassifierTask(model, task)
+    trainer = Trainer(objective, settings, run_dir, study["monitor"],
                       "min" if study["monitor"].endswith("loss") else "max", seed=seed, progress=progress,
                       name=f"explain/{arch}", dist=ctx)
     run_config = {**config, "seed": seed}
     loaders = [make_loader(run_config, split, settings.batch_size, split == "train", trainer.device,
-                           dataset=StudyImages(*splits[split], recipe, augment=split == "train"), dist=ctx)
+                           dataset=StudyImages(*splits[split], recipe, augment=split == "train", box_findings=boxes),
+                           dist=ctx)
                for split in ("train", "val")]
     tic = time.perf_counter()
     result = trainer.fit(*loaders, resume=(run_dir / "state.pt").is_file())
@@ -261,6 +273,24 @@ def _probabilities(model: nn.Module, dataset: StudyImages, task: TaskSpec, devic
             batch = torch.stack([dataset[i]["image"] for i in range(start, min(len(dataset), start + batch_size))])
             out.append(task.probabilities(model(batch.to(device))).float().cpu().numpy())
     return np.concatenate(out).astype(np.float64)
+
+
+def _detection_map(model: nn.Module, test: StudyImages, task: TaskSpec, device: torch.device,
+                   batch_size: int) -> dict[str, Any] | None:
+    """Seed 000's detection mAP at IoU 0.5 of the multi-task model on the test images with boxes."""
+    boxed = StudyImages(test.base, test.rows, test.recipe, augment=False, box_findings=task.names)
+    predictions, truth = [], []
+    with torch.no_grad():
+        for start in range(0, len(boxed), batch_size):
+            items = [boxed[i] for i in range(start, min(len(boxed), start + batch_size))]
+            out = model(torch.stack([it["image"] for it in items]).to(device))
+            predictions += [{k: v.cpu() for k, v in d.items()} for d in out["detections"]]
+            truth += unpad_targets(torch.stack([it["boxes"] for it in items]),
+                                   torch.stack([it["box_labels"] for it in items]),
+                                   torch.tensor([it["n_boxes"] for it in items]))
+    if not any(len(t["boxes"]) for t in truth):
+        return None
+    return detection_map(predictions, truth, task.names)
 
 
 def classification_row(task: TaskSpec, targets: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -415,8 +445,13 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
             model, entry = train_architecture(config, arch, base_seed + k, split_sets, registry, progress)
             entries.setdefault(arch, []).append(entry.id)
             model = model.to(device).eval()
+            detection = _detection_map(model, test, task, device, batch) if hasattr(model, "as_classifier") else None
+            model = model.as_classifier() if hasattr(model, "as_classifier") else model
             rows.append(classification_row(task, targets, _probabilities(model, test, task, device, batch),
                                            float(study["decision_threshold"])))
+            if detection is not None:
+                rows[-1]["detection_map"] = detection["map"]
+                rows[-1]["detection_ap"] = detection["per_class"]
             layers[arch] = target_layer(model).description
             seed_scores: dict[str, dict[str, list[np.ndarray]]] = {m: {} for m in methods}
             for start in range(0, len(pairs), batch):
@@ -546,6 +581,12 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
         parts += [_table(["model", "accuracy", "macro AUC"],
                          [[_paper(a), _n(metrics["classification"][a]["accuracy"]),
                            _n(metrics["classification"][a]["auc_macro"])] for a in archs]), ""]
+    detectors = {a: c for a, c in metrics["classification"].items() if c.get("detection_map") is not None}
+    for arch, row in detectors.items():
+        paper = anchors.get("multitask_map")
+        parts += [f"Detection mAP at IoU 0.5 of {_paper(arch)} (Faster R-CNN head): {_n(row['detection_map'], 3)} "
+                  f"(ours); per finding: " + ", ".join(f"{k} {_n(v, 3)}" for k, v in row["detection_ap"].items())
+                  + (f"; paper (seed 000, real NIH-14): {paper:.3f}." if paper else "."), ""]
     loc = metrics["localisation"]
     for method in methods:
         parts += [f"## {method}: Diff = mean inside − mean outside the region (Table 3.2 layout)", ""]
@@ -556,10 +597,11 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
             rows += [[f"{stat} (paper, real SIIM-ACR)", *(_n(paper[a][i], 3) if a in paper else "—" for a in archs)]
                      for i, stat in enumerate(("mean", "std", "min", "max"))]
         parts += [_table(header, rows), ""]
+        paper_ehr = anchors.get("ehr_auc") if method == "gradcam" else None
         ehr = [[_paper(a), _n(loc[f"{a}|{method}"]["ehr_auc"]["mean"]), _n(loc[f"{a}|{method}"]["ehr_auc"]["std"]),
-                _n(anchors.get("ehr_auc", {}).get(a)) if method == "gradcam" else "—"] for a in archs]
+                *([_n(paper_ehr.get(a))] if paper_ehr else [])] for a in archs]
         parts += [f"### {method}: EHR-AUC per model (Fig. 3.2)", "",
-                  _table(["model", "EHR-AUC mean", "std", "paper (real SIIM-ACR)"], ehr), ""]
+                  _table(["model", "EHR-AUC mean", "std", *(["paper (real SIIM-ACR)"] if paper_ehr else [])], ehr), ""]
         for metric in ("diff", "ehr_auc"):
             st = metrics["statistics"].get(f"{method}|{metric}", {})
             if "skipped" in st or not st:

@@ -79,10 +79,17 @@ def resize_map(values: Any, size: int, nearest: bool = False) -> np.ndarray:
 
 class StudyImages(Dataset):
     """Records ``rows`` (positions in ``base``) of a converted file through the recipe: items hold
-    ``image`` (1, S, S) z-scored, ``label`` (the task's target), ``index`` (file row), ``position``."""
+    ``image`` (1, S, S) z-scored, ``label`` (the task's target), ``index`` (file row), ``position``.
 
-    def __init__(self, base: GazeCXRDataset, rows: Sequence[int], recipe: Recipe, augment: bool):
+    With ``box_findings`` (the detector's classes, seed 000's multi-task model) items also carry the
+    record's boxes of those findings at S × S, padded (``gazecxr.training.detection``); augmentation is
+    then photometric only (noise, brightness, contrast), so that the boxes stay where they are.
+    """
+
+    def __init__(self, base: GazeCXRDataset, rows: Sequence[int], recipe: Recipe, augment: bool,
+                 box_findings: Sequence[str] | None = None):
         self.base, self.rows, self.recipe, self.augment = base, np.asarray(rows, np.int64), recipe, augment
+        self.box_findings = None if box_findings is None else list(box_findings)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -103,14 +110,32 @@ class StudyImages(Dataset):
         if self.augment:
             x = self._augment(x)
         x = (x - x.mean()) / x.std().clamp_min(1e-6)
-        return {"image": x, "label": item["label"], "index": int(item["index"]), "position": position}
+        out = {"image": x, "label": item["label"], "index": int(item["index"]), "position": position}
+        if self.box_findings is not None:
+            out.update(self._boxes(int(item["index"])))
+        return out
+
+    def _boxes(self, index: int) -> dict[str, Any]:
+        from gazecxr.training.detection import MAX_BOXES
+
+        regions = self.base.regions(index)
+        h, w = self.base.canvas
+        s = self.recipe.image_size
+        boxes, labels = torch.zeros(MAX_BOXES, 4), torch.zeros(MAX_BOXES, dtype=torch.long)
+        kept = [(b, self.box_findings.index(regions.label_names[f]) + 1) for b, f in zip(regions.boxes, regions.finding)
+                if f >= 0 and regions.label_names[f] in self.box_findings][:MAX_BOXES]
+        for k, (box, label) in enumerate(kept):
+            boxes[k] = torch.as_tensor(np.asarray(box, np.float64) * [s / w, s / h, s / w, s / h], dtype=torch.float32)
+            labels[k] = label
+        return {"boxes": boxes, "box_labels": labels, "n_boxes": len(kept)}
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         r = self.recipe
-        angle = float(torch.empty(()).uniform_(-r.rotation, r.rotation))
-        x = TF.rotate(x, angle, interpolation=InterpolationMode.BILINEAR)
-        if r.hflip and bool(torch.rand(()) < 0.5):
-            x = TF.horizontal_flip(x)
+        if self.box_findings is None:
+            angle = float(torch.empty(()).uniform_(-r.rotation, r.rotation))
+            x = TF.rotate(x, angle, interpolation=InterpolationMode.BILINEAR)
+            if r.hflip and bool(torch.rand(()) < 0.5):
+                x = TF.horizontal_flip(x)
         gain = 1 + float(torch.empty(()).uniform_(-r.contrast, r.contrast))
         offset = float(torch.empty(()).uniform_(-r.brightness, r.brightness))
         x = (x - 0.5) * gain + 0.5 + offset
