@@ -91,3 +91,26 @@ def test_clahe_equalises_contrast_and_keeps_the_range() -> None:
     assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
     assert out.std() > 2 * dull.std()  # contrast stretched
     assert np.corrcoef(out.ravel(), dull.ravel())[0, 1] > 0.5  # same structure
+
+
+def test_egd_study_scores_cams_against_the_gaze_region_beside_the_gaze_rows(tiny_model: dict, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_model["config"]["registry"]["root"], root)
+    config = load_yaml_config(resolve_config("explain/egd"))
+    config["data"]["h5"] = tiny_model["config"]["data"]["h5"]
+    config["registry"]["root"], config["runs"]["root"] = str(root), str(tmp_path / "runs")
+    config["train"].update(max_epochs=1, batch_size=8, device="cpu", patience=None)
+    config["data"]["num_workers"] = 0
+    config["explain"].update(architectures=["densenet201_stage1"], size="tiny", gaze_model="latest", gallery_pairs=2,
+                             recipe={"image_size": 64}, train={"cnn": {"max_epochs": 1}})
+    config["explain"]["baselines"] = ["uniform", "centre_bias", "radiologist_gaze", "gaze_model"]
+    metrics = run_study(config, out_dir=tmp_path / "reports", progress=False)
+    loc = metrics["localisation"]
+    assert set(metrics["baselines"]) == {"uniform", "centre_bias", "radiologist_gaze", "gaze_model"}
+    assert metrics["classification"]["densenet201_stage1"]["kind"] == "exclusive"
+    # the region is the hottest 10 % of the radiologist's map: that map points into it every time
+    assert loc["radiologist_gaze"]["pointing_game"]["mean"] == 1.0
+    assert loc["radiologist_gaze"]["diff"]["mean"] > loc["uniform"]["diff"]["mean"] == 0
+    assert "upper bound" in (tmp_path / "reports" / "egd" / "tables.md").read_text()

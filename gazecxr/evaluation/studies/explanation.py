@@ -648,6 +648,9 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
               "- ANOVA and Tukey HSD treat each model's per-pair scores as independent groups (the seed's "
               "convention), scipy.stats.f_oneway and tukey_hsd." + (" Scores are averaged over seeds per pair."
                                                                    if metrics["seeds"] > 1 else ""),
+              *(["- regions: gaze — the region is the hottest part of the radiologist's own map, so the "
+                 "radiologist_gaze row is an upper bound (the region's source), not a competitor."]
+                if metrics["regions"] == "gaze" and "radiologist_gaze" in metrics["baselines"] else []),
               f"- Wall time of the study (training included): {metrics['seconds']:.1f} s.", ""]
     return "\n".join(parts)
 
