@@ -49,3 +49,32 @@ def test_truncated_ids_recovered_and_reported(synthetic_raw, tmp_path):
     assert info[target] == {"truncated_id_rows": {"raw": len(cut)}} and info[ids[2]] == {}
     dropped = [s for s in report.skipped if s["dicom_id"] == shared]
     assert len(dropped) == 1 and "several images" in dropped[0]["reason"] and "7 raw row(s)" in dropped[0]["reason"]
+
+
+def test_reflacx_ellipses_clipped_to_the_image(tmp_path):
+    from gazecxr.data.convert import ReadingSpec
+    from gazecxr.data.sources.reflacx import ReflacxSource, clip_ellipses
+    from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
+
+    spec = ReadingSpec("r", ellipses=np.array([[-12.0, 5, 40, 30], [3, 4, 50, 60], [10, -1, 130, 101]]))
+    clipped, n = clip_ellipses(spec, (100, 120))
+    assert n == 2
+    np.testing.assert_array_equal(clipped.ellipses, [[0, 5, 40, 30], [3, 4, 50, 60], [10, 0, 120, 100]])
+    assert clip_ellipses(ReadingSpec("r", ellipses=np.array([[1.0, 2, 3, 4]])), (10, 10))[0].ellipses.tolist() \
+        == [[1.0, 2, 3, 4]]
+
+    generate_reflacx(tmp_path / "raw", n=3, seed=0, size=96, progress=False)
+    main = tmp_path / "raw" / "REFLACX" / "main_data"
+    meta = pd.read_csv(main / "metadata_phase_3.csv")
+    reading = next(r for r in meta.itertuples() if len(pd.read_csv(main / r.id / "anomaly_location_ellipses.csv")))
+    path = main / reading.id / "anomaly_location_ellipses.csv"
+    table = pd.read_csv(path)
+    table.loc[0, "xmin"], table.loc[0, "ymax"] = -25, reading.image_size_y + 40    # beyond two edges
+    table.to_csv(path, index=False, lineterminator="\r\n")
+    records = ReflacxSource(tmp_path / "raw" / "REFLACX", tmp_path / "raw" / "MIMIC").records(
+        ConvertOptions(gaze="reflacx"), ConversionReport("x", {}))
+    record = next(r for r in records if r.record_id == reading.dicom_id)
+    assert record.info["clipped_ellipses"] == 1
+    box = next(s for s in record.readings if s.reading_id == reading.id).ellipses[0]
+    assert box[0] == 0 and box[3] == reading.image_size_y
+    assert all("clipped_ellipses" not in r.info for r in records if r.record_id != reading.dicom_id)

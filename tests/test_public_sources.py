@@ -316,3 +316,20 @@ def test_voi_lut_windows_the_film(raw):
     assert clipped.any() and not np.allclose(plain, windowed)
     for side in (stored <= low, stored >= high):                             # each clipped side is one value
         assert side.any() and np.ptp(windowed[side]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_multilabel_metrics_leave_unknown_labels_out():
+    from gazecxr.metrics.multilabel import choose_thresholds, multilabel_metrics
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((30, 3)) < 0.4).astype(float)
+    p = np.clip(0.4 * y + 0.6 * rng.random((30, 3)), 0, 1)
+    with_unknown = y.copy()
+    with_unknown[:5, 1] = np.nan                                         # five unknown entries of finding 1
+    full = multilabel_metrics(with_unknown, p, ["a", "b", "c"], [0.5] * 3)
+    assert full["per_finding"]["b"]["unknown"] == 5
+    assert full["per_finding"]["b"]["auroc"] == pytest.approx(
+        multilabel_metrics(y[5:, 1:2], p[5:, 1:2], ["b"])["per_finding"]["b"]["auroc"])
+    assert full["per_finding"]["a"]["auroc"] == pytest.approx(
+        multilabel_metrics(y, p, ["a", "b", "c"])["per_finding"]["a"]["auroc"])
+    assert choose_thresholds(with_unknown, p)[1] == choose_thresholds(y[5:], p[5:])[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,7 @@ class ReflacxSource:
         meta = self.metadata()
         by_image: dict[str, list[ReadingSpec]] = defaultdict(list)
         first: dict[str, tuple[str, str, tuple[int, int]]] = {}
+        clipped: dict[str, int] = defaultdict(int)
         for _, row in meta.iterrows():
             dicom_id = row["dicom_id"]
             if dicom_id not in first and options.limit is not None and len(first) >= options.limit:
@@ -138,8 +139,10 @@ class ReflacxSource:
                             reading_id=row["id"])
                 continue
             try:
-                spec = self._reading(row, options)
                 size = (int(float(row["image_size_y"])), int(float(row["image_size_x"])))
+                spec = self._reading(row, options)
+                spec, n_clipped = clip_ellipses(spec, size)
+                clipped[dicom_id] += n_clipped
             except (TableFormatError, OSError, ValueError) as err:
                 report.skip(dicom_id, f"unreadable reading tables: {err}", reading_id=row["id"])
                 continue
@@ -148,7 +151,9 @@ class ReflacxSource:
         canvas = (options.height, options.width)
         return [SourceRecord(dicom_id, first[dicom_id][0], -1, str(self.image_dir),
                              first[dicom_id][1], canvas, tuple(specs),
-                             info={"readings": [s.reading_id for s in specs]}, expected_size=first[dicom_id][2])
+                             info={"readings": [s.reading_id for s in specs],
+                                   **({"clipped_ellipses": clipped[dicom_id]} if clipped[dicom_id] else {})},
+                             expected_size=first[dicom_id][2])
                 for dicom_id, specs in by_image.items()]
 
     def _reading(self, row: pd.Series, options: ConvertOptions) -> ReadingSpec:
@@ -177,6 +182,18 @@ class ReflacxSource:
                 check_columns(gaze, ("x_position", "y_position"))
                 heatmap = RawGazeFile(str(gaze), options.sigma)
         return ReadingSpec(row["id"], heatmap, fixations, findings, ellipses, labels, cert, box)
+
+
+def clip_ellipses(spec: ReadingSpec, size: tuple[int, int]) -> tuple[ReadingSpec, int]:
+    """The reading with its ellipses' boxes clipped to the (height, width) image — the annotation tool let
+    them extend below 0 or past the edge — and how many were clipped."""
+    if spec.ellipses is None or not len(spec.ellipses):
+        return spec, 0
+    boxes = np.asarray(spec.ellipses, np.float64).reshape(-1, 4)
+    h, w = size
+    inside = np.clip(boxes, 0, [w, h, w, h])
+    n = int((inside != boxes).any(axis=1).sum())
+    return (replace(spec, ellipses=inside) if n else spec), n
 
 
 def _table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
