@@ -128,3 +128,28 @@ def test_task_sections_match_the_registered_tasks():
         task = create_task({"name": name})
         options = {f.name for f in dataclasses.fields(task) if f.init}
         assert set(section.model_fields) - {"name"} == options, name
+
+
+def test_registry_entries_record_the_validated_config_and_old_entries_still_load(tmp_path):
+    import json
+
+    import torch
+
+    from gazecxr.config.schema import SCHEMA_VERSION
+    from gazecxr.training.registry import ENTRY_FILE, Registry
+
+    registry = Registry(tmp_path)
+    state = {"net": {"w": torch.zeros(2)}}
+    config = load_config("test")
+    entry = registry.save(state, stage="stage1", config=config, architecture={})
+    assert entry.config_schema == SCHEMA_VERSION and registry.resolve(entry.id).config == config
+    other = registry.save(state, stage="stage1", config={"not": "a run config"}, architecture={})
+    assert registry.resolve(other.id).config_schema is None
+    # an entry written before the schema: no config_schema field, a config the schema would refuse
+    record = json.loads((other.path / ENTRY_FILE).read_text())
+    del record["config_schema"]
+    record["config"] = {**config, "train": {**config["train"], "old_key": 1}}
+    (other.path / ENTRY_FILE).write_text(json.dumps(record))
+    old = registry.resolve(other.id)
+    assert old.config_schema is None and old.config["train"]["old_key"] == 1
+    assert registry.verify(other.id) == []

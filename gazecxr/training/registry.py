@@ -32,8 +32,10 @@ import torch
 from torch import nn
 
 from gazecxr import __version__
-from gazecxr.models.weights import load_nested, save_nested
 from gazecxr.cli.options import add_checkpoints_argument, prog_name
+from gazecxr.config.errors import ConfigError
+from gazecxr.config.schema import SCHEMA_VERSION, validate_config
+from gazecxr.models.weights import load_nested, save_nested
 
 ENTRY_FILE = "entry.json"
 MODEL_FILE = "model.safetensors"
@@ -86,6 +88,9 @@ class Entry:
     architecture: dict[str, Any]
     path: Path
     weights_file: str = LEGACY_MODEL_FILE
+    config_schema: int | None = None
+    """The config-schema version ``config`` was validated against when saved (None: not validated,
+    e.g. entries written before the schema existed; they load all the same)."""
 
     @property
     def model_path(self) -> Path:
@@ -111,6 +116,7 @@ class Entry:
             "architecture": self.architecture,
             "config": self.config,
             "weights_file": self.weights_file,
+            "config_schema": self.config_schema,
         }
 
 
@@ -232,8 +238,17 @@ def _read_entry(directory: Path) -> Entry:
         metrics={k: float(v) for k, v in record["metrics"].items()},
         sha256=record["sha256"], package_version=record["package_version"],
         tags=list(record["tags"]), architecture=record["architecture"], path=directory,
-        weights_file=weights_file,
+        weights_file=weights_file, config_schema=record.get("config_schema"),
     )
+
+
+def _schema_version(config: Mapping[str, Any]) -> int | None:
+    """SCHEMA_VERSION when ``config`` is a run config that fits :mod:`gazecxr.config.schema`, else None."""
+    try:
+        validate_config(config)
+    except ConfigError:
+        return None
+    return SCHEMA_VERSION
 
 
 def _to_device(state: Any, map_location: Any) -> Any:
@@ -326,6 +341,8 @@ class Registry:
 
         ``parents`` are ids of existing entries this model was built from (stage3 → stage2
         → stage1); ``architecture`` is what a later ``load(architecture=...)`` must match.
+        ``config`` is stored as given, with ``config_schema`` = the schema version when it is a
+        validated run config (what every stage saves; see :mod:`gazecxr.config.schema`).
         """
         if not isinstance(stage, str) or not _STAGE_RE.match(stage):
             raise ValueError(f"invalid stage {stage!r}: use letters, digits and '_' (e.g. 'stage2')")
@@ -346,6 +363,7 @@ class Registry:
             "package_version": __version__,
             "architecture": _to_json(architecture, "architecture"),
             "config": _to_json(config, "config"),
+            "config_schema": _schema_version(config),
         }
         self.root.mkdir(parents=True, exist_ok=True)
         now = _utcnow()
