@@ -37,12 +37,16 @@ def test_multilabel_table_has_finite_macro_auroc_and_tests(ablated):
     # the fusion classifier's stage-3 entry stores validation thresholds: its F1 is defined
     assert math.isfinite(metrics["classification"]["fusion"]["f1_macro"]["mean"])
     tests = metrics["tests"]["classification"]
-    assert {(t["b"], t["metric"]) for t in tests} == {("densenet_cl", "bce"), ("densenet", "bce")}
+    pairs = {(t["b"], t["metric"]) for t in tests}
+    assert pairs >= {(b, m) for b in ("densenet_cl", "densenet") for m in ("bce", "auroc_macro")}
+    assert all(m in ("bce", "auroc_macro") or m.startswith("auroc:") for _, m in pairs)
+    assert all(t["p"] <= t["p_holm"] <= min(1.0, 2 * t["p"]) + 1e-12 for t in tests)  # Holm over the 2 other rows
     assert all(t["n"] == metrics["n_test"] and 0 <= t["p"] <= 1 for t in tests)
     assert set(metrics["saliency"]) == {"full", "uniform"} and metrics["tests"]["saliency"]
     text = (ablated / "tables.md").read_text()
     assert "## Multi-label classification (reflacx_findings, 14 findings)" in text
-    assert "AUROC (macro) ↑" in text and "p (bce)" in text and "| densenet_cl |" in text
+    assert "AUROC (macro) ↑" in text and "| fusion | densenet_cl | BCE |" in text and "| densenet_cl |" in text
+    assert "DeLong (macro, joint covariance)" in text and "p (Holm)" in text
     assert "Paper AUC" not in text and "Paper KL" in text  # no paper columns for the findings table
     _, page = page_data(ablated / "index.html")  # a page of unlabelled images with no class prediction to show
     assert page["main"] is None and page["classification"] == [] and len(page["records"]) == metrics["n_test"]

@@ -25,10 +25,15 @@ from gazecxr import CLASS_NAMES, __version__
 from gazecxr.config import config_hash
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.artifacts import json_safe, write_text_atomic
+from gazecxr.evaluation.baselines import BASELINES, baseline_predictors
+from gazecxr.evaluation.comparisons import (
+    classification_tests,
+    holm_note,
+    saliency_order,
+    saliency_tests,
+)
 from gazecxr.evaluation.html_report import Gallery, dataset_sources, write_html_report
 from gazecxr.evaluation.outputs import SplitOutputs, mean_std
-from gazecxr.evaluation.baselines import BASELINES, baseline_predictors
-from gazecxr.evaluation.comparisons import classification_tests, holm_note, saliency_order, saliency_tests
 from gazecxr.evaluation.report import (
     NO_COST,
     ORACLE_METHODS,
@@ -47,13 +52,13 @@ from gazecxr.evaluation.tables import (
     CLASS_LABELS,
     MISSING,
     ORACLE_LABEL,
+    PAPER_ANCHOR,
     PAPER_CLASSIFICATION,
     PAPER_NAMES,
     PAPER_SALIENCY,
     SALIENCY_ROWS,
     method_label,
     parameters_cell,
-    PAPER_ANCHOR,
     saliency_test_table,
     seconds_cell,
     synthetic_notice,

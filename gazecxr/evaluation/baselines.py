@@ -16,6 +16,7 @@ without a lung mask or a chest box gets a NaN map, which the evaluation leaves o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from PIL import Image

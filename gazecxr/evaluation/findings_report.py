@@ -24,6 +24,7 @@ from gazecxr.evaluation.artifacts import (
     save_figure_atomic,
     write_text_atomic,
 )
+from gazecxr.evaluation.comparisons import saliency_intervals, saliency_tests
 from gazecxr.evaluation.figures import overlay_figure
 from gazecxr.evaluation.outputs import summarise_saliency
 from gazecxr.evaluation.saliency_methods import (
@@ -31,7 +32,6 @@ from gazecxr.evaluation.saliency_methods import (
     gradcam_saliency,
     uniform_map,
 )
-from gazecxr.evaluation.comparisons import saliency_intervals, saliency_tests
 from gazecxr.evaluation.tables import (
     _number,
     _saliency_cell,

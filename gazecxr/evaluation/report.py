@@ -364,8 +364,14 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
     patients = np.asarray(dataset.patient_ids, str)
     boot = PatientBootstrap(patients, bootstrap, seed)
     boot_labelled = PatientBootstrap(patients[outputs.labels >= 0], bootstrap, seed)
+    sources = np.asarray(dataset.sources, str)
     intervals = {"saliency": saliency_intervals(outputs.scores, boot),
-                 "classification": classification_intervals(labels, probs, CLASS_NAMES, boot_labelled)}
+                 "classification": classification_intervals(labels, probs, CLASS_NAMES, boot_labelled),
+                 "saliency_by_source": {
+                     str(src): saliency_intervals({n: {m: v[sources == src] for m, v in by.items()}
+                                                   for n, by in outputs.scores.items()},
+                                                  PatientBootstrap(patients[sources == src], bootstrap, seed))
+                     for src in np.unique(sources)}}
     tests = saliency_tests(outputs.scores, "full", SALIENCY_METRICS)
     class_tests = classification_tests(labels, probs, "full", CLASS_NAMES, boot_labelled)
     inter_reader = consistency.summary(bootstrap, seed)

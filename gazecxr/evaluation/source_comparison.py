@@ -27,6 +27,7 @@ from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.comparisons import add_bootstrap_arguments
 from gazecxr.evaluation.consistency import INTER_READER, ReaderConsistency, fixation_map
 from gazecxr.evaluation.saliency_methods import entry_predictor, score_maps
+from gazecxr.evaluation.tables import REFLACX_ANCHORS
 from gazecxr.metrics.statistics import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
@@ -165,7 +166,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines += [f"| {t['source']} | {t['metric']} | {t['mean_diff']:.4f} | {_p(t['p'])} | {_p(t.get('p_holm'))} | "
               f"{_p(t['wilcoxon_p'])} | {_p(t.get('wilcoxon_p_holm'))} |" for t in result["tests"]]
     inter = result["inter_reader"]
-    lines += ["", "## Against single readers (test images with two or more readers)", ""]
+    lines += ["", REFLACX_ANCHORS, "", "## Against single readers (test images with two or more readers)", ""]
     if not inter.get("images"):
         lines.append(inter["note"])
     else:
