@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
                         help="Gaussian σ of the heatmap in original-image pixels (75.5 = the "
                              "paper's 501-px OpenCV kernel on ~3000-px MIMIC images)")
+    parser.add_argument("--voi-lut", action="store_true",
+                        help="apply each DICOM's VOI LUT or window centre/width (pydicom apply_voi_lut) before "
+                             "scaling to [0, 1]; recorded in the file attributes")
     add_output_arguments(parser)
     return parser
 
@@ -45,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from(args, args.gaze)
-    return run_conversion(lambda: convert_egd_cxr(args.egd_dir, args.image_dir, args.out, options, progress=not args.quiet),
+    return run_conversion(lambda: convert_egd_cxr(args.egd_dir, args.image_dir, args.out, options, progress=not args.quiet,
+                                           voi_lut=args.voi_lut),
                           args.out)
 
 

@@ -41,19 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "raw: gaze.csv samples blurred with --sigma pixels (the EGD-CXR recipe)")
     parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
                         help="Gaussian sigma in original pixels for --heatmap raw")
+    parser.add_argument("--voi-lut", action="store_true",
+                        help="apply each DICOM's VOI LUT or window centre/width (pydicom apply_voi_lut) before "
+                             "scaling to [0, 1]; recorded in the file attributes")
     add_output_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    source = ReflacxSource(Path(args.reflacx_dir), Path(args.image_dir))
+    source = ReflacxSource(Path(args.reflacx_dir), Path(args.image_dir), voi_lut=args.voi_lut)
     recipe = ("1-degree fixation Gaussians (REFLACX authors)" if args.heatmap == "reflacx"
               else "gaze samples blurred with sigma (EGD recipe)")
     return run_conversion(lambda: convert_source(source, args.out, options_from(args, args.heatmap),
                                                  progress=not args.quiet,
                                                  attrs={"heatmap": f"mean of the readers' normalised maps; {recipe}",
-                                                        **knobs_attrs(args.reflacx_dir)}),
+                                                        **knobs_attrs(args.reflacx_dir),
+                                                        **({"voi_lut": True} if args.voi_lut else {})}),
                           args.out)
 
 

@@ -78,3 +78,14 @@ def test_reflacx_ellipses_clipped_to_the_image(tmp_path):
     box = next(s for s in record.readings if s.reading_id == reading.id).ellipses[0]
     assert box[0] == 0 and box[3] == reading.image_size_y
     assert all("clipped_ellipses" not in r.info for r in records if r.record_id != reading.dicom_id)
+
+
+def test_egd_voi_lut_option_reaches_every_record(synthetic_raw, tmp_path):
+    from data_prep.egd_cxr import build_parser
+
+    assert build_parser().parse_args(["--egd-dir", "E", "--image-dir", "M", "--out", "o.h5", "--voi-lut"]).voi_lut
+    records = EGDSource(synthetic_raw / "EGD", synthetic_raw / "MIMIC", voi_lut=True).records(
+        ConvertOptions(limit=3), ConversionReport("x", {}))
+    assert len(records) == 3 and all(r.voi_lut for r in records)
+    assert not any(r.voi_lut for r in EGDSource(synthetic_raw / "EGD", synthetic_raw / "MIMIC").records(
+        ConvertOptions(limit=3), ConversionReport("x", {})))

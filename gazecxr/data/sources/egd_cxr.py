@@ -35,6 +35,8 @@ class EGDSource:
     image_dir: Path
     name: str = "EGD-CXR"
     finding_names: tuple[str, ...] | None = None
+    voi_lut: bool = False
+    """Apply each DICOM's VOI LUT / window before scaling (``gazecxr.data.images.read_dicom``)."""
 
     @property
     def has_fixations(self) -> bool:
@@ -73,7 +75,8 @@ class EGDSource:
                          (ReadingSpec(heatmap=PointGaze(*_xyw(gaze[row.dicom_id]), options.sigma),
                                       fixations=fixations.get(row.dicom_id)),),
                          mask_dir=str(self.egd_dir / SEGMENTATION_DIR / row.dicom_id),
-                         info={"truncated_id_rows": matched[row.dicom_id]} if row.dicom_id in matched else {})
+                         info={"truncated_id_rows": matched[row.dicom_id]} if row.dicom_id in matched else {},
+                         voi_lut=self.voi_lut)
             for row in sheet.itertuples()
         ]
 
@@ -106,9 +109,12 @@ def convert_egd_cxr(
     output: str | Path,
     options: ConvertOptions = ConvertOptions(),
     progress: bool = True,
+    voi_lut: bool = False,
 ) -> ConversionReport:
-    """Convert raw EGD-CXR records to ``output`` (see :func:`convert_source`)."""
-    source = EGDSource(Path(egd_dir), Path(image_dir))
+    """Convert raw EGD-CXR records to ``output`` (see :func:`convert_source`); ``voi_lut`` applies the
+    DICOMs' VOI LUT / window (recorded as the root attribute ``voi_lut`` when set)."""
+    source = EGDSource(Path(egd_dir), Path(image_dir), voi_lut=voi_lut)
     return convert_source(source, output, options, progress, fixations=source.has_fixations,
                           attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
-                                 "synthetic": is_synthetic_source(egd_dir), **knobs_attrs(egd_dir)})
+                                 "synthetic": is_synthetic_source(egd_dir), **knobs_attrs(egd_dir),
+                                 **({"voi_lut": True} if voi_lut else {})})

@@ -101,6 +101,8 @@ class ReflacxSource:
     image_dir: Path
     name: str = "REFLACX"
     finding_names: tuple[str, ...] | None = LABELS
+    voi_lut: bool = False
+    """Apply each DICOM's VOI LUT / window before scaling (``gazecxr.data.images.read_dicom``)."""
 
     def description(self) -> str:
         return f"REFLACX ({self.reflacx_dir.name}) + images ({self.image_dir.name})"
@@ -153,7 +155,7 @@ class ReflacxSource:
                              first[dicom_id][1], canvas, tuple(specs),
                              info={"readings": [s.reading_id for s in specs],
                                    **({"clipped_ellipses": clipped[dicom_id]} if clipped[dicom_id] else {})},
-                             expected_size=first[dicom_id][2])
+                             expected_size=first[dicom_id][2], voi_lut=self.voi_lut)
                 for dicom_id, specs in by_image.items()]
 
     def _reading(self, row: pd.Series, options: ConvertOptions) -> ReadingSpec:
