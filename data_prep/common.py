@@ -35,6 +35,9 @@ def add_output_arguments(parser: argparse.ArgumentParser, official: str | None =
                              "as val; ratio: 70/10/20 stratified by class"
                              + (f"; official: {official}, --val-fraction of the rest as val" if official else "")
                              + ". Always grouped by patient.")
+    parser.add_argument("--split-file", default=None, metavar="CSV",
+                        help="reproduce a published split exactly: a CSV with columns dicom_id,split (train, val "
+                             "or test); images it does not list are skipped; replaces --split")
     parser.add_argument("--test-size", type=int, default=100, help="test images for --split paper")
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="validation fraction of the non-test images for --split paper")
@@ -59,7 +62,8 @@ def convert_public(source: Any, args: argparse.Namespace, attrs: dict[str, Any])
     arguments; ``attrs`` are extra root attributes. Returns the exit status."""
     attrs = {"has_gaze": False, "synthetic": is_synthetic_source(args.source_root), **attrs}
     return run_conversion(lambda: convert_source(source, args.out, options_from(args, "none"), progress=not args.quiet,
-                                                 fixations=False, attrs=attrs), args.out)
+                                                 fixations=False, attrs=attrs, split_file=args.split_file),
+                          args.out)
 
 
 def _print_skipped(report: ConversionReport) -> None:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from(args, args.gaze)
     return run_conversion(lambda: convert_egd_cxr(args.egd_dir, args.image_dir, args.out, options, progress=not args.quiet,
-                                           voi_lut=args.voi_lut),
+                                           voi_lut=args.voi_lut, split_file=args.split_file),
                           args.out)
 
 

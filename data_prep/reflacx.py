@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  progress=not args.quiet,
                                                  attrs={"heatmap": f"mean of the readers' normalised maps; {recipe}",
                                                         **knobs_attrs(args.reflacx_dir),
-                                                        **({"voi_lut": True} if args.voi_lut else {})}),
+                                                        **({"voi_lut": True} if args.voi_lut else {})},
+                                                 split_file=args.split_file),
                           args.out)
 
 

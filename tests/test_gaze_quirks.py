@@ -89,3 +89,25 @@ def test_egd_voi_lut_option_reaches_every_record(synthetic_raw, tmp_path):
     assert len(records) == 3 and all(r.voi_lut for r in records)
     assert not any(r.voi_lut for r in EGDSource(synthetic_raw / "EGD", synthetic_raw / "MIMIC").records(
         ConvertOptions(limit=3), ConversionReport("x", {})))
+
+
+def test_split_file_reproduces_a_published_split(synthetic_raw, tmp_path):
+    import h5py
+
+    from data_prep import egd_cxr
+
+    sheet = pd.read_csv(synthetic_raw / "EGD" / "master_sheet.csv", dtype=str, keep_default_na=False)
+    listed = sheet["dicom_id"].iloc[:9].tolist()
+    splits = ["train", "test", "val"] * 3
+    pd.DataFrame({"dicom_id": listed, "split": splits}).to_csv(tmp_path / "split.csv", index=False)
+    out = tmp_path / "egd.h5"
+    assert egd_cxr.main(["--egd-dir", str(synthetic_raw / "EGD"), "--image-dir", str(synthetic_raw / "MIMIC"),
+                         "--out", str(out), "--height", "64", "--width", "64", "--limit", "12",
+                         "--split-file", str(tmp_path / "split.csv"), "--quiet"]) == 0
+    with h5py.File(out) as f:
+        got = dict(zip(f["dicom_id"].asstr()[:], f["split"].asstr()[:]))
+        assert f.attrs["split_method"] == "file"
+    assert got == dict(zip(listed, splits))                             # exactly, whatever the patients
+    pd.DataFrame({"dicom_id": listed[:1], "split": ["validate"]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert egd_cxr.main(["--egd-dir", str(synthetic_raw / "EGD"), "--image-dir", str(synthetic_raw / "MIMIC"),
+                         "--out", str(out), "--split-file", str(tmp_path / "bad.csv"), "--quiet"]) == 2

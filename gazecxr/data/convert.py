@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import h5py
 import numpy as np
+import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ from gazecxr.data.images import ImageReadError, locate_image, read_radiograph
 from gazecxr.data.regions import rasterise_boxes, rle_encode
 from gazecxr.data.sources.egd_format import MASK_FILES
 from gazecxr.data.splits import make_split, official_split
-from gazecxr.data.tables import GazePoints
+from gazecxr.data.tables import GazePoints, TableFormatError, check_columns
 
 MASK_GROUPS = {"lung_mask": ("left_lung", "right_lung"), "heart_mask": ("mediastinum",)}
 
@@ -514,8 +515,12 @@ def convert_source(
     progress: bool = True,
     fixations: bool = True,
     attrs: dict[str, Any] | None = None,
+    split_file: str | Path | None = None,
 ) -> ConversionReport:
     """Convert the records of ``source`` to ``output`` (HDF5) and write its JSON report beside it.
+
+    ``split_file`` (a CSV with columns ``dicom_id,split``, split train/val/test) reproduces a published
+    split exactly: records it does not list are skipped; ``options.split`` is then ignored.
 
     Bad records are skipped with a reason; the HDF5 file is written under a temporary name
     and renamed only when complete, so an earlier output is never lost to a failed run.
@@ -528,6 +533,12 @@ def convert_source(
         raise ValueError(f"--height/--width must be multiples of 32 for the networks, got {canvas}")
     report = ConversionReport(str(output), asdict(options))
     tasks = source.records(options, report)
+    given = read_split_file(split_file) if split_file is not None else None
+    if given is not None:
+        for task in tasks:
+            if task.record_id not in given:
+                report.skip(task.record_id, f"not in the split file {split_file}")
+        tasks = [t for t in tasks if t.record_id in given]
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     kept: list[SourceRecord] = []
@@ -555,7 +566,9 @@ def convert_source(
                                  f"skipped; first reason: {report.skipped[0]['reason'] if report.skipped else 'no records'})")
             labels = np.array([r.label for r in kept], np.int64)
             patients = np.array([r.patient_id for r in kept], dtype=str)
-            if options.split == "official":
+            if given is not None:
+                split = np.array([given[r.record_id] for r in kept], dtype=str)
+            elif options.split == "official":
                 split = official_split(patients, np.array([r.split or "" for r in kept], dtype=object),
                                        options.seed, options.val_fraction)
             else:
@@ -568,7 +581,8 @@ def convert_source(
                  "patient_id": patients, "split": split},
                 {"source": source.description(), "dataset": source.name,
                  "sigma": options.sigma, "gaze_source": options.gaze, "height": options.height,
-                 "width": options.width, "split_method": options.split, "seed": options.seed,
+                 "width": options.width, "split_method": "file" if given is not None else options.split,
+                 "seed": options.seed,
                  "test_size": options.test_size, "val_fraction": options.val_fraction,
                  "limit": -1 if options.limit is None else options.limit,
                  "package_version": __version__,
@@ -586,6 +600,24 @@ def convert_source(
         tmp.unlink(missing_ok=True)
     report.write(report_path(output))
     return report
+
+
+def read_split_file(path: str | Path) -> dict[str, str]:
+    """``dicom_id`` → split of a published split list (CSV ``dicom_id,split``; split train, val or test).
+    Raises TableFormatError naming the file and the first bad row."""
+    path = Path(path)
+    if not path.is_file():
+        raise TableFormatError(f"{path}: split file not found")
+    check_columns(path, ("dicom_id", "split"))
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    bad = ~table["split"].isin(("train", "val", "test"))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise TableFormatError(f"{path}: row {row + 2}: split {table['split'].iloc[row]!r} is not train, val or test")
+    duplicated = table["dicom_id"].duplicated()
+    if duplicated.any():
+        raise TableFormatError(f"{path}: dicom_id {table['dicom_id'][duplicated].iloc[0]!r} listed twice")
+    return dict(zip(table["dicom_id"], table["split"]))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -110,11 +110,13 @@ def convert_egd_cxr(
     options: ConvertOptions = ConvertOptions(),
     progress: bool = True,
     voi_lut: bool = False,
+    split_file: str | Path | None = None,
 ) -> ConversionReport:
     """Convert raw EGD-CXR records to ``output`` (see :func:`convert_source`); ``voi_lut`` applies the
-    DICOMs' VOI LUT / window (recorded as the root attribute ``voi_lut`` when set)."""
+    DICOMs' VOI LUT / window (recorded as the root attribute ``voi_lut`` when set); ``split_file`` is a
+    published ``dicom_id,split`` list to reproduce."""
     source = EGDSource(Path(egd_dir), Path(image_dir), voi_lut=voi_lut)
     return convert_source(source, output, options, progress, fixations=source.has_fixations,
                           attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
                                  "synthetic": is_synthetic_source(egd_dir), **knobs_attrs(egd_dir),
-                                 **({"voi_lut": True} if voi_lut else {})})
+                                 **({"voi_lut": True} if voi_lut else {})}, split_file=split_file)
