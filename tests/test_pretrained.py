@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gazecxr.inference.pretrained import export_pretrained
+from gazecxr.inference.pretrained import export_pretrained, model_card
 from gazecxr.models.cooperative import GazeCXRModel
 from gazecxr.models.weights import WeightsFileError
 from gazecxr.predict import load_predictor
@@ -54,6 +54,9 @@ def test_folder_holds_safetensors_config_and_card(exported):
     assert "| test | classification.auc_macro | 0.81 | [0.7, 0.9] |" in card
     assert "| validation | val_auc_macro |" in card and "not recorded |" in card
 
+    real = model_card({**config, "synthetic_data": False})
+    assert "Synthetic" not in real and "credentialed users" in real and "EGD-CXR" in real and "one centre" in real
+
 
 def test_pretrained_folder_round_trips_to_identical_predictions(exported, tmp_path):
     root, run, out, _ = exported
@@ -78,6 +81,12 @@ def test_export_refuses_overwrite_and_bad_folders_are_named(exported, tmp_path):
     root, run, out, _ = exported
     with pytest.raises(FileExistsError, match="exists"):
         export_pretrained(root, run, out)
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    (again / "stray.txt").write_text("left from before")
+    export_pretrained(root, run, again, overwrite=True)
+    assert sorted(p.name for p in again.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folders left
     with pytest.raises(ValueError, match="synthetic"):  # the HDF5 file says synthetic; a contrary claim is refused
         export_pretrained(root, run, tmp_path / "claimed", synthetic=False)
 

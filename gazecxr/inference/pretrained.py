@@ -44,23 +44,32 @@ from gazecxr.training.runtime import resolve_device
 PARTS = {"encoder": "stage1", "unet": "stage2", "classifier": "stage3"}
 """Each part of the assembled model and the registry stage whose architecture section builds it."""
 
-DATASETS = {
-    "egd_3class": "EGD-CXR (eye-gaze data of radiologists reading 1,083 MIMIC-CXR radiographs; Normal / CHF / "
-                  "pneumonia labels), PhysioNet credentialed access",
-    "findings": "REFLACX (reports, eye tracking and ellipses of abnormalities on MIMIC-CXR radiographs), "
-                "PhysioNet credentialed access",
+TASK_DATASETS = {
+    "egd_3class": "EGD-CXR (Normal / CHF / pneumonia labels of 1,083 MIMIC-CXR radiographs)",
+    "reflacx_findings": "REFLACX (findings of MIMIC-CXR radiographs read by radiologists)",
+    "nih14_findings": "NIH ChestX-ray14",
+    "chexpert14": "CheXpert",
+    "siim_pneumothorax": "SIIM-ACR Pneumothorax",
+    "vindr_findings": "VinDr-CXR",
 }
-"""The training data a task name implies, for the model card."""
+"""The dataset a task's labels come from, for the model card."""
+
+GAZE_DATA = ("The saliency UNet learnt from radiologists' eye gaze: EGD-CXR or REFLACX, both recorded on "
+             "MIMIC-CXR radiographs, which PhysioNet releases only to credentialed users under a data use "
+             "agreement (as EGD-CXR and REFLACX themselves); weights trained on them may only be shared under "
+             "the same terms.")
 
 LIMITATIONS = (
-    "Trained and validated on one small single-centre dataset (MIMIC-CXR, Beth Israel Deaconess Medical Center); "
-    "performance on other hospitals, scanners, projections (lateral, AP portable) or populations is unknown.",
     "Saliency maps predict where radiologists looked, not where disease is, and are not explanations of the "
     "classifier.",
-    "Validation metrics were used to select the checkpoint and are optimistic; report held-out test metrics with "
-    "intervals before comparing models.",
+    "Validation metrics selected the checkpoint and are optimistic; compare models on held-out test metrics "
+    "with intervals.",
     "Inputs must follow the preprocessing in config.json; other scaling or aspect handling changes the outputs.",
 )
+REAL_DATA_LIMITATION = ("The gaze data come from a few radiologists at one centre (MIMIC-CXR: Beth Israel "
+                        "Deaconess Medical Center, frontal views); performance on other hospitals, scanners, "
+                        "projections or populations is unknown.")
+SYNTHETIC_LIMITATION = ("Trained on synthetic phantoms: these weights say nothing about performance on radiographs.")
 
 
 @dataclass(frozen=True)
@@ -178,16 +187,15 @@ def model_card(config: Mapping[str, Any]) -> str:
                 "gaze (`gazecxr synthetic`), not on patient data: they demonstrate the format only, and their metrics "
                 "are not comparable to any published number.")
     else:
-        data = (f"{DATASETS.get(task, 'MIMIC-CXR derived data, PhysioNet credentialed access')}. The images are "
-                "MIMIC-CXR radiographs, available only to credentialed PhysioNet users under a data use agreement; "
-                "weights trained on them may only be shared under the same terms.")
+        data = (f"Diagnosis labels: {TASK_DATASETS.get(task, task)} (see that dataset's access terms). {GAZE_DATA}")
         if synthetic is None:
-            data += (" (The training HDF5 file was not found at export, so whether it held synthetic phantoms "
-                     "could not be checked.)")
+            data += (" The training HDF5 file was not found at export, so whether it held synthetic phantoms "
+                     "could not be checked.")
     rows = _metric_rows(config["metrics"]["validation"], "validation")
     rows += _metric_rows(config["metrics"].get("evaluation", {}), "test")
     lineage = "\n".join(f"- `{e['id']}` ({e['stage']}), sha256 `{e['sha256'][:12]}…`" for e in config["lineage"])
-    limitations = "\n".join(f"- {line}" for line in LIMITATIONS)
+    first = SYNTHETIC_LIMITATION if synthetic else REAL_DATA_LIMITATION
+    limitations = "\n".join(f"- {line}" for line in (first, *LIMITATIONS))
     return f"""---
 license: mit
 library_name: gazecxr
@@ -308,14 +316,22 @@ def export_pretrained(checkpoints: str | os.PathLike, run: str, out: str | os.Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}.{os.getpid()}.{secrets.token_hex(4)}")
     old = out.with_name(f".old-{out.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    replaced = False
     try:
         _write_folder(tmp, model.cpu(), config)
         check_round_trip(model, tmp, entry_input_size(entry))
-        if out.exists():
+        replaced = out.exists()
+        if replaced:
             os.rename(out, old)
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if replaced:
+                os.rename(old, out)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if replaced:
         shutil.rmtree(old, ignore_errors=True)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return PretrainedExport(str(out), entry.id, files, config["synthetic_data"])
