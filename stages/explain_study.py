@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
-from gazecxr.config import ConfigError, add_config_arguments, apply_overrides, load_yaml_config, resolve_config
+from gazecxr.config import ConfigError, add_config_arguments, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from gazecxr.evaluation.studies.explanation import run_study
 
     try:
-        config = apply_overrides(load_yaml_config(resolve_config(args.config)),
-                                 [*args.overrides, *checkpoints_override(args.checkpoints)])
+        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
         metrics = run_study(config, args.models, args.methods, args.seeds, args.out, progress=not args.quiet)
     except (ConfigError, FileNotFoundError, LookupError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)

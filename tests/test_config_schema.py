@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import typing
 
 import pytest
 
@@ -14,6 +15,8 @@ from gazecxr.config.schema import (
     MODEL_SECTIONS,
     TASK_SECTIONS,
     AugmentSection,
+    ExplainRecipe,
+    ExplainSection,
     TrainSection,
     validate_config,
 )
@@ -111,7 +114,8 @@ def test_model_sections_match_the_constructors():
 
 def test_train_and_augment_sections_match_the_code():
     from gazecxr.data.transforms import PairedAugment
-    from gazecxr.training.engine import TrainSettings
+    from gazecxr.training.engine import OPTIMIZERS, TrainSettings
+    from gazecxr.training.feature_cache import CACHE_MODES
 
     assert list(TrainSection.model_fields) == [f.name for f in dataclasses.fields(TrainSettings)]
     for f in dataclasses.fields(TrainSettings):
@@ -119,6 +123,29 @@ def test_train_and_augment_sections_match_the_code():
         assert default == f.default or (default is None and f.default is None), f.name
     augment = list(inspect.signature(PairedAugment).parameters)
     assert list(AugmentSection.model_fields) == ["enabled", *augment]
+    assert set(_choices(TrainSection, "optimizer")) == set(OPTIMIZERS)
+    assert set(_choices(TrainSection, "feature_cache")) == set(CACHE_MODES)
+
+
+def _choices(section, key: str) -> tuple:
+    return typing.get_args(section.model_fields[key].annotation)
+
+
+def test_explain_section_matches_the_study():
+    from gazecxr.evaluation.studies import explanation
+    from gazecxr.evaluation.studies.explanation_data import Recipe
+    from gazecxr.explain.cams import METHODS
+
+    assert set(ExplainSection.model_fields) == set(explanation.EXPLAIN_KEYS)
+    assert list(ExplainRecipe.model_fields) == list(inspect.signature(Recipe).parameters)
+    assert set(typing.get_args(typing.get_args(ExplainSection.model_fields["methods"].annotation)[0])) == set(METHODS)
+    assert set(typing.get_args(typing.get_args(ExplainSection.model_fields["baselines"].annotation)[0])) == set(
+        explanation.BASELINES)
+    assert set(typing.get_args(typing.get_args(ExplainSection.model_fields["anchors"].annotation)[0])) == set(
+        explanation.ANCHORS)
+    for name in ("explain/siim", "explain/nih14", "explain/test"):
+        assert validate_config(load_config(name))
+    assert "explain.methods[0] = 'gradcan'" in _problems(load_config("explain/test"), ("explain.methods", ["gradcan"]))
 
 
 def test_task_sections_match_the_registered_tasks():

@@ -153,10 +153,29 @@ class TimmModel(Section):
     drop_rate: Fraction = 0.0
 
 
+class MultitaskFRCNNModel(Section):
+    """``multitask_frcnn``: DenseNet shared by a multi-label head and a Faster R-CNN box head."""
+
+    name: Literal["multitask_frcnn"]
+    num_findings: PositiveInt = 14
+    num_box_classes: PositiveInt = 8
+    arch: Literal["densenet121", "densenet201", "custom"] = "densenet121"
+    pretrained: str = "none"
+    growth_rate: PositiveInt | None = None
+    block_config: Annotated[list[PositiveInt], Field(min_length=4, max_length=4)] | None = None
+    num_init_features: PositiveInt | None = None
+    hidden: PositiveInt = 512
+    dropout: Fraction = 0.3
+    anchor_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [32, 64, 128, 256]
+    box_hidden: PositiveInt = 1024
+    detections_per_image: PositiveInt = 20
+    box_score_thresh: Annotated[float, Field(ge=0, le=1)] = 0.05
+
+
 MODEL_SECTIONS: dict[str, type[Section]] = {
     "densenet": DenseNetModel, "resse_unet": ResSEUNetModel, "fusion": FusionModel,
     "standard_unet": StandardUNetModel, "mtunet": MTUNetModel, "irnetv2": IRNetV2Model, "gazegnn": GazeGNNModel,
-    "timm": TimmModel,
+    "timm": TimmModel, "multitask_frcnn": MultitaskFRCNNModel,
 }
 """Model name → its section; every ``model``-like slot accepts any of them (chosen by ``name``)."""
 
@@ -320,7 +339,7 @@ class TrainSection(Section):
     feature_cache: Literal["auto", "memory", "disk", "off"] = "auto"
     feature_cache_memory_mb: NonNegFloat = 2048.0
     sync_batchnorm: bool = False
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     reload_best_on_lr_drop: bool = False
 
 
@@ -442,11 +461,67 @@ class GazeUtilitySection(Section):
     bootstrap: NonNegInt = 1000
 
 
+class ExplainRecipe(Section):
+    """``explain.recipe``: the study's preprocessing and augmentation (explanation_data.Recipe)."""
+
+    image_size: Annotated[int, Field(ge=16)] = 224
+    clahe: bool = True
+    clip_limit: PositiveFloat = 2.0
+    tile_grid: PositiveInt = 8
+    rotation: NonNegFloat = 10.0
+    hflip: bool = True
+    brightness: NonNegFloat = 0.1
+    contrast: NonNegFloat = 0.1
+    noise_std: NonNegFloat = 0.03
+
+
+class ExplainBalanced(Section):
+    """``explain.balanced``: a class-balanced subset (n images; val and test of them)."""
+
+    enabled: bool = False
+    n: PositiveInt | None = None
+    val: PositiveInt | None = None
+    test: PositiveInt | None = None
+
+
+class ExplainTrain(Section):
+    """``explain.train``: ``train`` overrides per architecture family."""
+
+    cnn: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    vit: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+
+
+class ExplainSection(Section):
+    """``explain``: the explanation-reliability study (gazecxr.evaluation.studies.explanation)."""
+
+    name: str = "study"
+    architectures: Annotated[list[str], Field(min_length=1)] = ["resnet50"]
+    methods: Annotated[list[Literal["eigencam", "gradcam", "gradcam++", "hirescam", "layercam", "scorecam"]],
+                       Field(min_length=1)] = ["gradcam"]
+    size: Literal["full", "tiny"] = "full"
+    pretrained: dict[str, str] = {}
+    baselines: list[Literal["centre_bias", "gaze_model", "radiologist_gaze", "uniform"]] = [
+        "uniform", "centre_bias", "radiologist_gaze"]
+    gaze_model: Ref | None = None
+    regions: Literal["annotations", "gaze"] = "annotations"
+    gaze_region_percent: Annotated[float, Field(gt=0, le=100)] = 10.0
+    decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    anchors: Literal["nih14", "siim"] | None = None
+    figure_pairs: NonNegInt = 3
+    gallery_pairs: NonNegInt = 24
+    max_test: PositiveInt | None = None
+    seeds: PositiveInt = 1
+    monitor: Monitor = "val_auc_macro"
+    recipe: ExplainRecipe = ExplainRecipe()
+    balanced: ExplainBalanced = ExplainBalanced()
+    train: ExplainTrain = ExplainTrain()
+
+
 SECTIONS: dict[str, Any] = {
     "seed": (NonNegInt, 0),
     "task": (TaskSection, ExclusiveClassesTask()),
     "data": (DataSection, DataSection()),
-    "model": (ModelsSection, ...),
+    "model": (ModelsSection | None, None),
     "train": (TrainSection, TrainSection()),
     "stage1": (Stage1Section, Stage1Section()),
     "stage2": (Stage2Section, Stage2Section()),
@@ -454,6 +529,7 @@ SECTIONS: dict[str, Any] = {
     "peers": (PeersSection, PeersSection()),
     "registry": (RegistrySection, RegistrySection()),
     "runs": (RunsSection, RunsSection()),
+    "explain": (ExplainSection | None, None),
     "gaze_utility": (GazeUtilitySection, GazeUtilitySection()),
 }
 """Top-level section name → (type, default; ``...`` = required). Add a new section here."""
@@ -573,6 +649,7 @@ def _messages(err: ValidationError, data: Mapping[str, Any], model: type[BaseMod
             merged.setdefault(dotted + "\0tag", []).append(line)
             continue
         if kind == "missing":
+            dotted = _dotted([*path, str(item["loc"][-1])])  # the key that is absent from the data
             merged.setdefault(dotted + "\0missing", []).append(f"missing key {dotted!r}")
             continue
         values[dotted] = value
