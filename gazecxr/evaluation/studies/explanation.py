@@ -56,7 +56,7 @@ from gazecxr.tasks import TaskSpec, task_of, task_record
 from gazecxr.training.checkpoint_io import load_saliency
 from gazecxr.training.detection import MultiTaskDetectionTask, unpad_targets
 from gazecxr.training.data import make_loader
-from gazecxr.training.distributed import setup
+from gazecxr.training.distributed import broadcast_object, setup
 from gazecxr.training.engine import Trainer, TrainSettings
 from gazecxr.training.feature_cache import data_identity
 from gazecxr.training.objectives import ClassifierTask
@@ -247,9 +247,9 @@ def train_architecture(config: Mapping[str, Any], arch: str, seed: int, splits: 
     tic = time.perf_counter()
     result = trainer.fit(*loaders, resume=(run_dir / "state.pt").is_file())
     model.load_state_dict(result.best_state)
-    entry = None
+    entry_id = None
     if ctx.is_main:
-        entry = registry.save(
+        entry_id = registry.save(
             {"model": result.best_state}, stage=STAGE, config=copy.deepcopy(dict(config)),
             architecture={"model": section, "input_size": [recipe.image_size] * 2, "task": task_record(task),
                           "recipe": asdict(recipe)},
@@ -257,8 +257,8 @@ def train_architecture(config: Mapping[str, Any], arch: str, seed: int, splits: 
                      "train_seconds": float(sum(r.get("seconds", 0.0) for r in result.history)),
                      "wall_seconds": time.perf_counter() - tic,
                      "parameters": float(sum(p.numel() for p in model.parameters()))},
-            tags=[f"explain={key}", f"arch={arch}", f"seed={seed}", f"study={study['name']}"])
-    return model, entry if entry is not None else registry.entries(stage=STAGE, tag=f"explain={key}")[-1]
+            tags=[f"explain={key}", f"arch={arch}", f"seed={seed}", f"study={study['name']}"]).id
+    return model, registry.resolve(broadcast_object(entry_id, ctx), stage=STAGE)
 
 
 # ----------------------------------------------------------------------------- explaining and scoring
@@ -479,6 +479,8 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
     metrics = _assemble(config, study, task, architectures, methods, pairs, scores, classification, entries, layers,
                         n_seeds, len(test), time.perf_counter() - tic)
     report = Path(out_dir) / study["name"]
+    if not setup(str(config["train"].get("device", "auto"))).is_main:
+        return metrics  # under torchrun every rank trained and scored; rank 0 writes the report
     report.mkdir(parents=True, exist_ok=True)
     write_text_atomic(report / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     write_text_atomic(report / "tables.md", study_tables(metrics))
