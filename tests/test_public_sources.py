@@ -333,3 +333,32 @@ def test_multilabel_metrics_leave_unknown_labels_out():
     assert full["per_finding"]["a"]["auroc"] == pytest.approx(
         multilabel_metrics(y, p, ["a", "b", "c"])["per_finding"]["a"]["auroc"])
     assert choose_thresholds(with_unknown, p)[1] == choose_thresholds(y[5:], p[5:])[1]
+
+
+def test_reflacx_ellipses_read_as_regions(tmp_path):
+    """One representation: a REFLACX file's ellipses come out of ``regions`` like boxes, with the reading
+    as reader and original-pixel coordinates as in the reading's CSV."""
+    from gazecxr.data.convert import ConvertOptions, convert_source
+    from gazecxr.data.sources.reflacx import ReflacxSource
+    from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
+
+    generate_reflacx(tmp_path / "raw", n=4, seed=0, size=96, progress=False)
+    out = tmp_path / "reflacx.h5"
+    convert_source(ReflacxSource(tmp_path / "raw" / "REFLACX", tmp_path / "raw" / "MIMIC"), out,
+                   ConvertOptions(height=64, width=64, gaze="reflacx", test_size=1), progress=False)
+    ds = GazeCXRDataset(out, "all")
+    main = tmp_path / "raw" / "REFLACX" / "main_data"
+    seen = 0
+    for i in range(len(ds)):
+        regions = ds.regions(i)
+        assert regions.kind == "ellipse"
+        for reader in set(regions.reader):
+            table = pd.read_csv(main / reader / "anomaly_location_ellipses.csv")
+            mine = regions.boxes_original[regions.reader == reader]
+            expected = table[["xmin", "ymin", "xmax", "ymax"]].to_numpy(float)
+            assert all(np.abs(expected - row).max(axis=1).min() < 1e-3 for row in mine)
+            seen += len(mine)
+        if len(regions):
+            mask = ds.region_mask(i)
+            assert mask is not None and mask.any()
+    assert seen > 0
