@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "EGD-CXR vs REFLACX gaze on the same images"),
     # models in use
     "registry": ("gazecxr.training.registry:main", "list, show and verify the saved models"),
-    "export": ("gazecxr.inference.export:main", "export a trained model (ONNX)"),
+    "export": ("gazecxr.inference.export:main", "export a trained model: ONNX file or shareable pretrained folder"),
     "predict": ("gazecxr.predict:main", "saliency + diagnosis for radiographs (DICOM, PNG, JPEG)"),
     "app": ("gazecxr.inference.app:main", "local viewer in the browser (needs the [app] extra)"),
     "bench": ("bench.__main__:main", "benchmarks (source checkout only)"),
