@@ -211,9 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "batch size: input 'image' (N,1,H,W) canvases in [0,1], outputs 'saliency' (N,H,W) and "
                     "'probabilities' (N,classes). The file records the registry id, sha256, input size, class "
                     "names and preprocessing, and is verified against PyTorch with ONNX Runtime before it is "
-                    "kept (probabilities within 1e-4, saliency Pearson >= 0.9999). Prints a JSON summary.",
-        epilog="Example: python -m gazecxr.inference.export --checkpoint best --format onnx --out model.onnx; then "
-               "python -m gazecxr.predict scans/*.dcm --out predictions --backend onnxruntime --model model.onnx",
+                    "kept (probabilities within 1e-4, saliency Pearson >= 0.9999). --format pretrained writes a "
+                    "shareable folder instead: model.safetensors, config.json (architecture, task, input size, "
+                    "preprocessing, lineage, metrics, synthetic-data flag) and a model card README.md, checked to "
+                    "give the checkpoint's outputs exactly. Prints a JSON summary.",
+        epilog="Examples: gazecxr export --checkpoint best --format onnx --out model.onnx; then "
+               "gazecxr predict scans/*.dcm --out predictions --backend onnxruntime --model model.onnx. "
+               "gazecxr export --checkpoint best --format pretrained --out shared/model; then "
+               "gazecxr predict scans/*.dcm --checkpoints shared/model --out predictions",
     )
     parser.add_argument("--checkpoint", default="best", metavar="REF",
                         help="stage-3 entry: id, id prefix, latest, best or a tag (default: %(default)s)")
