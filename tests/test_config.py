@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from gazecxr.config import ConfigError, config_hash, load_config
+from gazecxr.config import PRESETS_DIR, ConfigError, config_hash, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -36,6 +36,6 @@ def test_overrides_parse_yaml_values_and_reject_typos():
 
 
 def test_inherit_rejects_unknown_keys(tmp_path):
-    (tmp_path / "bad.yaml").write_text(f"inherit: {CONFIGS / 'paper.yaml'}\ntrian: {{lr: 1}}\n")
+    (tmp_path / "bad.yaml").write_text(f"inherit: {PRESETS_DIR / 'paper.yaml'}\ntrian: {{lr: 1}}\n")
     with pytest.raises(ConfigError, match="unknown key 'trian'"):
         load_config(tmp_path / "bad.yaml")
