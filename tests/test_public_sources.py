@@ -362,3 +362,15 @@ def test_reflacx_ellipses_read_as_regions(tmp_path):
             mask = ds.region_mask(i)
             assert mask is not None and mask.any()
     assert seen > 0
+
+
+def test_chexpert_renamed_folder(raw, tmp_path):
+    """Paths start with the release's folder name; a renamed copy of the folder still finds its films."""
+    import shutil
+
+    renamed = tmp_path / "chexpert_small_copy"
+    shutil.copytree(raw["chexpert"], renamed)
+    out = tmp_path / "renamed.h5"
+    assert _convert(chexpert_cli, ["--chexpert-dir", str(renamed), "--out", str(out), "--height", "64",
+                                   "--width", "64", "--limit", "4", "--strict"]) == 0
+    assert json.loads(report_path(out).read_text())["summary"]["converted"] == 4

@@ -82,14 +82,16 @@ class CheXpertSource:
         policy = self.uncertainty or "codes kept"
         return f"CheXpert ({self.chexpert_dir.name}; uncertain labels: {policy})"
 
-    def image_root(self, paths: list[str]) -> Path:
-        """The folder the tables' ``Path`` values are relative to: the parent of the dataset folder (paths
-        start with ``CheXpert-v1.0-small/``), else the dataset folder itself."""
-        first = PurePosixPath(paths[0]) if paths else None
-        if first is not None and first.parts and first.parts[0] == self.chexpert_dir.name:
-            return self.chexpert_dir.parent
-        return self.chexpert_dir.parent if first is None else (
-            self.chexpert_dir.parent if (self.chexpert_dir.parent / first).is_file() else self.chexpert_dir)
+    def image_root(self, first: str) -> tuple[Path, bool]:
+        """Where the tables' ``Path`` values point to: (folder they are relative to, whether to drop their first
+        component). They start with the release's folder name (``CheXpert-v1.0-small/train/...``), so they are
+        relative to the dataset folder's parent — or, for a renamed folder, to the folder itself without that
+        first component."""
+        if (self.chexpert_dir.parent / first).is_file() or PurePosixPath(first).parts[0] == self.chexpert_dir.name:
+            return self.chexpert_dir.parent, False
+        if (self.chexpert_dir / first).is_file():
+            return self.chexpert_dir, False
+        return self.chexpert_dir, True
 
     def records(self, options: ConvertOptions, report: ConversionReport) -> list[SourceRecord]:
         """One record per table row (frontal views only with ``frontal_only``)."""
@@ -107,7 +109,8 @@ class CheXpertSource:
             codes = label_codes(frame, path)
             if self.uncertainty is not None:
                 codes = apply_uncertainty(codes, self.uncertainty)
-            root = self.image_root(frame["Path"].tolist())
+            root, strip = self.image_root(str(frame["Path"].iloc[0]).replace("\\", "/")) if len(frame) else (
+                self.chexpert_dir, False)
             for k, row in enumerate(frame.itertuples(index=False)):
                 if options.limit is not None and len(out) >= options.limit:
                     break
@@ -118,7 +121,8 @@ class CheXpertSource:
                 if match is None:
                     report.skip(rel, f"bad path: no patientNNNNN folder in {rel!r}")
                     continue
-                out.append(SourceRecord(rel, match.group(1), -1, str(root), rel, canvas,
+                film = str(PurePosixPath(*PurePosixPath(rel).parts[1:])) if strip else rel
+                out.append(SourceRecord(rel, match.group(1), -1, str(root), film, canvas,
                                         (ReadingSpec(findings=codes[k]),), gaze=False, split=split,
                                         info={"view": str(row[3]).strip()}))
         return out
