@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
+from gazecxr.cli.options import (
+    add_checkpoints_argument,
+    add_out_argument,
+    checkpoints_override,
+    prog_name,
+)
 from gazecxr.config import ConfigError, add_config_arguments, load_config
 
 

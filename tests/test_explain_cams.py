@@ -10,10 +10,14 @@ import torch
 from gazecxr.explain.gradcam import gradcam
 from gazecxr.models import create_model
 from gazecxr.models.densenet import DenseNetEncoder
-from gazecxr.models.timm_classifier import STUDY_ARCHS, TimmClassifier, study_model_section
+from gazecxr.models.timm_classifier import (
+    STUDY_ARCHS,
+    TimmClassifier,
+    study_model_section,
+)
 
 pytest.importorskip("pytorch_grad_cam")
-from gazecxr.explain.cams import METHODS, explain, target_layer  # noqa: E402
+from gazecxr.explain.cams import METHODS, explain, target_layer
 
 SIZE = 64
 

@@ -11,13 +11,13 @@ from scipy import stats
 
 pytest.importorskip("pytorch_grad_cam")
 
-from data_prep import siim as siim_cli  # noqa: E402
-from gazecxr.config import load_yaml_config, resolve_config  # noqa: E402
-from gazecxr.data.synthetic.siim_writer import generate_siim  # noqa: E402
-from gazecxr.evaluation.studies.explanation import run_study, study_config  # noqa: E402
-from gazecxr.evaluation.studies.explanation_data import clahe  # noqa: E402
-from gazecxr.training.registry import Registry  # noqa: E402
-from stages import explain_study  # noqa: E402
+from data_prep import siim as siim_cli
+from gazecxr.config import load_yaml_config, resolve_config
+from gazecxr.data.synthetic.siim_writer import generate_siim
+from gazecxr.evaluation.studies.explanation import run_study, study_config
+from gazecxr.evaluation.studies.explanation_data import clahe
+from gazecxr.training.registry import Registry
+from stages import explain_study
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from torch.utils.data import DataLoader, Dataset
 pytest.importorskip("torchmetrics")
 pytest.importorskip("pycocotools")
 
-from gazecxr.metrics.detection import detection_map  # noqa: E402
-from gazecxr.models import create_model  # noqa: E402
-from gazecxr.tasks import create_task  # noqa: E402
-from gazecxr.training.detection import MAX_BOXES, MultiTaskDetectionTask  # noqa: E402
-from gazecxr.training.engine import Trainer, TrainSettings  # noqa: E402
+from gazecxr.metrics.detection import detection_map
+from gazecxr.models import create_model
+from gazecxr.tasks import create_task
+from gazecxr.training.detection import MAX_BOXES, MultiTaskDetectionTask
+from gazecxr.training.engine import Trainer, TrainSettings
 
 SIZE = 64
 TINY = {"name": "multitask_frcnn", "num_findings": 1, "num_box_classes": 1, "arch": "custom", "growth_rate": 8,

@@ -31,7 +31,7 @@ from gazecxr.models.densenet import DenseNetEncoder
 from gazecxr.models.multitask_detector import ClassificationView
 from gazecxr.models.timm_classifier import TimmClassifier
 
-__all__ = ["METHODS", "CamTarget", "target_layer", "explain"]
+__all__ = ["METHODS", "CamTarget", "explain", "target_layer"]
 
 METHODS: dict[str, str] = {
     "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",

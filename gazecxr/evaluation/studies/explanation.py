@@ -36,8 +36,19 @@ from tqdm import tqdm
 from gazecxr import __version__
 from gazecxr.config import ConfigError, config_hash, deep_merge
 from gazecxr.data.provenance import SYNTHETIC_NOTICE, is_synthetic_h5
-from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_text_atomic
-from gazecxr.evaluation.studies.explanation_data import Pair, Recipe, StudyImages, pairs_of, resize_map, study_splits
+from gazecxr.evaluation.artifacts import (
+    json_safe,
+    save_figure_atomic,
+    write_text_atomic,
+)
+from gazecxr.evaluation.studies.explanation_data import (
+    Pair,
+    Recipe,
+    StudyImages,
+    pairs_of,
+    resize_map,
+    study_splits,
+)
 from gazecxr.metrics.classification import classification_metrics
 from gazecxr.metrics.detection import detection_map
 from gazecxr.metrics.localisation import (
@@ -54,8 +65,8 @@ from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.models.timm_classifier import study_model_section
 from gazecxr.tasks import TaskSpec, task_of, task_record
 from gazecxr.training.checkpoint_io import load_saliency
-from gazecxr.training.detection import MultiTaskDetectionTask, unpad_targets
 from gazecxr.training.data import make_loader
+from gazecxr.training.detection import MultiTaskDetectionTask, unpad_targets
 from gazecxr.training.distributed import broadcast_object, setup
 from gazecxr.training.engine import Trainer, TrainSettings
 from gazecxr.training.feature_cache import data_identity
@@ -63,7 +74,7 @@ from gazecxr.training.objectives import ClassifierTask
 from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device, seed_everything
 
-__all__ = ["STAGE", "BASELINES", "ANCHORS", "study_config", "run_study", "study_tables"]
+__all__ = ["ANCHORS", "BASELINES", "STAGE", "run_study", "study_config", "study_tables"]
 
 STAGE = "explain"
 """Registry stage of the study's classifiers."""
@@ -302,15 +313,15 @@ def classification_row(task: TaskSpec, targets: np.ndarray, probs: np.ndarray, t
         pred = p >= threshold
         tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
         auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
-        return {"kind": "binary", "n": int(len(y)), "positives": int(y.sum()),
+        return {"kind": "binary", "n": len(y), "positives": int(y.sum()),
                 "accuracy": float((pred == y).mean()), "precision": tp / (tp + fp) if tp + fp else float("nan"),
                 "recall": tp / (tp + fn) if tp + fn else float("nan"), "auc": auc, "threshold": threshold}
     if task.multilabel:
         m = multilabel_metrics(targets, probs, task.names)
-        return {"kind": "multilabel", "n": int(len(targets)), "auroc_macro": m["auroc_macro"],
+        return {"kind": "multilabel", "n": len(targets), "auroc_macro": m["auroc_macro"],
                 "per_finding": {k: v["auroc"] for k, v in m["per_finding"].items()}}
     m = classification_metrics(targets, probs, task.names)
-    return {"kind": "exclusive", "n": int(len(targets)), "accuracy": m["accuracy"], "auc_macro": m["auc_macro"]}
+    return {"kind": "exclusive", "n": len(targets), "accuracy": m["accuracy"], "auc_macro": m["auc_macro"]}
 
 
 def _score(maps: np.ndarray, pairs: Sequence[Pair]) -> dict[str, np.ndarray]:

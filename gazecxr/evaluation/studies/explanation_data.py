@@ -29,7 +29,7 @@ from torchvision.transforms.v2 import functional as TF
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.tasks import TaskSpec
 
-__all__ = ["Recipe", "clahe", "StudyImages", "Pair", "study_splits", "pairs_of", "resize_map"]
+__all__ = ["Pair", "Recipe", "StudyImages", "clahe", "pairs_of", "resize_map", "study_splits"]
 
 
 @dataclass(frozen=True)
