@@ -20,7 +20,8 @@ PHASE_2_3 = ("Abnormal mediastinal contour,Acute fracture,Atelectasis,Consolidat
 
 
 def test_registry_default_and_errors():
-    assert available_tasks() == ["egd_3class", "reflacx_findings"]
+    assert available_tasks() == ["chexpert14", "egd_3class", "nih14_findings", "reflacx_findings", "siim_pneumothorax",
+                                 "vindr_findings"]
     assert isinstance(create_task(None), ExclusiveClasses) and isinstance(create_task({}), ExclusiveClasses)
     assert create_task({"name": "reflacx_findings", "threshold": 4}).threshold == 4
     with pytest.raises(ValueError, match="unknown task 'chexpert'.*egd_3class"):
