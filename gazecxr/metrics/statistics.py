@@ -15,7 +15,8 @@ table cell, and multiplicity control.
 - Paired accuracy: McNemar's exact test on the discordant pairs (`mcnemar_exact`, a binomial test).
 - Intervals of any cell: bootstrap resampling *patients* (a patient's images move together),
   vectorised as per-image integer weights (`patient_bootstrap_weights`), percentile or BCa
-  (`bootstrap_interval`), seeded and reproducible; ``n_resamples = 0`` turns it off.
+  (`bootstrap_interval`; `PatientBootstrap` shares one set of resamples across a report's cells), seeded
+  and reproducible; ``n_resamples = 0`` turns it off.
 - Multiplicity: Holm–Bonferroni step-down adjustment within a family (`holm_bonferroni`, `adjust_family`).
 - Over seeds: mean ± sample std and the t interval of the mean (`seed_summary`).
 - Several models at once (explanation study): one-way ANOVA (`one_way_anova`) and Tukey's HSD
