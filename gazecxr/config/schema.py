@@ -2,7 +2,7 @@
 
 ``validate_config(config)`` checks a resolved config (file, its ``inherit`` chain and ``--set``
 overrides, as :func:`gazecxr.config.load_config` returns it) and raises
-:class:`~gazecxr.config.loader.ConfigError` listing every problem at once: an unknown key with the
+:class:`~gazecxr.config.errors.ConfigError` listing every problem at once: an unknown key with the
 closest valid key suggested (``difflib``), a wrong type or range with the key, the value and what
 is expected. The config itself is returned unchanged (validated, not normalised), so config hashes,
 run names, feature-cache keys and registry reuse stay what they were.
@@ -18,8 +18,10 @@ dependency-light package already used by the app's Gradio stack.
 Adding a section: write one ``Section`` subclass and register it in ``SECTIONS`` (top-level
 section name → class) at the bottom of this module; a new model or task becomes valid in every
 model/task slot by adding its class to ``MODEL_SECTIONS`` / ``TASK_SECTIONS``. Field defaults
-document the code's defaults; a tests checks that model and training fields match the
-constructors' keyword arguments.
+document the code's defaults; tests check that the model, task, training, augmentation and
+explanation-study sections match the constructors and constants they configure.
+Registry entries record ``SCHEMA_VERSION`` when their stored config fits (``Entry.config_schema``);
+entries written before the schema load as they are.
 """
 
 from __future__ import annotations
@@ -540,9 +542,8 @@ RunConfig: type[Section] = create_model("RunConfig", __base__=Section,  # type: 
 
 # --- validation and error messages -------------------------------------------------------------------
 
-def _walk(data: Any, loc: Sequence[Any]) -> tuple[list[str], Any, bool]:
-    """The config path of a pydantic error location (union/tag labels dropped), the value found
-    there and whether it was found."""
+def _walk(data: Any, loc: Sequence[Any]) -> tuple[list[str], Any]:
+    """The config path of a pydantic error location (union/tag labels dropped) and the value there."""
     path: list[str] = []
     node: Any = data
     for part in loc:
@@ -554,7 +555,7 @@ def _walk(data: Any, loc: Sequence[Any]) -> tuple[list[str], Any, bool]:
             path.append(f"[{part}]")
         else:
             continue  # a union member or discriminator tag, not a key of the data
-    return path, node, True
+    return path, node
 
 
 def _dotted(path: Sequence[str]) -> str:
@@ -628,7 +629,7 @@ def _messages(err: ValidationError, data: Mapping[str, Any], model: type[BaseMod
     merged: dict[str, list[str]] = {}
     values: dict[str, Any] = {}
     for item in err.errors(include_url=False):
-        path, value, _ = _walk(data, item["loc"])
+        path, value = _walk(data, item["loc"])
         dotted = _dotted(path)
         kind = item["type"]
         if kind == "extra_forbidden":
