@@ -3,7 +3,6 @@ layouts: table quirks, labels, regions in canvas coordinates, skips, no identifi
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 

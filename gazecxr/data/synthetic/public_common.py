@@ -18,7 +18,6 @@ from gazecxr.data.synthetic.lesions import Lesion, plant
 from gazecxr.data.synthetic.phantom import CHF, NORMAL, Phantom, draw_phantom
 from gazecxr.data.synthetic.writer import FAKE_BIRTH_DATE, FAKE_PHI_MARKER
 
-LESION_KIND = {"cardiomegaly": "cardiomegaly", "effusion": "effusion", "pneumothorax": "pneumothorax"}
 
 
 def write_atomically(out_dir: str | os.PathLike, overwrite: bool, write: Callable[[Path], dict],
