@@ -34,7 +34,12 @@ from gazecxr.data.provenance import is_synthetic_h5
 from gazecxr.inference.predictor import PREPROCESSING, Predictor, checked_task, entry_input_size
 from gazecxr.models.cooperative import GazeCXRModel
 from gazecxr.models.weights import (
-    CARD_FILE, CONFIG_FILE, PRETRAINED_FORMAT, PRETRAINED_FORMAT_VERSION, WEIGHTS_FILE, read_pretrained_config,
+    CARD_FILE,
+    CONFIG_FILE,
+    PRETRAINED_FORMAT,
+    PRETRAINED_FORMAT_VERSION,
+    WEIGHTS_FILE,
+    read_pretrained_config,
     save_tensors,
 )
 from gazecxr.training.checkpoint_io import load_full_model, offline_section
