@@ -55,6 +55,9 @@ def test_every_table_and_figure_is_written(study):
         assert -1.0 <= test["auc_gain"] <= 1.0
         assert test["ci"][0] <= test["ci"][1] and 0.0 < test["p"] <= test["p_holm"] <= 1.0
         assert len(test["delong_per_seed"]) == 1 and test["mcnemar"]["n"] == report["n_test"]
+    effects = {(t["variant"], t["baseline"]) for t in report["gaze_effects"]}
+    assert effects == {("g1", "fusion at g0"), ("shuffled", "fusion at g0")}
+    assert "## Gaze effect" in tables
     rows = {(r["variant"], r["row"]) for r in report["rows"]}
     assert {("any g", "densenet"), ("any g", "densenet_cl"), ("g0", "fusion"), ("g1", "fusion")} <= rows
     saliency = [r for r in report["rows"] if r["row"] == "fusion" and r["g"] is not None]

@@ -91,6 +91,9 @@ NOTES: tuple[str, ...] = (
     "test on images pooled over seeds.",
     "Saliency: CC, KL, HS and NSS of the method's predicted map against the data set's own test gaze maps "
     "(at g = 0 those maps carry no information about the evidence), mean over test images and seeds.",
+    "Gaze effect: each gaze-using method at a data set against the same method trained on the least "
+    "informative one (the same films and training), so a gain that only comes from the method's own extra "
+    "training (ours: the fusion head trained on top of DenseNet-CL) cancels; same statistics, its own Holm family.",
     "Shuffled control: our model trained on the most informative data set with every training and "
     "validation image's heatmap replaced by another image's of the same split (a derangement); it must not "
     "beat DenseNet-CL.",
@@ -517,14 +520,16 @@ def _over_seeds(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def summarise(settings: StudySettings, data: StudyData, outputs: Mapping[tuple[str, int, int], SplitOutputs]
               ) -> dict[str, Any]:
-    """Rows per (variant, size) and the gain tests (Holm-adjusted as one family)."""
+    """Rows per (variant, size), the gain tests over the no-gaze networks and the *gaze effects* (each
+    gaze-using method at every other data set against itself trained on the least informative one, which
+    isolates what the gaze adds from what the method's extra training adds); each list one Holm family."""
     first = _g_name(settings.informativeness[0])
     reference = next(iter(outputs.values()))
     labels = reference.labels
     with h5py.File(data.files[(first, settings.train_sizes[0])], "r") as f:
         by_id = dict(zip(f["dicom_id"].asstr()[:], f["patient_id"].asstr()[:]))
     groups = np.array([by_id[d] for d in reference.dicom_ids])
-    rows, gains = [], []
+    rows, gains, effects = [], [], []
     for size in settings.train_sizes:
         base = {row: [outputs[("base", size, s)] for s in range(settings.seeds)]
                 for row in outputs[("base", size, 0)].probs}
@@ -548,8 +553,15 @@ def summarise(settings: StudySettings, data: StudyData, outputs: Mapping[tuple[s
                                  settings.bootstrap)
                 gains.append({"method": method, "row": row, "baseline": baseline, "variant": variant, "g": g,
                               "train_size": size, "shuffled": variant == "shuffled", **test})
+                if variant != first:
+                    test = gain_test(labels, groups, _probs(outputs, variant, size, settings.seeds, row),
+                                     _probs(outputs, first, size, settings.seeds, row), settings.bootstrap)
+                    effects.append({"method": method, "row": row, "baseline": f"{row} at {first}", "variant": variant,
+                                    "g": g, "train_size": size, "shuffled": variant == "shuffled", **test})
     adjust_family(gains, key="p")
-    return {"rows": rows, "gains": gains, "n_test": int(len(labels)), "test_patients": int(len(set(groups)))}
+    adjust_family(effects, key="p")
+    return {"rows": rows, "gains": gains, "gaze_effects": effects, "n_test": len(labels),
+            "test_patients": len(set(groups))}
 
 
 # ----------------------------------------------------------------------------- figures and tables
@@ -656,6 +668,14 @@ def markdown(report: Mapping[str, Any]) -> str:
                      _p(t.get("p_holm")), "—" if sd is None or sd["std"] is None else f"{sd['std']:.3f}",
                      f"{t['accuracy_gain']:+.3f}", _p(t["mcnemar"]["p"])])
     lines.append(_table(header, body))
+    if report.get("gaze_effects"):
+        lines.append("## Gaze effect: each method against itself trained on the least informative gaze")
+        body = [[("shuffled" if t["shuffled"] else f"{t['g']:g}"), str(t["train_size"]), t["method"], t["baseline"],
+                 "—" if t["auc_gain"] is None else f"{t['auc_gain']:+.3f}", _ci(t["ci"]), _p(t["p"]),
+                 _p(t.get("p_holm")), f"{t['accuracy_gain']:+.3f}", _p(t["mcnemar"]["p"])]
+                for t in sorted(report["gaze_effects"], key=lambda t: (t["shuffled"], t["train_size"], t["g"] or 0))]
+        lines.append(_table(["g", "n train", "Method", "vs", "Macro-AUC gain", "95 % CI", "p", "p (Holm)",
+                             "Acc gain", "McNemar p"], body))
     lines.append("## Every row (mean ± sd over seeds)")
     body = [[r["variant"], str(r["train_size"]), r["row"], _mean_sd(r["auc_macro"]), _mean_sd(r["accuracy"])]
             for r in report["rows"]]
