@@ -16,7 +16,7 @@ Tune the hyperparameters of one training stage with an optuna study: a TPE sampl
 the config seed (plus the number of trials the study already holds), and median pruning fed by
 every epoch's validation metric. The objective is the stage's monitored validation metric at its
 best epoch: val_auc_macro (maximised) for stages 1 and 3, val_kl (minimised) for stage 2.
-The search space is YAML (--space, default configs/tune/stage<N>.yaml): dotted config keys mapped
+The search space is YAML (--space NAME|PATH, default the shipped tune/stage<N>): dotted config keys mapped
 to distributions (float/int with low, high, log; categorical with choices), applied as --set
 overrides, plus the pruner (median | percentile | threshold | none) and TPE sampler options.
 Every trial trains with python -m stages.stage<N> semantics in runs.root/tune/<study>/trial-<n>,
@@ -30,8 +30,8 @@ EPILOG = """\
 Resuming: the study lives in --storage (default sqlite:///<registry.root>/optuna.db) under --study
 (default stage<N>-<config file name>); running the same command again adds --trials more trials.
 After the trials, the best trial's config (the --config file with its --set overrides and the
-best params, fully resolved, inheriting nothing) is written to <--out>/<study>.yaml and
-printed with its value; train it with python -m stages.stage<N> --config <that file>.
+best params, fully resolved, inheriting nothing) is written to <out>/<study>.yaml (--out) and
+printed with its value; train it with gazecxr train stage<N> --config <that file>.
 
 Sharing a study across machines: run the same command on every worker with the same --storage
 URL and the same --study name; each worker adds its --trials trials to the one study (optuna
@@ -42,7 +42,7 @@ that start at the same moment should pass different --sampler-seed values. Trial
 that dies are marked FAIL after 5 minutes without a heartbeat. Stage 2/3 workers need the pinned
 parent entry in their registry.root (share the registry directory, or copy that entry).
 
-Example: python -m stages.tune --stage 1 --config configs/paper.yaml --trials 30 --timeout 86400"""
+Example: gazecxr tune --stage 1 --config paper --trials 30 --timeout 86400"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stage", type=int, required=True, choices=(1, 2, 3), help="stage to tune")
     add_config_arguments(parser, "base YAML config (configs/paper.yaml, ...)")
     parser.add_argument("--trials", type=int, required=True, help="trials this worker adds to the study")
-    parser.add_argument("--space", default=None, help="search-space YAML (default: configs/tune/stage<N>.yaml)")
+    parser.add_argument("--space", default=None, help="search space: a shipped name (tune/stage1, ...) or a YAML path (default: tune/stage<N>)")
     parser.add_argument("--storage", default=None,
                         help="SQLAlchemy URL of the study database (default: sqlite:///<registry.root>/optuna.db)")
     parser.add_argument("--study", default=None, help="study name (default: stage<N>-<config file name>)")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
-        space = load_space(args.space or f"configs/tune/stage{args.stage}.yaml")
+        space = load_space(args.space or f"tune/stage{args.stage}")
         result = tune(config, args.stage, space, args.trials, args.study or default_study_name(args.stage, args.config),
                       storage=args.storage, timeout=args.timeout, export_dir=args.out,
                       sampler_seed=args.sampler_seed, progress=not args.quiet)

@@ -130,5 +130,5 @@ def test_cli_help_explains_resuming_and_sharing(capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     for text in ("--storage", "--study", "--trials", "--timeout", "--set", "same --storage", "FAIL",
-                 "optuna.db", "postgresql://", "configs/tune/stage<N>.yaml", "<export-dir>/<study>.yaml"):
+                 "optuna.db", "postgresql://", "tune/stage<N>", "<out>/<study>.yaml"):
         assert text in out, text

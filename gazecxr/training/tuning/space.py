@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from gazecxr.config import ConfigError, apply_overrides, parse_yaml
+from gazecxr.config import ConfigError, apply_overrides, parse_yaml, resolve_config
 from gazecxr.config.schema import validate_config
 
 PARAM_FIELDS: dict[str, dict[str, set[str]]] = {
@@ -133,8 +133,8 @@ def parse_space(data: Any, where: str = "search space") -> SearchSpace:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """The search space of a YAML file."""
-    path = Path(path)
+    """The search space of a YAML file, or of a shipped one by name (``tune/stage1``)."""
+    path = resolve_config(path)
     try:
         text = path.read_text()
     except FileNotFoundError as err:
