@@ -204,3 +204,46 @@ def test_a_film_of_another_size_than_the_tables_is_skipped(reflacx_raw, tmp_path
     reasons = {s["dicom_id"]: s["reason"] for s in report.skipped}
     assert list(reasons) == [meta.dicom_id.iloc[0]] and reasons[meta.dicom_id.iloc[0]].startswith("image size differs")
     assert len(report.converted) == meta.dicom_id.nunique() + len(_metadata(reflacx_raw).query("phase != 3").dicom_id.unique()) - 1
+
+
+def test_record_baselines_on_reflacx_readings(reflacx_h5):
+    """chest_box_prior reads each record's readers' chest boxes; lung_prior is left out (no masks), said so;
+    the rows then reach the inter-reader summary with intervals and Holm-adjusted tests."""
+    import torch
+
+    from gazecxr.data.dataset import GazeCXRDataset
+    from gazecxr.evaluation.baselines import baseline_predictors, chest_box_prior_map, chest_boxes
+    from gazecxr.evaluation.consistency import ReaderConsistency
+    from gazecxr.evaluation.method_outputs import predict_batch
+
+    ds = GazeCXRDataset(reflacx_h5, "all")
+    predictors, notes = baseline_predictors(ds, seed=0)
+    assert len(predictors) == 2 and any("lung_prior left out" in n for n in notes)
+    boxes = chest_boxes(ds)
+    with h5py.File(reflacx_h5) as f:
+        first = int(ds.indices[0])
+        rows = np.flatnonzero(f["reading_record"][:] == first)
+        np.testing.assert_allclose(boxes[first], f["reading_chest_box"][rows].mean(axis=0), rtol=1e-6)
+    indices = [int(i) for i in ds.indices[:3]]
+    regions = torch.zeros(3, *ds.canvas, dtype=torch.bool)
+    for mask, index in zip(regions, indices):
+        mask[ds.letterbox(index).region] = True
+    maps = {}
+    for predictor in predictors:
+        maps.update(predict_batch(predictor, torch.zeros(3, 1, *ds.canvas), regions, list, indices).saliency)
+    chest = maps["chest_box_prior"].numpy()
+    np.testing.assert_allclose(chest[0], chest_box_prior_map(boxes[first], ds.canvas, regions[0].numpy()))
+    np.testing.assert_allclose(chest.sum(axis=(1, 2)), 1.0)
+    other = maps["other_image_gaze"].numpy()
+    assert np.allclose(other.sum(axis=(1, 2)), 1.0) and not np.allclose(other[0], ds[0]["heatmap"][0].numpy())
+    consistency = ReaderConsistency(ds)
+    for position, index in enumerate(ds.indices):
+        if ds.reader_count(int(index)) >= 2:
+            regions = torch.zeros(1, *ds.canvas, dtype=torch.bool)
+            regions[0][ds.letterbox(int(index)).region] = True
+            box = predict_batch(predictors[1], torch.zeros(1, 1, *ds.canvas), regions, list, [int(index)])
+            consistency.add({"position": position, "chest_box_prior": box.saliency["chest_box_prior"][0].numpy()})
+    summary = consistency.summary(bootstrap=200)
+    cell = summary["intervals"]["chest_box_prior"]["cc"]
+    assert cell["ci"][0] <= cell["value"] <= cell["ci"][1] and "200 resamples" in cell["method"]
+    assert all(t["p"] <= t["p_holm"] and "wilcoxon_p_holm" in t for t in summary["tests"])

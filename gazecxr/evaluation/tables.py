@@ -292,8 +292,9 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
           if metrics.get("classification_tests") else []),
         *(["## Human consistency: inter-reader ceiling (p: paired t-test against the inter-reader row)",
            inter_reader_table(metrics["inter_reader"]),
-           holm_note("Human consistency", "inter_reader").replace("'inter_reader' against every other row",
-                                                                   "every row against 'inter_reader'")]
+           *([holm_note("Human consistency", "inter_reader").replace("'inter_reader' against every other row",
+                                                                      "every row against 'inter_reader'")]
+             if metrics["inter_reader"].get("images") else [])]
           if metrics.get("inter_reader") else []),
         *(["## Share of map mass per anatomical region and class (gaze, saliency, Grad-CAM)",
            anatomy_table(metrics["anatomy"])] if metrics.get("anatomy") else []),
