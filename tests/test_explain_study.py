@@ -114,3 +114,16 @@ def test_egd_study_scores_cams_against_the_gaze_region_beside_the_gaze_rows(tiny
     assert loc["radiologist_gaze"]["pointing_game"]["mean"] == 1.0
     assert loc["radiologist_gaze"]["diff"]["mean"] > loc["uniform"]["diff"]["mean"] == 0
     assert "upper bound" in (tmp_path / "reports" / "egd" / "tables.md").read_text()
+
+
+def test_table_31_numbers_by_hand() -> None:
+    from gazecxr.evaluation.studies.explanation import classification_row
+    from gazecxr.tasks import create_task
+
+    y = np.array([[0], [1], [1], [0], [1], [0.0]])
+    p = np.array([[0.2], [0.8], [0.4], [0.3], [0.9], [0.6]])
+    row = classification_row(create_task({"name": "siim_pneumothorax"}), y, p, 0.5)
+    # at 0.5: TP = 2, FP = 1, FN = 1, 4 of 6 right; AUC: 8 of the 9 (positive, negative) pairs ordered
+    assert row["accuracy"] == pytest.approx(4 / 6) and row["precision"] == pytest.approx(2 / 3)
+    assert row["recall"] == pytest.approx(2 / 3) and row["auc"] == pytest.approx(8 / 9)
+    assert row["auc_ci"][0] < 8 / 9 <= row["auc_ci"][1]

@@ -59,7 +59,7 @@ from gazecxr.metrics.localisation import (
     threshold_scores,
 )
 from gazecxr.metrics.multilabel import multilabel_metrics
-from gazecxr.metrics.statistics import one_way_anova, seed_summary, tukey_hsd
+from gazecxr.metrics.statistics import delong_interval, mean_interval, one_way_anova, seed_summary, tukey_hsd
 from gazecxr.models.factory import create_model
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.models.timm_classifier import study_model_section
@@ -312,10 +312,12 @@ def classification_row(task: TaskSpec, targets: np.ndarray, probs: np.ndarray, t
         p = probs[:, 0] if task.multilabel else probs[:, 1]
         pred = p >= threshold
         tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
-        auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+        both = 0 < y.sum() < len(y)
+        auc = float(roc_auc_score(y, p)) if both else float("nan")
         return {"kind": "binary", "n": len(y), "positives": int(y.sum()),
                 "accuracy": float((pred == y).mean()), "precision": tp / (tp + fp) if tp + fp else float("nan"),
-                "recall": tp / (tp + fn) if tp + fn else float("nan"), "auc": auc, "threshold": threshold}
+                "recall": tp / (tp + fn) if tp + fn else float("nan"), "auc": auc,
+                "auc_ci": delong_interval(y.astype(int), p)["ci"] if both else None, "threshold": threshold}
     if task.multilabel:
         m = multilabel_metrics(targets, probs, task.names)
         return {"kind": "multilabel", "n": len(targets), "auroc_macro": m["auroc_macro"],
@@ -487,8 +489,9 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
             continue
         scores[name] = _score(maps, pairs)
         examples[name] = list(maps[:keep])
+    patients = [str(test.base.patient_ids[int(test.rows[p.position])]) for p in pairs]
     metrics = _assemble(config, study, task, architectures, methods, pairs, scores, classification, entries, layers,
-                        n_seeds, len(test), time.perf_counter() - tic)
+                        n_seeds, len(test), time.perf_counter() - tic, patients)
     report = Path(out_dir) / study["name"]
     if not setup(str(config["train"].get("device", "auto"))).is_main:
         return metrics  # under torchrun every rank trained and scored; rank 0 writes the report
@@ -509,15 +512,20 @@ def _seed_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = seed_summary([r[key] for r in rows])["mean"] if len(rows) > 1 else value
     if len(rows) > 1:
         out["per_seed"] = rows
+        out["over_seeds"] = {key: seed_summary([r[key] for r in rows]) for key, value in rows[0].items()
+                             if isinstance(value, float) and all(np.isfinite(r[key]) for r in rows)}
     return out
 
 
 def _assemble(config: Mapping[str, Any], study: Mapping[str, Any], task: TaskSpec, architectures: Sequence[str],
               methods: Sequence[str], pairs: Sequence[Pair], scores: Mapping[str, Mapping[str, np.ndarray]],
               classification: Mapping[str, Any], entries: Mapping[str, list[str]], layers: Mapping[str, str],
-              n_seeds: int, n_test: int, seconds: float) -> dict[str, Any]:
+              n_seeds: int, n_test: int, seconds: float, patients: Sequence[str]) -> dict[str, Any]:
     names = [p.finding for p in pairs]
     summary = {row: {metric: _summary(v) for metric, v in by.items()} for row, by in scores.items()}
+    for row, by in scores.items():
+        for metric in ("diff", "ehr_auc"):
+            summary[row][metric]["ci"] = mean_interval(by[metric], patients)["ci"]
     statistics = {}
     for method in methods:
         rows = {arch: scores[f"{arch}|{method}"] for arch in architectures}
@@ -553,6 +561,10 @@ def _p(value: Any) -> str:
     return "—" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
 
 
+def _ci(ci: Sequence[float] | None) -> str:
+    return "—" if not ci or any(c is None for c in ci) else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -577,10 +589,11 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
     parts += ["## Diagnosis (Table 3.1 layout)", ""]
     if kind == "binary":
         rows = [[f"{_paper(a)} (ours, {where})", *(_n(metrics["classification"][a][k]) for k in
-                                                   ("accuracy", "precision", "recall", "auc"))] for a in archs]
-        rows += [[f"{_paper(a)} (paper, real SIIM-ACR)", *(_n(v) for v in values)]
+                                                   ("accuracy", "precision", "recall", "auc")),
+                 _ci(metrics["classification"][a].get("auc_ci"))] for a in archs]
+        rows += [[f"{_paper(a)} (paper, real SIIM-ACR)", *(_n(v) for v in values), "—"]
                  for a, values in anchors.get("table31", {}).items() if a in archs]
-        parts += [_table(["model", "accuracy", "precision", "recall", "AUC"], rows), ""]
+        parts += [_table(["model", "accuracy", "precision", "recall", "AUC", "AUC 95 % CI (DeLong)"], rows), ""]
     elif kind == "multilabel":
         findings = list(next(iter(metrics["classification"].values()))["per_finding"])
         rows = [[f"{_paper(a)} (ours)", _n(metrics["classification"][a]["auroc_macro"]),
@@ -605,16 +618,18 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
         parts += [f"## {method}: Diff = mean inside − mean outside the region (Table 3.2 layout)", ""]
         header = ["", *(_paper(a) for a in archs)]
         rows = [[stat, *(_n(loc[f"{a}|{method}"]["diff"][stat], 3) for a in archs)] for stat in ("mean", "std", "min", "max")]
+        rows.insert(1, ["95 % CI of the mean", *(_ci(loc[f"{a}|{method}"]["diff"].get("ci")) for a in archs)])
         if method == "gradcam" and anchors.get("table32"):
             paper = anchors["table32"]
             rows += [[f"{stat} (paper, real SIIM-ACR)", *(_n(paper[a][i], 3) if a in paper else "—" for a in archs)]
                      for i, stat in enumerate(("mean", "std", "min", "max"))]
         parts += [_table(header, rows), ""]
         paper_ehr = anchors.get("ehr_auc") if method == "gradcam" else None
-        ehr = [[_paper(a), _n(loc[f"{a}|{method}"]["ehr_auc"]["mean"]), _n(loc[f"{a}|{method}"]["ehr_auc"]["std"]),
-                *([_n(paper_ehr.get(a))] if paper_ehr else [])] for a in archs]
+        ehr = [[_paper(a), _n(loc[f"{a}|{method}"]["ehr_auc"]["mean"]), _ci(loc[f"{a}|{method}"]["ehr_auc"].get("ci")),
+                _n(loc[f"{a}|{method}"]["ehr_auc"]["std"]), *([_n(paper_ehr.get(a))] if paper_ehr else [])] for a in archs]
         parts += [f"### {method}: EHR-AUC per model (Fig. 3.2)", "",
-                  _table(["model", "EHR-AUC mean", "std", *(["paper (real SIIM-ACR)"] if paper_ehr else [])], ehr), ""]
+                  _table(["model", "EHR-AUC mean", "95 % CI", "std", *(["paper (real SIIM-ACR)"] if paper_ehr else [])],
+                         ehr), ""]
         for metric in ("diff", "ehr_auc"):
             st = metrics["statistics"].get(f"{method}|{metric}", {})
             if "skipped" in st or not st:
@@ -658,6 +673,8 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
               "- Target layers: " + "; ".join(f"{_paper(a)}: {d}" for a, d in metrics["target_layers"].items()) + ".",
               "- Diff and EHR-AUC (100 equidistant thresholds) on the normalised map; IoU at t uses {m̂ > t}; CAM box: "
               "largest 8-connected component; T(IoU) / T(IoBB): share of pairs with IoU / IoBB ≥ 0.5.",
+              "- 95 % CIs of mean Diff and EHR-AUC: patient bootstrap (2,000 resamples, seeded). Over several seeds "
+              "metrics.json also holds each classification number's t interval over seeds (over_seeds).",
               "- ANOVA and Tukey HSD treat each model's per-pair scores as independent groups (the seed's "
               "convention), scipy.stats.f_oneway and tukey_hsd." + (" Scores are averaged over seeds per pair."
                                                                    if metrics["seeds"] > 1 else ""),
