@@ -33,8 +33,6 @@ from torch import nn
 
 from gazecxr import __version__
 from gazecxr.cli.options import add_checkpoints_argument, prog_name
-from gazecxr.config.errors import ConfigError
-from gazecxr.config.schema import SCHEMA_VERSION, validate_config
 from gazecxr.models.weights import load_nested, save_nested
 
 ENTRY_FILE = "entry.json"
@@ -243,7 +241,11 @@ def _read_entry(directory: Path) -> Entry:
 
 
 def _schema_version(config: Mapping[str, Any]) -> int | None:
-    """SCHEMA_VERSION when ``config`` is a run config that fits :mod:`gazecxr.config.schema`, else None."""
+    """SCHEMA_VERSION when ``config`` is a run config that fits :mod:`gazecxr.config.schema`, else None
+    (imported here: building the schema is not needed to read entries)."""
+    from gazecxr.config.errors import ConfigError
+    from gazecxr.config.schema import SCHEMA_VERSION, validate_config
+
     try:
         validate_config(config)
     except ConfigError:
