@@ -72,9 +72,13 @@ def saliency_order(methods: Sequence[str]) -> list[str]:
 def saliency_intervals(scores: Mapping[str, Mapping[str, np.ndarray]],
                        boot: PatientBootstrap) -> dict[str, dict[str, dict[str, Any]]]:
     """Per method and metric: the mean of the per-image scores (images with a value) and its
-    patient-bootstrap interval (`interval_cell`)."""
-    return {name: {metric: boot.mean(values) for metric, values in by_metric.items()}
-            for name, by_metric in scores.items()}
+    patient-bootstrap interval (`interval_cell`); a method's metrics in one matrix product."""
+    out = {}
+    for name, by_metric in scores.items():
+        metrics = list(by_metric)
+        cells = boot.interval(weighted_mean(np.stack([np.asarray(by_metric[m], np.float64) for m in metrics], 1)))
+        out[name] = dict(zip(metrics, cells))
+    return out
 
 
 def saliency_tests(scores: Mapping[str, Mapping[str, np.ndarray]], reference: str,

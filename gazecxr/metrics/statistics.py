@@ -623,14 +623,17 @@ class PatientBootstrap:
 
 
 def weighted_mean(values: Any) -> Statistic:
-    """The weighted mean of per-element ``values`` (N,) over the finite ones (NaN where no weight falls on a
-    finite value)."""
-    v = _to_float64(values, "values").ravel()
+    """The weighted mean of per-element ``values`` over the finite ones: (N,) → B values, or (N, K) → (B, K)
+    (K means from one matrix product; NaN where no weight falls on a finite value)."""
+    v = _to_float64(values, "values")
+    if v.ndim not in (1, 2):
+        raise ValueError(f"values must be (N,) or (N, K); got shape {v.shape}")
     finite = np.isfinite(v)
-    v0 = np.where(finite, v, 0.0)
+    v0, count = np.where(finite, v, 0.0), finite.astype(np.float64)
 
     def statistic(w: np.ndarray) -> np.ndarray:
-        total = w @ finite.astype(np.float64)
+        w = np.asarray(w, np.float64)
+        total = w @ count
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, (w @ v0) / np.where(total > 0, total, 1.0), np.nan)
 
