@@ -125,6 +125,8 @@ def test_every_cell_has_an_interval_and_its_method(evaluated):
     cell = metrics["intervals"]["classification"]["full"]["auc_macro"]
     assert f"{cell['value']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]" in text
     assert "Holm–Bonferroni" in text and "p (Holm)" in text and "Wilcoxon p" in text
+    page = (run_dir / "index.html").read_text()
+    assert f"{cell['value']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]" in page and "p (Holm)" in page
     table = text.split("## Visual saliency")[1].split("\n\n")[1]
     rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines()[2:]]
     assert rows[-4:] == ["other_image_gaze", "lung_prior", "center_bias", "uniform"]  # bottom to top
