@@ -17,7 +17,13 @@ import numpy as np
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.saliency_methods import score_maps
 from gazecxr.metrics import fixation_pixels
-from gazecxr.metrics.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, PatientBootstrap, adjust_family, paired_score_tests
+from gazecxr.metrics.statistics import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    PatientBootstrap,
+    adjust_family,
+    paired_score_tests,
+)
 
 INTER_READER = "inter_reader"
 """Method name of the leave-one-reader-out row in reports."""
