@@ -19,7 +19,7 @@ from gazecxr.cli.options import set_prog_name
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # data: raw datasets -> the HDF5 training file
-    "synthetic": ("data_prep.synthetic:main", "write a synthetic dataset in the raw EGD-CXR or REFLACX layout"),
+    "synthetic": ("data_prep.synthetic:main", "write a synthetic dataset in a raw layout: EGD-CXR, REFLACX, NIH-14, SIIM, CheXpert, VinDr"),
     "convert egd-cxr": ("data_prep.egd_cxr:main", "EGD-CXR gaze + MIMIC-CXR images -> HDF5 training file"),
     "convert reflacx": ("data_prep.reflacx:main", "REFLACX readings + MIMIC-CXR images -> HDF5 training file"),
     "convert nih14": ("data_prep.nih14:main", "NIH ChestX-ray14 tables, boxes and PNGs -> HDF5 (findings + boxes)"),
