@@ -141,7 +141,7 @@ def test_lr_drop_reloads_best_weights_and_optimizer(tmp_path):
     state = torch.load(tmp_path / "plain" / "state.pt", weights_only=True)
     assert int(state["optimizer"]["state"][0]["step"]) == 4
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        TrainSettings(optimizer="sgd")
+        TrainSettings(optimizer="rmsprop")
 
 
 # ----------------------------------------------------------------------------- training runners
