@@ -29,12 +29,14 @@ def add_output_arguments(parser: argparse.ArgumentParser, official: str | None =
     parser.add_argument("--out", required=True, help="output HDF5 file (written atomically)")
     parser.add_argument("--height", type=int, default=640, help="model input height (multiple of 32)")
     parser.add_argument("--width", type=int, default=512, help="model input width (multiple of 32)")
-    parser.add_argument("--split", choices=("paper", "ratio", "official") if official else ("paper", "ratio"),
+    parser.add_argument("--split", choices=("paper", "ratio", "released", "official") if official else ("paper", "ratio", "released"),
                         default="paper",
                         help="paper: --test-size random test images, rest train with --val-fraction "
                              "as val; ratio: 70/10/20 stratified by class"
                              + (f"; official: {official}, --val-fraction of the rest as val" if official else "")
-                             + ". Always grouped by patient.")
+                             + " (these are grouped by patient); released: the CXRGazeLearn/MT-UNet recipe (seed-0 "
+                             "shuffle, per class counter %% 10 -> 20/10/70 test/val/train, image-level: one patient "
+                             "can be in several splits)")
     parser.add_argument("--split-file", default=None, metavar="CSV",
                         help="reproduce a published split exactly: a CSV with columns dicom_id,split (train, val "
                              "or test); images it does not list are skipped; replaces --split")

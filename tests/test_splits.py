@@ -50,3 +50,18 @@ def test_ratio_split_is_70_10_20_stratified_and_grouped():
 def test_unknown_method():
     with pytest.raises(ValueError, match="split method"):
         make_split("random", np.array(["a"]), np.array([0]))
+
+
+def test_released_split_follows_the_released_counter_rule():
+    import torch
+
+    labels = np.array([0] * 25 + [1] * 12)
+    split = make_split("released", np.arange(37), labels, seed=0)
+    order = torch.randperm(37, generator=torch.Generator().manual_seed(0)).tolist()
+    visited = {c: [i for i in order if labels[i] == c] for c in (0, 1)}
+    # the k-th visited image of a class (k = 1, 2, ...) goes to test when k % 10 <= 1, to val when it is 2
+    for c, indices in visited.items():
+        expected = ["test" if k % 10 <= 1 else "val" if k % 10 == 2 else "train" for k in range(1, len(indices) + 1)]
+        assert [split[i] for i in indices] == expected
+    assert (split[labels == 0] == "test").sum() == 5 and (split[labels == 0] == "val").sum() == 3
+    assert (split[labels == 1] == "test").sum() == 3 and (split[labels == 1] == "val").sum() == 2

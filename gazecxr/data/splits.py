@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-SPLIT_METHODS = ("paper", "ratio")
+SPLIT_METHODS = ("paper", "ratio", "released")
 """Methods :func:`make_split` computes; ``official`` (a dataset's own lists) is :func:`official_split`."""
 
 
@@ -88,6 +88,29 @@ def official_split(groups: np.ndarray, given: np.ndarray, seed: int = 0, val_fra
     return split.astype(str)
 
 
+def released_split(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The split of the released CXRGazeLearn / MT-UNet data preparation, image by image.
+
+    Records are visited in the order of ``torch.utils.data.random_split`` under
+    ``torch.Generator().manual_seed(seed)`` (the released code uses seed 0); each record's class
+    counter is incremented, and counter % 10 in {0, 1} sends it to test, 2 to val, the rest to
+    train (20 / 10 / 70 % per class). It is not grouped by patient: one patient's images can land
+    in several splits, as in the released code.
+    """
+    import torch
+
+    labels = np.asarray(labels)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    split = np.empty(len(labels), dtype=object)
+    counters: dict[int, int] = {}
+    for index in order:
+        label = int(labels[index])
+        counters[label] = counters.get(label, 0) + 1
+        select = counters[label] % 10
+        split[index] = "test" if select <= 1 else "val" if select == 2 else "train"
+    return split.astype(str)
+
+
 def make_split(
     method: str,
     groups: np.ndarray,
@@ -96,9 +119,11 @@ def make_split(
     test_size: int = 100,
     val_fraction: float = 0.1,
 ) -> np.ndarray:
-    """Split names ("train"/"val"/"test") per record by ``method`` ("paper" or "ratio")."""
+    """Split names ("train"/"val"/"test") per record by ``method`` ("paper", "ratio" or "released")."""
     if method == "paper":
         return paper_split(groups, seed=seed, test_size=test_size, val_fraction=val_fraction)
     if method == "ratio":
         return ratio_split(groups, labels, seed=seed)
+    if method == "released":
+        return released_split(labels, seed=seed)
     raise ValueError(f"split method must be one of {SPLIT_METHODS}, got {method!r}")
