@@ -22,7 +22,7 @@ from gazecxr.data.sources.chexpert import UNCERTAINTY_POLICIES, apply_uncertaint
 from gazecxr.data.sources.nih14 import FINDINGS as NIH_FINDINGS
 from gazecxr.data.sources.siim import FINDINGS as SIIM_FINDINGS
 from gazecxr.data.sources.vindr import LOCAL_FINDINGS
-from gazecxr.tasks.specs import Findings, TaskSpec, register_task
+from gazecxr.tasks.specs import Findings, TaskSpec, checked_pos_weight, register_task
 
 __all__ = ["DatasetFindings", "NIH14Findings", "SIIMPneumothorax", "CheXpert14", "VinDrFindings"]
 
@@ -43,12 +43,7 @@ class DatasetFindings(TaskSpec):
     labels: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        if self.pos_weight is not None:
-            weights = tuple(float(w) for w in self.pos_weight)
-            if len(weights) != len(self.names) or not all(np.isfinite(w) and w > 0 for w in weights):
-                raise ValueError(f"task.pos_weight must hold {len(self.names)} positive numbers, one per finding "
-                                 f"{list(self.names)}; got {list(self.pos_weight)}")
-            object.__setattr__(self, "pos_weight", weights)
+        object.__setattr__(self, "pos_weight", checked_pos_weight(self.pos_weight, self.names))
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -164,6 +164,17 @@ class ExclusiveClasses(TaskSpec):
         return make_metric_loss(options)
 
 
+def checked_pos_weight(pos_weight: Sequence[float] | None, names: Sequence[str]) -> tuple[float, ...] | None:
+    """``pos_weight`` as a tuple of one positive finite number per finding of ``names`` (None stays None)."""
+    if pos_weight is None:
+        return None
+    weights = tuple(float(w) for w in pos_weight)
+    if len(weights) != len(names) or not all(np.isfinite(w) and w > 0 for w in weights):
+        raise ValueError(f"task.pos_weight must hold {len(names)} positive numbers, one per finding "
+                         f"{list(names)}; got {list(pos_weight)}")
+    return weights
+
+
 @register_task("reflacx_findings")
 @dataclass(frozen=True)
 class Findings(TaskSpec):
@@ -186,12 +197,7 @@ class Findings(TaskSpec):
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 5:
             raise ValueError(f"task.threshold must be a certainty in (0, 5]; got {self.threshold!r}")
-        if self.pos_weight is not None:
-            weights = tuple(float(w) for w in self.pos_weight)
-            if len(weights) != len(self.names) or not all(np.isfinite(w) and w > 0 for w in weights):
-                raise ValueError(f"task.pos_weight must hold {len(self.names)} positive numbers, one per finding "
-                                 f"{list(self.names)}; got {list(self.pos_weight)}")
-            object.__setattr__(self, "pos_weight", weights)
+        object.__setattr__(self, "pos_weight", checked_pos_weight(self.pos_weight, self.names))
 
     @property
     def names(self) -> tuple[str, ...]:
