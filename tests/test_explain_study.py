@@ -17,7 +17,7 @@ from gazecxr.data.synthetic.siim_writer import generate_siim
 from gazecxr.evaluation.studies.explanation import run_study, study_config
 from gazecxr.evaluation.studies.explanation_data import clahe
 from gazecxr.training.registry import Registry
-from stages import explain_study
+from stages import explain as explain_stage
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_study_writes_every_table_and_reuses_its_registry_entries(siim_h5: Path,
 
 
 def test_cli_refuses_unknown_methods_and_keys(siim_h5: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert explain_study.main(["--config", "explain/test", "--methods", "gradcam3", "--set",
+    assert explain_stage.main(["--config", "explain/test", "--methods", "gradcam3", "--set",
                                f"data.h5={siim_h5}", "--quiet"]) == 2
     assert "unknown ['gradcam3']" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown explain key"):

@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # evaluation
     "evaluate": ("stages.evaluate:main", "score a trained model on a split: metrics, tests, tables, figures"),
     "ablate": ("stages.ablate:main", "train and compare every method of the paper's tables over seeds"),
-    "study explain": ("stages.explain_study:main",
+    "study explain": ("stages.explain:main",
                       "which architecture's CAM falls on the radiologists' regions ([explain] extra)"),
     "gaze-utility": ("stages.gaze_utility:main",
                      "synthetic benchmark: gain from gaze vs its informativeness, per method and training size"),

@@ -1,4 +1,4 @@
-"""`python -m stages.explain_study --config explain/siim [--models …] [--methods …] [--seeds N] [--out DIR]`."""
+"""`python -m stages.explain --config explain/siim [--models …] [--methods …] [--seeds N] [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from gazecxr.config import ConfigError, add_config_arguments, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m stages.explain_study`` argument parser."""
+    """The ``python -m stages.explain`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog=prog_name("python -m stages.explain_study"),
+        prog=prog_name("python -m stages.explain"),
         description="The explanation-reliability study: train each architecture (timm classifiers and our "
         "stage-1 DenseNet, reusing registry entries of the same key, resuming killed runs), explain every test "
         "(image, finding) pair with each CAM method (pytorch-grad-cam), score the maps against the region "
