@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +30,21 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".tmp-{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(temporary path)`` and rename it into place."""
     tmp = _temporary(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_figure_atomic(fig: Figure, path: Path) -> None:
     """Save ``fig`` as a PNG at ``path`` through a temporary file renamed into place."""
-    tmp = _temporary(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

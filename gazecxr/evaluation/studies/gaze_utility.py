@@ -46,7 +46,7 @@ from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 from gazecxr.data.synthetic import generate, reference_sigma
 from gazecxr.data.synthetic.knobs import Knobs
 from gazecxr.evaluation.ablation import ABLATION_TAG, Method, train_seed
-from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_text_atomic
+from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_atomic, write_text_atomic
 from gazecxr.evaluation.html_report import render_page
 from gazecxr.evaluation.outputs import SplitOutputs
 from gazecxr.evaluation.report import run_split
@@ -203,15 +203,6 @@ def _is_current(path: Path, attr: str) -> bool:
         return False
 
 
-def _write_h5_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _full_dataset(settings: StudySettings, folder: Path, g: float, progress: bool) -> Path:
     """The converted data set of gaze informativeness ``g`` (all records), written once."""
     path = folder / f"{_g_name(g)}-all.h5"
@@ -291,7 +282,7 @@ def _variant(source: Path, path: Path, attr: str, keep: np.ndarray, edit: Callab
                 edit(f)
             f.attrs[STUDY_ATTR] = attr
 
-    _write_h5_atomic(path, write)
+    write_atomic(path, write)
     return path
 
 
