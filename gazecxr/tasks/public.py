@@ -22,7 +22,7 @@ from gazecxr.data.sources.chexpert import UNCERTAINTY_POLICIES, apply_uncertaint
 from gazecxr.data.sources.nih14 import FINDINGS as NIH_FINDINGS
 from gazecxr.data.sources.siim import FINDINGS as SIIM_FINDINGS
 from gazecxr.data.sources.vindr import LOCAL_FINDINGS
-from gazecxr.tasks.specs import Findings, TaskSpec, checked_pos_weight, register_task
+from gazecxr.tasks.specs import Findings, TaskSpec, checked_pos_weight, register_task, task_columns
 
 __all__ = ["DatasetFindings", "NIH14Findings", "SIIMPneumothorax", "CheXpert14", "VinDrFindings"]
 
@@ -56,15 +56,7 @@ class DatasetFindings(TaskSpec):
     def targets_from_certainties(self, certainties: Any, label_names: Sequence[str]) -> np.ndarray:
         """Targets (N, F) float32 — 1, 0 or NaN (unknown) — from a converted file's ``findings`` (N, L)
         whose columns are ``label_names``."""
-        c = np.asarray(certainties, dtype=np.float64)
-        columns = list(label_names)
-        if c.ndim != 2 or c.shape[1] != len(columns):
-            raise ValueError(f"findings must have shape (N, {len(columns)}) for {len(columns)} label names; "
-                             f"got {c.shape}")
-        missing = [n for n in self.names if n not in columns]
-        if missing:
-            raise ValueError(f"labels {missing} of task {self.name!r} are not among the stored labels {columns}")
-        values = self.stored_values(c[:, [columns.index(n) for n in self.names]])
+        values = self.stored_values(task_columns(self, certainties, label_names, "findings"))
         return np.where(np.isnan(values), np.nan, values >= self.present_at).astype(np.float32)
 
     def fit_positive_weights(self, targets: Any) -> DatasetFindings:

@@ -164,6 +164,20 @@ class ExclusiveClasses(TaskSpec):
         return make_metric_loss(options)
 
 
+def task_columns(task: TaskSpec, stored: Any, label_names: Sequence[str], what: str) -> np.ndarray:
+    """The columns of ``stored`` (N, L), named by ``label_names``, that ``task`` predicts, in its order;
+    ValueError naming ``what`` when the shape or a label does not fit."""
+    values = np.asarray(stored, dtype=np.float64)
+    columns = list(label_names)
+    if values.ndim != 2 or values.shape[1] != len(columns):
+        raise ValueError(f"{what} must have shape (N, {len(columns)}) for {len(columns)} label names; "
+                         f"got {values.shape}")
+    missing = [n for n in task.names if n not in columns]
+    if missing:
+        raise ValueError(f"labels {missing} of task {task.name!r} are not among the stored labels {columns}")
+    return values[:, [columns.index(n) for n in task.names]]
+
+
 def checked_pos_weight(pos_weight: Sequence[float] | None, names: Sequence[str]) -> tuple[float, ...] | None:
     """``pos_weight`` as a tuple of one positive finite number per finding of ``names`` (None stays None)."""
     if pos_weight is None:
@@ -206,15 +220,7 @@ class Findings(TaskSpec):
     def targets_from_certainties(self, certainties: Any, label_names: Sequence[str]) -> np.ndarray:
         """Multi-hot targets (N, F) float32 from certainties (N, L) whose columns are ``label_names``
         (as a converted file's ``findings`` dataset and its ``label_names`` attribute store them)."""
-        c = np.asarray(certainties, dtype=np.float64)
-        columns = list(label_names)
-        if c.ndim != 2 or c.shape[1] != len(columns):
-            raise ValueError(f"certainties must have shape (N, {len(columns)}) for {len(columns)} label names; "
-                             f"got {c.shape}")
-        missing = [n for n in self.names if n not in columns]
-        if missing:
-            raise ValueError(f"labels {missing} of task {self.name!r} are not among the stored labels {columns}")
-        return (c[:, [columns.index(n) for n in self.names]] >= self.threshold).astype(np.float32)
+        return (task_columns(self, certainties, label_names, "certainties") >= self.threshold).astype(np.float32)
 
     def fit_positive_weights(self, targets: Any) -> Findings:
         """This task with ``pos_weight`` = negatives / positives per finding of the training targets (N, F);
