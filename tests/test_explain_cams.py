@@ -7,6 +7,7 @@ import pytest
 import timm
 import torch
 
+from gazecxr.explain.cams import METHODS, explain, target_layer
 from gazecxr.explain.gradcam import gradcam
 from gazecxr.models import create_model
 from gazecxr.models.densenet import DenseNetEncoder
@@ -15,9 +16,6 @@ from gazecxr.models.timm_classifier import (
     TimmClassifier,
     study_model_section,
 )
-
-pytest.importorskip("pytorch_grad_cam")
-from gazecxr.explain.cams import METHODS, explain, target_layer
 
 SIZE = 64
 

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-pytest.importorskip("pytorch_grad_cam")
-
 from data_prep import siim as siim_cli
 from gazecxr.config import load_yaml_config, resolve_config
 from gazecxr.data.synthetic.siim_writer import generate_siim

@@ -6,9 +6,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-pytest.importorskip("torchmetrics")
-pytest.importorskip("pycocotools")
-
 from gazecxr.metrics.detection import detection_map
 from gazecxr.models import create_model
 from gazecxr.tasks import create_task
