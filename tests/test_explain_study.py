@@ -125,3 +125,6 @@ def test_table_31_numbers_by_hand() -> None:
     assert row["accuracy"] == pytest.approx(4 / 6) and row["precision"] == pytest.approx(2 / 3)
     assert row["recall"] == pytest.approx(2 / 3) and row["auc"] == pytest.approx(8 / 9)
     assert row["auc_ci"][0] < 8 / 9 <= row["auc_ci"][1]
+    # Clopper-Pearson: the 2.5 % quantile of Beta(k, n - k + 1) and the 97.5 % quantile of Beta(k + 1, n - k)
+    assert row["accuracy_ci"] == pytest.approx([stats.beta.ppf(0.025, 4, 3), stats.beta.ppf(0.975, 5, 2)])
+    assert row["precision_ci"] == pytest.approx([stats.beta.ppf(0.025, 2, 2), stats.beta.ppf(0.975, 3, 1)])

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from PIL import Image
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
@@ -59,7 +60,13 @@ from gazecxr.metrics.localisation import (
     threshold_scores,
 )
 from gazecxr.metrics.multilabel import multilabel_metrics
-from gazecxr.metrics.statistics import delong_interval, mean_interval, one_way_anova, seed_summary, tukey_hsd
+from gazecxr.metrics.statistics import (
+    delong_interval,
+    mean_interval,
+    one_way_anova,
+    seed_summary,
+    tukey_hsd,
+)
 from gazecxr.models.factory import create_model
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.models.timm_classifier import study_model_section
@@ -304,6 +311,14 @@ def _detection_map(model: nn.Module, test: StudyImages, task: TaskSpec, device: 
     return detection_map(predictions, truth, task.names)
 
 
+def proportion_interval(successes: int, trials: int) -> list[float] | None:
+    """Clopper-Pearson exact 95 % interval of a proportion (accuracy, precision, recall); None for no trials."""
+    if trials == 0:
+        return None
+    ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=0.95, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
 def classification_row(task: TaskSpec, targets: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
     """Table 3.1's accuracy, precision, recall (at ``threshold``) and AUC for one output; per-finding
     AUROC for several findings; accuracy and macro AUC for exclusive classes."""
@@ -314,9 +329,12 @@ def classification_row(task: TaskSpec, targets: np.ndarray, probs: np.ndarray, t
         tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
         both = 0 < y.sum() < len(y)
         auc = float(roc_auc_score(y, p)) if both else float("nan")
+        correct = int((pred == y).sum())
         return {"kind": "binary", "n": len(y), "positives": int(y.sum()),
-                "accuracy": float((pred == y).mean()), "precision": tp / (tp + fp) if tp + fp else float("nan"),
+                "accuracy": correct / len(y), "precision": tp / (tp + fp) if tp + fp else float("nan"),
                 "recall": tp / (tp + fn) if tp + fn else float("nan"), "auc": auc,
+                "accuracy_ci": proportion_interval(correct, len(y)), "precision_ci": proportion_interval(tp, tp + fp),
+                "recall_ci": proportion_interval(tp, tp + fn), "proportion_ci_method": "Clopper-Pearson exact",
                 "auc_ci": delong_interval(y.astype(int), p)["ci"] if both else None, "threshold": threshold}
     if task.multilabel:
         m = multilabel_metrics(targets, probs, task.names)
@@ -588,12 +606,16 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
     kind = next(iter(metrics["classification"].values()))["kind"] if metrics["classification"] else None
     parts += ["## Diagnosis (Table 3.1 layout)", ""]
     if kind == "binary":
-        rows = [[f"{_paper(a)} (ours, {where})", *(_n(metrics["classification"][a][k]) for k in
-                                                   ("accuracy", "precision", "recall", "auc")),
-                 _ci(metrics["classification"][a].get("auc_ci"))] for a in archs]
+        rows = [[f"{_paper(a)} (ours, {where})",
+                 *(f"{_n(metrics['classification'][a][k])} {_ci(metrics['classification'][a].get(k + '_ci'))}"
+                   for k in ("accuracy", "precision", "recall")),
+                 _n(metrics["classification"][a]["auc"]), _ci(metrics["classification"][a].get("auc_ci"))]
+                for a in archs]
         rows += [[f"{_paper(a)} (paper, real SIIM-ACR)", *(_n(v) for v in values), "—"]
                  for a, values in anchors.get("table31", {}).items() if a in archs]
-        parts += [_table(["model", "accuracy", "precision", "recall", "AUC", "AUC 95 % CI (DeLong)"], rows), ""]
+        parts += [_table(["model", "accuracy [95 % CI]", "precision [95 % CI]", "recall [95 % CI]", "AUC",
+                          "AUC 95 % CI (DeLong)"], rows),
+                  "", "Accuracy, precision and recall intervals: Clopper-Pearson exact (binomial) 95 %.", ""]
     elif kind == "multilabel":
         findings = list(next(iter(metrics["classification"].values()))["per_finding"])
         rows = [[f"{_paper(a)} (ours)", _n(metrics["classification"][a]["auroc_macro"]),
