@@ -164,7 +164,8 @@ class _Writer:
         patient = _Patient(_unique(meta_rng, 10_000_000, 20_000_000, self.used_patients), "F", 50)
         study, dicom_id = _unique(meta_rng, 50_000_000, 60_000_000, self.used_studies), _hex_id(meta_rng)
         rel = f"files/p{patient.patient_id[:2]}/p{patient.patient_id}/s{study}/{dicom_id}.dcm"
-        ds, value_range = _dicom_header(meta_rng, dicom_id=dicom_id, patient=patient, study_id=study, size=self.size)
+        ds, value_range = _dicom_header(meta_rng, dicom_id=dicom_id, patient=patient, study_id=study, size=self.size,
+                                        uid_key=("reflacx", self.seed, i))
         _save_film(self.mimic / rel, ds, phantom, value_range, None)
         phase, readers = _phase(i)
         self.trials[phase] += 1

@@ -241,7 +241,7 @@ class _DatasetWriter:
                                _rng(self.seed, _DISTRACTORS, i) if self.knobs.distractors else None)
         rel = f"files/p{patient.patient_id[:2]}/p{patient.patient_id}/s{study_id}/{dicom_id}.dcm"
         ds, value_range = _dicom_header(meta_rng, dicom_id=dicom_id, patient=patient, study_id=study_id,
-                                        size=self.size)
+                                        size=self.size, uid_key=("egd", self.seed, i))
         self.pending.append(self.files.submit(_save_film, self.mimic / rel, ds, phantom, value_range,
                                               self.egd / SEGMENTATION_DIR / dicom_id))
         if len(self.pending) > 2:
@@ -324,15 +324,22 @@ def _indication(rng: np.random.Generator, gender: str) -> str:
                            person="woman" if gender == "F" else "man")
 
 
+def synthetic_uid(layout: str, seed: int, record: int, kind: str) -> pydicom.uid.UID:
+    """The DICOM UID of ``kind`` ("sop", "series", "study") of record ``record`` of the ``layout`` dataset
+    written with ``seed``: a hash of those (pydicom root prefix), so two runs write the same UIDs."""
+    return pydicom.uid.generate_uid(entropy_srcs=[f"gazecxr-synthetic/{layout}/seed={seed}/record={record}/{kind}"])
+
+
 def _dicom_header(rng: np.random.Generator, *, dicom_id: str, patient: _Patient, study_id: str,
-                  size: int) -> tuple[FileDataset, tuple[float, float]]:
+                  size: int, uid_key: tuple[str, int, int]) -> tuple[FileDataset, tuple[float, float]]:
     """A 12-bit DX/CR DICOM header with clearly fake patient metadata, and the stored-value range
-    (value of intensity 0, value of intensity 1) the film's pixels are mapped to."""
+    (value of intensity 0, value of intensity 1) the film's pixels are mapped to. ``uid_key`` (layout,
+    seed, record index) determines the UIDs (`synthetic_uid`)."""
     low, high = rng.uniform(0, 300), rng.uniform(3300, 4095)
     monochrome1 = rng.random() < 0.15
     sop_class = (pydicom.uid.DigitalXRayImageStorageForPresentation if rng.random() < 0.85
                  else pydicom.uid.ComputedRadiographyImageStorage)
-    sop_uid = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["sop", dicom_id])
+    sop_uid = synthetic_uid(*uid_key, "sop")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -340,8 +347,8 @@ def _dicom_header(rng: np.random.Generator, *, dicom_id: str, patient: _Patient,
     meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(dicom_id, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
-    ds.StudyInstanceUID = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["study", study_id])
-    ds.SeriesInstanceUID = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["series", dicom_id])
+    ds.StudyInstanceUID = synthetic_uid(*uid_key, "study")
+    ds.SeriesInstanceUID = synthetic_uid(*uid_key, "series")
     ds.Modality = "DX" if sop_class == pydicom.uid.DigitalXRayImageStorageForPresentation else "CR"
     ds.PatientName = f"{FAKE_PHI_MARKER}^PHANTOM^{patient.patient_id}"
     ds.PatientID = f"{FAKE_PHI_MARKER}-{patient.patient_id}"
