@@ -25,9 +25,9 @@ from gazecxr.data.synthetic.phantom import (CHF, NORMAL, PNEUMONIA, _sample_anat
 from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
 
 DEFAULT_HASHES = ("e300b30834f565de0fa7c8ddbb1b91131a12e637f3e4783a8c9ab4156d233f97",
-                  "0e5d1669c55c60205085c4642c74d8b8d01cac1c301a49ebcd7a84a2c991c82f")
+                  "9744b9fff7ad30eef299657646c9cd5628a043f1973bb28198f31ea55419274a")
 """Tree digests of `generate(n=4, seed=11, size=96)` and `generate_reflacx(n=6, seed=11, size=96)` as
-written by the generator before it had knobs, with the seeded DICOM UIDs (the films and tables unchanged)."""
+written by the generator before it had knobs, with the seeded DICOM UIDs and REFLACX's SYNTHETIC.txt (the films and tables unchanged)."""
 
 def tree_digest(root: Path) -> str:
     """sha256 over every file's relative path and bytes."""

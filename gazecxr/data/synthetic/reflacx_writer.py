@@ -11,7 +11,8 @@ Planted findings are drawn into the film: the class evidence of the EGD phantoms
 knobs of `gazecxr.data.synthetic.knobs` apply as in the EGD layout; with a ``gaze_informativeness``
 each reader's fixations are that knob's reading (no extra dwells on the noticed findings), in the
 reader's own pace, order and bias. Non-default knobs are recorded in
-``REFLACX/synthetic_knobs.json``.
+``REFLACX/synthetic_knobs.json``. ``REFLACX/SYNTHETIC.txt`` marks the folder as synthetic, as in the
+EGD layout; the converter carries it into the HDF5 attribute ``synthetic`` that reports show.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from gazecxr.data.provenance import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
 from gazecxr.data.sources.reflacx_format import (
     CHEST_BOX,
     CHEST_BOX_COLUMNS,
@@ -150,6 +152,7 @@ class _Writer:
         for phase, rows in self.metadata.items():
             names = LABELS_PHASE_1 if phase == 1 else LABELS
             _csv(self.main / METADATA.format(phase=phase), pd.DataFrame(rows, columns=[*METADATA_COLUMNS, *names]))
+        (self.main.parent / SYNTHETIC_MARKER).write_text(SYNTHETIC_MARKER_TEXT, encoding="utf-8")
         write_knobs(self.main.parent, self.knobs)
         return self.counts
 
