@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.config import config_hash
+from gazecxr.config.errors import InputError
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.artifacts import json_safe, write_text_atomic
 from gazecxr.evaluation.baselines import BASELINES, baseline_predictors
@@ -155,13 +156,13 @@ def select(names: Sequence[str] | None = None, multilabel: bool = False) -> Sele
     if multilabel:
         refused = sorted(set(names or ()) & set(THREE_CLASS_ONLY))
         if refused:
-            raise ValueError(f"method(s) {refused} classify the 3 exclusive EGD classes only; the multi-label "
+            raise InputError(f"method(s) {refused} classify the 3 exclusive EGD classes only; the multi-label "
                              f"task compares {[n for n in SELECTABLE if n not in THREE_CLASS_ONLY]}")
         names = [n for n in SELECTABLE if n not in THREE_CLASS_ONLY] if names is None else names
     wanted = set(SELECTABLE if names is None else names)
     unknown = sorted(wanted - set(SELECTABLE))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(SELECTABLE)}")
+        raise InputError(f"unknown method(s) {unknown}; choose from {list(SELECTABLE)}")
     wanted.add("ours")
     trained = {m for name in wanted for m in SELECTABLE[name]}
     rows = wanted | trained
@@ -524,7 +525,7 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     them on ``split`` and write ``metrics.json``, ``tables.md`` and ``index.html`` into ``out_dir``; returns
     the metrics written."""
     if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
+        raise InputError(f"seeds must be at least 1, got {seeds}")
     task = task_of(config)
     chosen = select(methods, task.multilabel)
     registry = Registry(config["registry"]["root"])

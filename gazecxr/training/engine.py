@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from gazecxr.config.errors import ConfigError, InputError, InputNotFoundError, OutputExistsError
 from gazecxr.training.distributed import (
     SINGLE,
     DistContext,
@@ -79,9 +80,9 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.feature_cache not in CACHE_MODES:
-            raise ValueError(f"feature_cache must be one of {list(CACHE_MODES)}, got {self.feature_cache!r}")
+            raise ConfigError(f"feature_cache must be one of {list(CACHE_MODES)}, got {self.feature_cache!r}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "TrainSettings":
@@ -89,7 +90,7 @@ class TrainSettings:
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - valid)
         if unknown:
-            raise ValueError(f"unknown train setting(s) {unknown}; valid: {sorted(valid)}")
+            raise ConfigError(f"unknown train setting(s) {unknown}; valid: {sorted(valid)}")
         return cls(**section)
 
 
@@ -134,7 +135,7 @@ class Task(ABC):
 def concat_outputs(parts: list[Outputs]) -> Outputs:
     """Per-batch outputs joined along the sample dimension, on the CPU."""
     if not parts:
-        raise ValueError("no validation batches")
+        raise InputError("no validation batches")
     return {key: torch.cat([part[key].detach().cpu() for part in parts]) for key in parts[0]}
 
 
@@ -235,7 +236,7 @@ class Trainer:
         self.channels_last = settings.channels_last and self.device.type == "cuda"
         if settings.sync_batchnorm and dist.enabled:
             if self.device.type != "cuda":
-                raise ValueError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+                raise ConfigError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
             task.trainable = nn.SyncBatchNorm.convert_sync_batchnorm(task.trainable)
         for module in (task.trainable, *task.frozen):
             module.to(self.device)
@@ -338,7 +339,7 @@ class Trainer:
     def _restore(self) -> tuple[int, dict[str, Any], int, list, bool]:
         path = self.run_dir / "state.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: nothing to resume (no per-epoch state in {self.run_dir})")
+            raise InputNotFoundError(f"{path}: nothing to resume (no per-epoch state in {self.run_dir})")
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.task.trainable.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -387,7 +388,7 @@ class Trainer:
         if resume and (self.run_dir / "state.pt").is_file():
             start, best, bad_epochs, history, stopped_early = self._restore()
         elif not resume and (self.run_dir / "state.pt").is_file():
-            raise FileExistsError(f"{self.run_dir} already holds a run; resume it or choose another run dir")
+            raise OutputExistsError(f"{self.run_dir} already holds a run; resume it or choose another run dir")
         barrier(self.dist)
         writer = tensorboard_writer(self.run_dir / "tb") if main else None
         try:

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from gazecxr.config.errors import InputError
 from gazecxr.data.provenance import SYNTHETIC_MARKER
 
 KNOBS_FILE = "synthetic_knobs.json"
@@ -66,14 +67,14 @@ class Knobs:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.evidence_contrast) and self.evidence_contrast >= 0):
-            raise ValueError(f"evidence_contrast must be a finite number >= 0, got {self.evidence_contrast!r}")
+            raise InputError(f"evidence_contrast must be a finite number >= 0, got {self.evidence_contrast!r}")
         if not (math.isfinite(self.evidence_size) and 0 < self.evidence_size <= 3):
-            raise ValueError(f"evidence_size must be in (0, 3], got {self.evidence_size!r}")
+            raise InputError(f"evidence_size must be in (0, 3], got {self.evidence_size!r}")
         if isinstance(self.distractors, bool) or int(self.distractors) != self.distractors or self.distractors < 0:
-            raise ValueError(f"distractors must be an integer >= 0, got {self.distractors!r}")
+            raise InputError(f"distractors must be an integer >= 0, got {self.distractors!r}")
         g = self.gaze_informativeness
         if g is not None and not (0.0 <= g <= 1.0):
-            raise ValueError(f"gaze_informativeness must be in [0, 1] (or None for the default reading), got {g!r}")
+            raise InputError(f"gaze_informativeness must be in [0, 1] (or None for the default reading), got {g!r}")
 
     @property
     def is_default(self) -> bool:
@@ -89,7 +90,7 @@ class Knobs:
         """Knobs from a mapping of some or all knob names; unknown names are an error."""
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown synthetic knob(s) {unknown}; known: {[f.name for f in fields(cls)]}")
+            raise InputError(f"unknown synthetic knob(s) {unknown}; known: {[f.name for f in fields(cls)]}")
         return cls(**values)
 
 
@@ -110,7 +111,7 @@ def read_knobs(folder: str | Path) -> Knobs:
     try:
         return Knobs.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not a valid synthetic knobs file: {err}") from err
+        raise InputError(f"{path}: not a valid synthetic knobs file: {err}") from err
 
 
 def knobs_attrs(folder: str | Path) -> dict[str, str]:

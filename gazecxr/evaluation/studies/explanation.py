@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from gazecxr import __version__
 from gazecxr.config import ConfigError, config_hash, deep_merge
+from gazecxr.config.errors import InputError
 from gazecxr.data.provenance import SYNTHETIC_NOTICE, is_synthetic_h5
 from gazecxr.evaluation.artifacts import (
     json_safe,
@@ -400,7 +401,7 @@ def _gaze_model(config: Mapping[str, Any], ref: str, test: StudyImages, device: 
                 ) -> Callable[[Sequence[Pair]], np.ndarray]:
     unet, encoder, entry = load_saliency(Registry(config["registry"]["root"]), ref)
     if list(entry.architecture.get("input_size", [])) != list(test.base.canvas):
-        raise ValueError(f"gaze model {entry.id} was trained on {entry.architecture.get('input_size')} canvases, "
+        raise InputError(f"gaze model {entry.id} was trained on {entry.architecture.get('input_size')} canvases, "
                          f"the study's file holds {list(test.base.canvas)}")
     unet.eval().to(device)
     if encoder is not None:
@@ -456,7 +457,7 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
              for p in pairs_of(test.base, int(row), position, test.base.targets[int(row)], task, recipe.image_size,
                                study["regions"], float(study["gaze_region_percent"]))]
     if not pairs:
-        raise ValueError(f"{config['data']['h5']}: no test (image, finding) pair has a region to score")
+        raise InputError(f"{config['data']['h5']}: no test (image, finding) pair has a region to score")
     tic = time.perf_counter()
     gaze_model = (_gaze_model(config, study["gaze_model"], test, device)
                   if "gaze_model" in study["baselines"] and study["gaze_model"] else None)

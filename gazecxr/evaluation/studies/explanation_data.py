@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from gazecxr.config.errors import ConfigError, InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.tasks import TaskSpec
 
@@ -53,10 +54,10 @@ class Recipe:
         valid = set(cls.__dataclass_fields__)
         unknown = sorted(set(section) - valid)
         if unknown:
-            raise ValueError(f"unknown explain.recipe key(s) {unknown}; valid: {sorted(valid)}")
+            raise ConfigError(f"unknown explain.recipe key(s) {unknown}; valid: {sorted(valid)}")
         recipe = cls(**section)
         if recipe.image_size < 16:
-            raise ValueError(f"explain.recipe.image_size must be at least 16; got {recipe.image_size}")
+            raise ConfigError(f"explain.recipe.image_size must be at least 16; got {recipe.image_size}")
         return recipe
 
 
@@ -161,12 +162,12 @@ def study_splits(h5: Any, task: TaskSpec, balanced: Mapping[str, Any] | None,
         for split in ("train", "val", "test"):
             base = GazeCXRDataset(h5, split, labelled_only=True, task=wanted)
             if not len(base):
-                raise ValueError(f"{h5}: the {split!r} split has no labelled records")
+                raise InputError(f"{h5}: the {split!r} split has no labelled records")
             out[split] = (base, np.arange(len(base)))
         return out
     if task.num_outputs != 1:
-        raise ValueError(f"explain.balanced needs a single-output task (e.g. siim_pneumothorax); "
-                         f"{task.name!r} has {task.num_outputs}")
+        raise ConfigError(f"explain.balanced needs a single-output task (e.g. siim_pneumothorax); "
+                          f"{task.name!r} has {task.num_outputs}")
     base = GazeCXRDataset(h5, "all", labelled_only=True, task=wanted)
     n, n_val, n_test = int(balanced["n"]), int(balanced["val"]), int(balanced["test"])
     positive = _positive(base.targets)
@@ -175,14 +176,14 @@ def study_splits(h5: Any, task: TaskSpec, balanced: Mapping[str, Any] | None,
     chosen = {}
     for name, rows in (("pos", np.flatnonzero(positive)), ("neg", np.flatnonzero(~positive))):
         if len(rows) < half:
-            raise ValueError(f"{h5}: balanced subset of {n} needs {half} {name} records, the file has {len(rows)}")
+            raise InputError(f"{h5}: balanced subset of {n} needs {half} {name} records, the file has {len(rows)}")
         chosen[name] = rng.permutation(rows)[:half]
     out = {}
     for split, lo, hi in (("test", 0, n_test // 2), ("val", n_test // 2, (n_test + n_val) // 2),
                           ("train", (n_test + n_val) // 2, half)):
         out[split] = (base, np.sort(np.concatenate([chosen["pos"][lo:hi], chosen["neg"][lo:hi]])))
         if not len(out[split][1]):
-            raise ValueError(f"balanced subset: the {split!r} split is empty (n={n}, val={n_val}, test={n_test})")
+            raise InputError(f"balanced subset: the {split!r} split is empty (n={n}, val={n_val}, test={n_test})")
     return out
 
 
@@ -213,7 +214,7 @@ def pairs_of(base: GazeCXRDataset, row: int, position: int, target: Any, task: T
     index = int(item["index"])
     if regions == "gaze":
         if "heatmap" not in item:
-            raise ValueError(f"{base.h5_path}: explain.regions is 'gaze' but the file has no gaze heatmaps")
+            raise InputError(f"{base.h5_path}: explain.regions is 'gaze' but the file has no gaze heatmaps")
         heat = resize_map(item["heatmap"][0].numpy(), size)
         cls = int(np.argmax(np.asarray(target))) if task.multilabel else int(target)
         return [Pair(position, index, cls, task.names[cls], _gaze_region(heat, gaze_percent), None)]
