@@ -24,9 +24,10 @@ from tqdm import tqdm
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.config import config_hash
 from gazecxr.config.errors import InputError
+from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.artifacts import json_safe, write_text_atomic
-from gazecxr.evaluation.baselines import BASELINES, baseline_predictors
+from gazecxr.evaluation.baselines import BASELINES, baseline_predictors, supported_baselines
 from gazecxr.evaluation.comparisons import (
     classification_tests,
     holm_note,
@@ -169,6 +170,14 @@ def select(names: Sequence[str] | None = None, multilabel: bool = False) -> Sele
     return Selection(tuple(m for m in METHODS if m.name in trained),
                      tuple(m for m in SALIENCY_METHODS if m in rows),
                      tuple(m for m in CLASSIFICATION_METHODS if m in rows))
+
+
+def with_supported_baselines(chosen: Selection, dataset: GazeCXRDataset) -> tuple[Selection, list[str]]:
+    """``chosen`` without the record baseline rows ``dataset`` cannot have (`supported_baselines`: no lung
+    masks, no chest boxes, one image), and the note saying why for each one left out."""
+    supported, notes = supported_baselines(dataset, chosen.saliency)
+    rows = tuple(m for m in chosen.saliency if m not in BASELINES or m in supported)
+    return dataclasses.replace(chosen, saliency=rows), notes
 
 
 CLASSIFICATION_COLUMNS: dict[str, str] = {
@@ -540,8 +549,8 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     constants = [constant_predictor(name, make()) for name, make in (
         ("center_bias", lambda: center_bias_map(config["data"]["h5"], "train")),
         ("uniform", lambda: uniform_map(loader.dataset.canvas))) if name in chosen.saliency]
-    records, left_out = baseline_predictors(loader.dataset, bootstrap_seed,
-                                            [name for name in BASELINES if name in chosen.saliency])
+    chosen, left_out = with_supported_baselines(chosen, loader.dataset)
+    records, _ = baseline_predictors(loader.dataset, bootstrap_seed, chosen.saliency)
     constants = [*records, *constants]
     out = Path(out_dir)
     gallery = Gallery(out)
