@@ -46,7 +46,6 @@ from gazecxr.data.provenance import is_synthetic_h5
 from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 from gazecxr.data.synthetic import generate, reference_sigma
 from gazecxr.data.synthetic.knobs import Knobs
-from gazecxr.evaluation.ablation import ABLATION_TAG, Method, train_seed
 from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_atomic, write_text_atomic
 from gazecxr.evaluation.html_report import render_page
 from gazecxr.evaluation.outputs import SplitOutputs
@@ -57,6 +56,7 @@ from gazecxr.metrics import classification_metrics
 from gazecxr.metrics.statistics import (adjust_family, bootstrap_paired_difference, delong_one_vs_rest,
                                         mcnemar_exact, seed_summary, weighted_macro_auc)
 from gazecxr.training.data import make_loader
+from gazecxr.training.methods import Method, known_entries, train_seed
 from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device
 
@@ -363,11 +363,6 @@ def prepare_data(settings: StudySettings, progress: bool = True) -> StudyData:
 # ----------------------------------------------------------------------------- training
 
 
-def _method_of(entry: Entry) -> str:
-    """The ``method=`` tag of an ablation entry (the key `train_seed` reuses entries by)."""
-    return next((t.split("=", 1)[1] for t in entry.tags if t.startswith("method=")), "")
-
-
 def _methods_for(variant: str, settings: StudySettings, base_ids: Mapping[str, str], h5: Path) -> list[Method]:
     """Registry methods trained on data set ``h5`` of ``variant``: the no-gaze networks on the first g
     (they never see gaze), ours on every g and the shuffled copy, the peers on every g and the no-gaze copy."""
@@ -402,7 +397,7 @@ def train_all(config: Mapping[str, Any], settings: StudySettings, data: StudyDat
     study's own section is left out of the configs trained, so a model is reused whatever grid asked for it."""
     config = {key: value for key, value in config.items() if key != STUDY_SECTION}
     registry = Registry(config["registry"]["root"])
-    known = {(_method_of(e), config_hash(e.config)): e for e in registry.entries(tag=ABLATION_TAG)}
+    known = known_entries(registry)
     first = _g_name(settings.informativeness[0])
     variants = [v for v, s in data.files if s == settings.train_sizes[0]]
     jobs = [(v, size, seed) for size in settings.train_sizes for seed in range(settings.seeds)
