@@ -128,3 +128,30 @@ def test_table_31_numbers_by_hand() -> None:
     # Clopper-Pearson: the 2.5 % quantile of Beta(k, n - k + 1) and the 97.5 % quantile of Beta(k + 1, n - k)
     assert row["accuracy_ci"] == pytest.approx([stats.beta.ppf(0.025, 4, 3), stats.beta.ppf(0.975, 5, 2)])
     assert row["precision_ci"] == pytest.approx([stats.beta.ppf(0.025, 2, 2), stats.beta.ppf(0.975, 3, 1)])
+
+
+def test_balanced_subset_draws_patients_not_images(siim_h5: Path, tmp_path: Path) -> None:
+    """Several films per patient (as in SIIM-ACR, NIH): no patient has films in two splits, classes stay balanced."""
+    import shutil
+
+    import h5py
+
+    from gazecxr.evaluation.studies.explanation_data import study_splits
+    from gazecxr.tasks import create_task
+
+    h5 = tmp_path / "siim_patients.h5"
+    shutil.copy(siim_h5, h5)
+    with h5py.File(h5, "r+") as f:
+        n = len(f["patient_id"])
+        del f["patient_id"]
+        f["patient_id"] = np.array([f"patient{i // 3}" for i in range(n)], dtype=h5py.string_dtype())
+    task = create_task({"name": "siim_pneumothorax"})
+    splits = study_splits(h5, task, {"enabled": True, "n": 12, "val": 4, "test": 4}, seed=0)
+    base = splits["test"][0]
+    positive = np.asarray(base.targets).reshape(len(base.targets), -1)[:, 0] > 0.5
+    for split, per_class in (("test", 2), ("val", 2), ("train", 2)):
+        rows = splits[split][1]
+        assert positive[rows].sum() == per_class and (~positive[rows]).sum() == per_class, split
+    patients = {split: set(base.patient_ids[rows]) for split, (_, rows) in splits.items()}
+    assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"])
+    assert not (patients["val"] & patients["test"])
