@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import stats
 
 from data_prep import siim as siim_cli
@@ -66,8 +67,16 @@ def test_study_writes_every_table_and_reuses_its_registry_entries(siim_h5: Path,
     entries = Registry(config["registry"]["root"]).entries(stage="explain")
     assert len(entries) == 2 and {t for e in entries for t in e.tags if t.startswith("arch=")} == \
         {"arch=resnet18", "arch=vit_small_patch16_224"}
+    # Fig. 3.1: a row of 200 px (2 in at 100 dpi) per test pair, explain.figure_pairs of them
+    assert stored["n_pairs"] >= 2 and Image.open(report / "fig31_cams.png").height == 200 * min(3, stored["n_pairs"])
+    config["explain"]["figure_pairs"] = 1
     again = run_study(config, architectures=["resnet18"], methods=["gradcam"], out_dir=tmp_path / "again",
                       progress=False)
+    assert Image.open(tmp_path / "again" / "test" / "fig31_cams.png").height == 200
+    config["explain"]["figure_pairs"] = 0  # no Fig. 3.1: the earlier one goes, the page does not show it
+    run_study(config, architectures=["resnet18"], methods=["gradcam"], out_dir=tmp_path / "again", progress=False)
+    assert not (tmp_path / "again" / "test" / "fig31_cams.png").exists()
+    assert "fig31_cams.png" not in (tmp_path / "again" / "test" / "index.html").read_text()
     assert len(Registry(config["registry"]["root"]).entries(stage="explain")) == 2  # reused, not retrained
     assert again["entries"]["resnet18"] == metrics["entries"]["resnet18"]
     assert again["classification"]["resnet18"] == metrics["classification"]["resnet18"]
