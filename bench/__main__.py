@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
 
 BENCHES = {
     "feature_cache": "stage-3 epoch, cached frozen features vs uncached (demo config)",
@@ -68,6 +68,7 @@ def summary_table(rows: list[tuple[str, dict[str, Any] | None, float]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)) + "  " + line[-1] for line in lines)
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog_name("python -m bench"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -17,10 +17,9 @@ from gazecxr.data.convert import (
     report_path,
 )
 from gazecxr.data.provenance import is_synthetic_source
-from gazecxr.data.tables import TableFormatError
 
 EPILOG = ("Exit status: 0 when at least one record was converted (1 with --strict if anything was "
-          "skipped); 2 on bad arguments or a malformed CSV.")
+          "skipped); 2 on bad arguments, a malformed CSV or when no record could be converted.")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, official: str | None = None) -> None:
@@ -75,19 +74,13 @@ def _print_skipped(report: ConversionReport) -> None:
 
 
 def run_conversion(convert: Callable[[], ConversionReport], out: str) -> int:
-    """Run ``convert``, print skipped records, the summary and where the files went; the exit status."""
+    """Run ``convert``, print skipped records, the summary and where the files went; the exit status
+    (a converter's ``main``, under :func:`~gazecxr.cli.options.run_main`, reports the errors)."""
     try:
         report = convert()
-    except TableFormatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except StrictConversionError as err:
         _print_skipped(err.report)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise
     _print_skipped(report)
     print(json.dumps(report.summary(), indent=2))
     print(f"wrote {out} and {report_path(out)}")

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from data_prep.common import EPILOG, add_output_arguments, options_from, run_conversion
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
 from gazecxr.data.heatmap import DEFAULT_SIGMA
 from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from(args, args.gaze)

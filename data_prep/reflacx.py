@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from data_prep.common import EPILOG, add_output_arguments, options_from, run_conversion
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
 from gazecxr.data.convert import convert_source
 from gazecxr.data.heatmap import DEFAULT_SIGMA
 from gazecxr.data.provenance import is_synthetic_source
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     source = ReflacxSource(Path(args.reflacx_dir), Path(args.image_dir), voi_lut=args.voi_lut)

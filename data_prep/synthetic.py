@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
 from gazecxr.data.synthetic import generate, reference_sigma
 from gazecxr.data.synthetic.knobs import Knobs
 from gazecxr.data.synthetic.chexpert_writer import generate_chexpert
@@ -65,6 +65,7 @@ def _epilog() -> str:
             f"(size 1024 -> sigma {reference_sigma(1024):.1f}; size 512 -> {reference_sigma(512):.1f}).")
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, write the dataset, print its summary as JSON."""
     parser = argparse.ArgumentParser(prog=prog_name("python -m data_prep.synthetic"), description=_DESCRIPTION,
@@ -101,19 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     writer = generate_reflacx if args.format == "reflacx" else generate
-    try:
-        if args.format in PUBLIC_WRITERS:
-            summary = PUBLIC_WRITERS[args.format](args.out, n=args.n, seed=args.seed, size=args.size,
-                                                  progress=not args.quiet, overwrite=args.overwrite)
-            print(json.dumps(summary, indent=2))
-            return 0
-        knobs = Knobs(evidence_contrast=args.evidence_contrast, evidence_size=args.evidence_size,
-                      distractors=args.distractors, gaze_informativeness=args.gaze_informativeness,
-                      shortcut_strength=args.shortcut_strength, shortcut_shifted=args.shortcut_shifted)
-        summary = writer(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet,
-                         overwrite=args.overwrite, knobs=knobs, evidence=args.evidence)
-    except (FileExistsError, ValueError) as err:
-        parser.exit(2, f"error: {err}\n")
+    if args.format in PUBLIC_WRITERS:
+        summary = PUBLIC_WRITERS[args.format](args.out, n=args.n, seed=args.seed, size=args.size,
+                                              progress=not args.quiet, overwrite=args.overwrite)
+        print(json.dumps(summary, indent=2))
+        return 0
+    knobs = Knobs(evidence_contrast=args.evidence_contrast, evidence_size=args.evidence_size,
+                  distractors=args.distractors, gaze_informativeness=args.gaze_informativeness,
+                  shortcut_strength=args.shortcut_strength, shortcut_shifted=args.shortcut_shifted)
+    summary = writer(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet,
+                     overwrite=args.overwrite, knobs=knobs, evidence=args.evidence)
     print(json.dumps(summary, indent=2))
     if args.format == "egd":
         print(f"Convert with heatmap sigma {summary['suggested_sigma']:.1f} px (75.5 * size / 3000).", file=sys.stderr)

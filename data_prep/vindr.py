@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from data_prep.common import EPILOG, add_output_arguments, convert_public
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
 from gazecxr.data.sources.vindr import VinDrSource
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.source_root = args.vindr_dir

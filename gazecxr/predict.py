@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gazecxr.cli.options import add_checkpoint_argument, prog_name
+from gazecxr.cli.options import add_checkpoint_argument, prog_name, run_main
+from gazecxr.config.errors import InputError
 from gazecxr.inference.predictor import (
     BACKENDS,
     DEFAULT_BATCH_SIZE,
@@ -58,7 +59,7 @@ def load_predictor(checkpoints: str | os.PathLike = "checkpoints", run: str | No
 
         return load_onnx_predictor(checkpoints, run, device)
     if backend != "pytorch":
-        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+        raise InputError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     if is_pretrained_dir(checkpoints):
         return load_pretrained_predictor(checkpoints, run, device)
     registry = Registry(checkpoints)
@@ -186,6 +187,7 @@ def _predict_images(predictor: BasePredictor, images: Sequence[str], out: Path, 
     return failed
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some images failed, 2 setup error)."""
     parser = build_parser()
@@ -202,22 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--backend onnxruntime needs --model FILE.onnx, and --model needs --backend onnxruntime")
     if args.backend == "onnxruntime" and args.gradcam:
         parser.error("--gradcam needs --backend pytorch (Grad-CAM back-propagates through the DenseNet)")
-    try:
-        predictor = load_predictor(args.model if args.model is not None else args.checkpoints, args.checkpoint,
-                                   args.device, backend=args.backend)
-        args.out.mkdir(parents=True, exist_ok=True)
-    except (LookupError, ValueError, RuntimeError, OSError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    predictor = load_predictor(args.model if args.model is not None else args.checkpoints, args.checkpoint,
+                               args.device, backend=args.backend)
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.input_list is None:
         return 1 if _predict_images(predictor, args.images, args.out, args.gradcam, args.batch_size) else 0
     from gazecxr.inference.batch import predict_archive
 
-    try:
-        summary = predict_archive(predictor, args.input_list, args.out, args.workers, args.batch_size)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = predict_archive(predictor, args.input_list, args.out, args.workers, args.batch_size)
     print(json.dumps(summary.to_dict()))
     if summary.failed:
         print(f"{summary.failed} of {summary.total} images failed (see the error column of "

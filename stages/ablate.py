@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
-from gazecxr.config import ConfigError, add_config_arguments, load_config
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name, run_main
+from gazecxr.config import add_config_arguments, load_config
 from gazecxr.evaluation.ablation import SELECTABLE, run_ablation
 from gazecxr.evaluation.comparisons import add_bootstrap_arguments
 
@@ -49,16 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the ablation, print its tables and the report folder; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
-        run_ablation(config, args.seeds, args.out, args.split, progress=not args.quiet, methods=args.methods,
-                     bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
-    except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
+    run_ablation(config, args.seeds, args.out, args.split, progress=not args.quiet, methods=args.methods,
+                 bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
     out = Path(args.out)
     print((out / "tables.md").read_text(encoding="utf-8"))
     print(f"report: {out}")

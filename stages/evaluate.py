@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
-from gazecxr.config import ConfigError, add_config_arguments, load_config
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name, run_main
+from gazecxr.config import add_config_arguments, load_config
 from gazecxr.evaluation.report import evaluate
 from gazecxr.evaluation.comparisons import add_bootstrap_arguments
 
@@ -42,16 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation, print its tables and the report folder; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
-        metrics = evaluate(config, args.checkpoint, args.out, args.split, progress=not args.quiet,
-                           bootstrap=args.bootstrap, seed=args.bootstrap_seed)
-    except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
+    metrics = evaluate(config, args.checkpoint, args.out, args.split, progress=not args.quiet,
+                       bootstrap=args.bootstrap, seed=args.bootstrap_seed)
     report_dir = Path(metrics["report_dir"])
     print((report_dir / "tables.md").read_text(encoding="utf-8"))
     print(f"report: {report_dir}")

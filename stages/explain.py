@@ -11,8 +11,9 @@ from gazecxr.cli.options import (
     add_out_argument,
     checkpoints_override,
     prog_name,
+    run_main,
 )
-from gazecxr.config import ConfigError, add_config_arguments, load_config
+from gazecxr.config import add_config_arguments, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,17 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the study, print its tables and report folder; returns the exit status."""
     args = build_parser().parse_args(argv)
     from gazecxr.evaluation.studies.explanation import run_study
 
-    try:
-        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
-        metrics = run_study(config, args.models, args.methods, args.seeds, args.out, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError, LookupError, ValueError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
+    metrics = run_study(config, args.models, args.methods, args.seeds, args.out, progress=not args.quiet)
     report = Path(args.out) / metrics["name"]
     print((report / "tables.md").read_text(encoding="utf-8"))
     print(f"report: {report}")

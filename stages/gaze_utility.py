@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
-from gazecxr.config import ConfigError, add_config_arguments, load_config
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name, run_main
+from gazecxr.config import add_config_arguments, load_config
 from gazecxr.config.schema import validate_config
 from gazecxr.evaluation.studies.gaze_utility import SELECTABLE, run_gaze_utility
 
@@ -53,15 +53,12 @@ def with_grid(config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     return out
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the study, print its tables and the report folder; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
-        run_gaze_utility(with_grid(config, args), args.out, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
+    run_gaze_utility(with_grid(config, args), args.out, progress=not args.quiet)
     out = Path(args.out)
     print((out / "tables.md").read_text(encoding="utf-8"))
     print(f"report: {out}")

@@ -7,8 +7,8 @@ import json
 import logging
 import sys
 
-from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
-from gazecxr.config import ConfigError, add_config_arguments, load_config
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name, run_main
+from gazecxr.config import add_config_arguments, load_config
 from gazecxr.training.tuning import default_study_name, load_space, tune
 
 DESCRIPTION = """\
@@ -67,19 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the study, print its best trial and exported config; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
-        space = load_space(args.space or f"tune/stage{args.stage}")
-        result = tune(config, args.stage, space, args.trials, args.study or default_study_name(args.stage, args.config),
-                      storage=args.storage, timeout=args.timeout, export_dir=args.out,
-                      sampler_seed=args.sampler_seed, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError, LookupError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
+    space = load_space(args.space or f"tune/stage{args.stage}")
+    result = tune(config, args.stage, space, args.trials, args.study or default_study_name(args.stage, args.config),
+                  storage=args.storage, timeout=args.timeout, export_dir=args.out,
+                  sampler_seed=args.sampler_seed, progress=not args.quiet)
     states = ", ".join(f"{n} {state}" for state, n in sorted(result.states.items()))
     print(f"study {result.study_name} in {result.storage}: {states}")
     if result.export_path is None:

@@ -5,12 +5,15 @@ import pytest
 from scipy import stats
 
 from gazecxr.config import config_hash, load_config
+from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.ablation import (
     CLASSIFICATION_METHODS,
     SALIENCY_METHODS,
+    markdown,
     run_ablation,
     select,
     summarise,
+    with_supported_baselines,
 )
 from gazecxr.evaluation.outputs import SplitOutputs
 from gazecxr.evaluation.saliency_methods import SALIENCY_METRICS
@@ -20,9 +23,13 @@ from tests_paths import ROOT
 
 LIGHT = ["train.max_epochs=1", "stage2.baseline_unet.encoder_depth=3", "stage2.baseline_unet.decoder_channels=[16,8,4]",
          "peers.mtunet.train.max_epochs=1", "peers.gazegnn.train.max_epochs=1"]
-METHODS = ["ours", "densenet", "resse_unet", "standard_unet", "mtunet", "gazegnn", "uniform", "center_bias"]
+METHODS = ["ours", "densenet", "resse_unet", "standard_unet", "mtunet", "gazegnn", "uniform", "center_bias",
+           "other_image_gaze", "lung_prior", "chest_box_prior"]
 """Every row but IRNetv2 (55 M parameters, too slow here and larger than the tiny images allow)."""
-SALIENCY_ROWS = {"full", "mtunet", "resse_unet", "standard_unet", "uniform", "center_bias"}
+SALIENCY_ROWS = {"full", "mtunet", "resse_unet", "standard_unet", "uniform", "center_bias", "other_image_gaze",
+                 "lung_prior"}
+"""The EGD-CXR file has lung masks but no REFLACX chest boxes: chest_box_prior is left out, with a note."""
+NO_CHEST_BOXES = "chest_box_prior left out: no chest bounding boxes in {} (REFLACX readings only)"
 CLASSIFICATION_ROWS = {"fusion", "mtunet", "densenet_cl", "densenet", "gazegnn"}
 
 
@@ -61,6 +68,7 @@ def test_both_tables_have_every_row_with_p_values_and_paper_numbers(ablated):
     assert "Wilcoxon p" in text and "McNemar exact" in text and "p (Holm)" in text and "AUC (Heart failure) ↑" in text
     assert "| Params | Train time |" in text.replace("sAUC ↑ | Params", "| Params")
     assert metrics["fixations"]["source"] == "recorded" and metrics["saliency"]["uniform"]["auc_judd"]["mean"] == 0.5
+    assert NO_CHEST_BOXES.format([metrics["data"]]) in metrics["notes"] and "| chest_box_prior |" not in text
 
 
 def test_entries_are_tagged_chained_per_seed_and_match_their_configs(ablated):
@@ -148,3 +156,19 @@ def test_method_selection_always_includes_ours_and_rejects_unknown_names(capsys)
     with pytest.raises(SystemExit):
         cli_main(["--config", "x.yaml", "--methods", "resnet"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_rows_leave_out_the_baselines_a_file_cannot_have_and_the_tables_are_written(tiny_h5):
+    chosen, notes = with_supported_baselines(select(), GazeCXRDataset(tiny_h5, "test"))
+    assert "chest_box_prior" not in chosen.saliency and {"lung_prior", "other_image_gaze"} <= set(chosen.saliency)
+    assert notes == [NO_CHEST_BOXES.format([str(tiny_h5)])]
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1, 2, 0])
+    outputs = [SplitOutputs(labels, list("abcd"), {m: rng.dirichlet(np.ones(3), size=4) for m in chosen.classification},
+                            {m: {k: rng.random(4) for k in ("kl", "cc", "hs", "nss")} for m in chosen.saliency}, [])
+               for _ in range(2)]  # what the evaluation gives on that file: no chest_box_prior scores
+    summary = summarise(outputs, chosen.saliency, chosen.classification)
+    assert set(summary["saliency"]) == set(chosen.saliency)
+    text = markdown({"seeds": [0, 1], "split": "test", "n_test": 4, "notes": notes, **summary})
+    assert "| lung_prior |" in text and "| other_image_gaze |" in text and "| chest_box_prior |" not in text
+    assert NO_CHEST_BOXES.format([str(tiny_h5)]) in text

@@ -176,3 +176,87 @@ def test_config_show_of_a_registry_entry_old_or_new(tmp_path, capsys):
     captured = capsys.readouterr()
     assert parse_yaml(captured.out)["train"]["legacy"] == 1
     assert "unknown key 'train.legacy'" in captured.err and "written before config validation" in captured.err
+
+
+def _broken(*args, **kwargs):
+    raise KeyError("chest_box_prior")  # what a bug looks like: not an error in the user's input
+
+
+def test_an_internal_error_raises_with_its_traceback_and_asks_for_a_report(monkeypatch, tmp_path, capsys):
+    import stages.evaluate
+    from gazecxr.cli.options import BUG_REPORT
+
+    monkeypatch.setattr(stages.evaluate, "evaluate", _broken)
+    with pytest.raises(KeyError, match="chest_box_prior"):
+        cli.main(["evaluate", "--config", "test", "--checkpoints", str(tmp_path), "--out", str(tmp_path / "r"),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert BUG_REPORT in err and "error: 'chest_box_prior'" not in err
+
+
+def test_an_internal_error_in_a_process_prints_the_traceback(tmp_path):
+    code = ("import sys, stages.ablate\n"
+            "def broken(*args, **kwargs):\n"
+            "    raise KeyError('chest_box_prior')\n"
+            "stages.ablate.run_ablation = broken\n"
+            "from gazecxr.cli.main import main\n"
+            f"sys.exit(main(['ablate', '--config', 'test', '--seeds', '1', '--out', {str(tmp_path)!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr and "KeyError: 'chest_box_prior'" in result.stderr
+    assert "internal error" in result.stderr and "error: 'chest_box_prior'" not in result.stderr
+
+
+def test_a_bad_config_value_is_one_line_and_exit_2(capsys):
+    from gazecxr.cli.options import BUG_REPORT
+
+    assert cli.main(["evaluate", "--config", "test", "--set", "train.batch_size=16.5", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "train.batch_size = 16.5: expected a valid integer" in err
+    assert "Traceback" not in err and BUG_REPORT not in err
+
+
+def test_a_file_that_is_not_hdf5_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "x.h5"
+    bad.write_text("not hdf5")
+    assert cli.main(["data", "summary", str(bad)]) == 2
+    assert capsys.readouterr().err == f"error: {bad}: not an HDF5 file (create it with gazecxr convert)\n"
+    assert cli.main(["data", "summary", str(tmp_path / "missing.h5")]) == 2
+    assert "dataset file not found" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback_of_user_errors_too(monkeypatch, capsys):
+    bad = ["config", "show", "test", "--set", "train.batch_size=16.5"]
+    assert cli.main(["--debug", *bad]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ConfigError" in err
+    assert err.index("Traceback") < err.index("\nerror: ") and err.rstrip().endswith("expected a valid integer (--set)")
+    assert cli.main(bad) == 2  # --debug holds for that command only
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setenv("GAZECXR_DEBUG", "1")
+    assert cli.main(bad) == 2
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+    monkeypatch.setenv("GAZECXR_DEBUG", "0")
+    assert cli.main(bad) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_run_main_reports_user_and_argparse_errors_and_re_raises_the_rest(capsys):
+    import argparse
+
+    from gazecxr.cli.options import run_main
+    from gazecxr.config.errors import InputError, InputNotFoundError, UnknownReferenceError
+
+    def failing(error: BaseException) -> int:
+        raise error
+
+    command = run_main(failing)
+    for error in (InputError("t.csv: column 'x' missing"), InputNotFoundError("t.csv: not found"),
+                  UnknownReferenceError("no entry 'zzz'"), argparse.ArgumentError(None, "bad --flag")):
+        assert command(error) == 2
+        assert capsys.readouterr().err == f"error: {error}\n"
+    for error in (ValueError("shapes differ"), FileNotFoundError("internal.tmp"), LookupError("key")):
+        with pytest.raises(type(error)):
+            command(error)
+    assert isinstance(InputError("x"), ValueError) and isinstance(InputNotFoundError("x"), FileNotFoundError)
+    assert isinstance(UnknownReferenceError("x"), LookupError)

@@ -1,8 +1,11 @@
 import itertools
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from gazecxr.models.factory import create_model
 from gazecxr.training.data import make_loader
@@ -85,3 +88,27 @@ def test_early_stopping_and_existing_run_guard(tiny_config, tmp_path):
 def test_unknown_train_setting_is_rejected():
     with pytest.raises(ValueError, match="unknown train setting"):
         TrainSettings.from_config({"lr": 1e-3, "epochs": 3})
+
+
+def test_an_undefined_monitor_falls_back_to_the_validation_loss_and_resumes_so(tiny_config, tmp_path, capsys):
+    """A validation split of one class: its AUC is NaN every epoch, so the best epoch is the lowest val_loss."""
+    train, val = _loaders(tiny_config)
+    labels = val.dataset.labels
+    one_class = make_loader(tiny_config, "val", 8, train=False,
+                            dataset=Subset(val.dataset, np.flatnonzero(labels == labels[0]).tolist()))
+    run = tmp_path / "run"
+    plateau = {"factor": 0.5, "patience": 0}
+    result = _trainer(tiny_config, run, 3, plateau=plateau).fit(train, one_class)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(math.isnan(r["val_auc_macro"]) for r in log)
+    losses = [r["val_loss"] for r in log]
+    assert result.best_epoch == 1 + int(np.argmin(losses)) and result.best_metrics["val_loss"] == min(losses)
+    err = capsys.readouterr().err
+    assert "the monitored metric val_auc_macro is undefined (NaN) on the validation split" in err
+    assert "use val_loss instead" in err and "no epoch was run" not in err
+    resumed = _trainer(tiny_config, run, 4, plateau=plateau)
+    result = resumed.fit(train, one_class, resume=True)
+    assert resumed.monitor == "val_loss" and resumed.scheduler.mode == "min" and result.epochs_run == 4
+    assert result.best_metrics["val_loss"] == min(json.loads(line)["val_loss"]
+                                                  for line in (run / "log.jsonl").read_text().splitlines())
+    assert "undefined (NaN)" not in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import stats
 
 from data_prep import siim as siim_cli
@@ -66,8 +67,16 @@ def test_study_writes_every_table_and_reuses_its_registry_entries(siim_h5: Path,
     entries = Registry(config["registry"]["root"]).entries(stage="explain")
     assert len(entries) == 2 and {t for e in entries for t in e.tags if t.startswith("arch=")} == \
         {"arch=resnet18", "arch=vit_small_patch16_224"}
+    # Fig. 3.1: a row of 200 px (2 in at 100 dpi) per test pair, explain.figure_pairs of them
+    assert stored["n_pairs"] >= 2 and Image.open(report / "fig31_cams.png").height == 200 * min(3, stored["n_pairs"])
+    config["explain"]["figure_pairs"] = 1
     again = run_study(config, architectures=["resnet18"], methods=["gradcam"], out_dir=tmp_path / "again",
                       progress=False)
+    assert Image.open(tmp_path / "again" / "test" / "fig31_cams.png").height == 200
+    config["explain"]["figure_pairs"] = 0  # no Fig. 3.1: the earlier one goes, the page does not show it
+    run_study(config, architectures=["resnet18"], methods=["gradcam"], out_dir=tmp_path / "again", progress=False)
+    assert not (tmp_path / "again" / "test" / "fig31_cams.png").exists()
+    assert "fig31_cams.png" not in (tmp_path / "again" / "test" / "index.html").read_text()
     assert len(Registry(config["registry"]["root"]).entries(stage="explain")) == 2  # reused, not retrained
     assert again["entries"]["resnet18"] == metrics["entries"]["resnet18"]
     assert again["classification"]["resnet18"] == metrics["classification"]["resnet18"]
@@ -128,3 +137,30 @@ def test_table_31_numbers_by_hand() -> None:
     # Clopper-Pearson: the 2.5 % quantile of Beta(k, n - k + 1) and the 97.5 % quantile of Beta(k + 1, n - k)
     assert row["accuracy_ci"] == pytest.approx([stats.beta.ppf(0.025, 4, 3), stats.beta.ppf(0.975, 5, 2)])
     assert row["precision_ci"] == pytest.approx([stats.beta.ppf(0.025, 2, 2), stats.beta.ppf(0.975, 3, 1)])
+
+
+def test_balanced_subset_draws_patients_not_images(siim_h5: Path, tmp_path: Path) -> None:
+    """Several films per patient (as in SIIM-ACR, NIH): no patient has films in two splits, classes stay balanced."""
+    import shutil
+
+    import h5py
+
+    from gazecxr.evaluation.studies.explanation_data import study_splits
+    from gazecxr.tasks import create_task
+
+    h5 = tmp_path / "siim_patients.h5"
+    shutil.copy(siim_h5, h5)
+    with h5py.File(h5, "r+") as f:
+        n = len(f["patient_id"])
+        del f["patient_id"]
+        f["patient_id"] = np.array([f"patient{i // 3}" for i in range(n)], dtype=h5py.string_dtype())
+    task = create_task({"name": "siim_pneumothorax"})
+    splits = study_splits(h5, task, {"enabled": True, "n": 12, "val": 4, "test": 4}, seed=0)
+    base = splits["test"][0]
+    positive = np.asarray(base.targets).reshape(len(base.targets), -1)[:, 0] > 0.5
+    for split, per_class in (("test", 2), ("val", 2), ("train", 2)):
+        rows = splits[split][1]
+        assert positive[rows].sum() == per_class and (~positive[rows]).sum() == per_class, split
+    patients = {split: set(base.patient_ids[rows]) for split, (_, rows) in splits.items()}
+    assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"])
+    assert not (patients["val"] & patients["test"])

@@ -424,7 +424,7 @@ def test_cli_list_show_verify(registry, clock, capsys):
     assert main(["--root", root, "verify", s1.id]) == 0
     capsys.readouterr()
 
-    assert main(["--root", root, "show", "zzz"]) == 1
+    assert main(["--root", root, "show", "zzz"]) == 2  # a user error: one line, exit 2 as in every command
     assert "error: checkpoint 'zzz' matches no id" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["--help"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gazecxr.data.splits import make_split
+from gazecxr.data.splits import balanced_group_split, make_split
 
 
 def _cohort(n_patients=400, seed=0):
@@ -65,3 +65,20 @@ def test_released_split_follows_the_released_counter_rule():
         assert [split[i] for i in indices] == expected
     assert (split[labels == 0] == "test").sum() == 5 and (split[labels == 0] == "val").sum() == 3
     assert (split[labels == 1] == "test").sum() == 3 and (split[labels == 1] == "val").sum() == 2
+
+
+def test_balanced_group_split_keeps_patients_whole_and_classes_balanced():
+    rng = np.random.default_rng(1)
+    groups = np.repeat([f"p{i}" for i in range(60)], rng.integers(1, 5, 60))  # 1-4 films per patient
+    positive = rng.random(len(groups)) < 0.4  # a patient's films can differ in class
+    per_class = {"test": 6, "val": 4, "train": 20}
+    rows = balanced_group_split(groups, positive, per_class, seed=0)
+    for split, k in per_class.items():
+        assert positive[rows[split]].sum() == k and (~positive[rows[split]]).sum() == k, split
+    patients = [set(groups[rows[split]]) for split in per_class]
+    assert all(not (a & b) for i, a in enumerate(patients) for b in patients[i + 1:])
+    again = balanced_group_split(groups, positive, per_class, seed=0)
+    assert all(np.array_equal(rows[s], again[s]) for s in per_class)
+    assert not np.array_equal(rows["test"], balanced_group_split(groups, positive, per_class, seed=1)["test"])
+    with pytest.raises(ValueError, match="runs out of patients"):
+        balanced_group_split(groups, positive, {"test": 6, "train": 200}, seed=0)

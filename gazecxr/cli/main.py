@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gazecxr import __version__
-from gazecxr.cli.options import set_prog_name
+from gazecxr.cli.options import DEBUG_ENV, set_debug, set_prog_name
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # data: raw datasets -> the HDF5 training file
@@ -70,7 +70,7 @@ def _groups() -> dict[str, dict[str, str]]:
 def overview() -> str:
     """The text of ``gazecxr --help``: every command in flow order, one line each."""
     width = max(len(c) for c in COMMANDS) + 2
-    lines = [f"usage: gazecxr COMMAND [ARGS…]   (gazecxr COMMAND --help for its options)", "",
+    lines = [f"usage: gazecxr [--debug] COMMAND [ARGS…]   (gazecxr COMMAND --help for its options)", "",
              "Gaze-guided chest X-ray interpretation, from raw data to predictions. Commands, in the order of the flow:",
              ""]
     lines += [f"  {command:<{width}}{help_text}" for command, (_, help_text) in COMMANDS.items()]
@@ -78,7 +78,10 @@ def overview() -> str:
               "YAML file), --set KEY=VALUE (override a config value), --checkpoints DIR (registry root),",
               "--checkpoint REF (registry entry: id, id prefix, latest, best or tag), --out DIR (output).",
               "Each command runs the same code as its python -m twin (gazecxr train stage1 = python -m stages.stage1).",
-              "", "options:", "  -h, --help  show this message and exit", "  --version   print the version and exit"]
+              "Errors in what you gave (config, files, names) print one line; anything else is a bug and shows",
+              f"its traceback. --debug (or {DEBUG_ENV}=1) shows the traceback of every error.",
+              "", "options:", "  -h, --help  show this message and exit", "  --version   print the version and exit",
+              "  --debug     show tracebacks also for errors in the input"]
     return "\n".join(lines)
 
 
@@ -122,6 +125,9 @@ def load_command(command: str) -> Callable[[list[str]], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gazecxr``: dispatch to a subcommand's ``main``; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(args) and args[0] == "--debug"
+    if debug:
+        args = args[1:]
     if not args or args[0] in ("-h", "--help"):
         print(overview())
         return 0 if args else 2
@@ -148,10 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gazecxr: error: {err}", file=sys.stderr)
         return 2
     set_prog_name(f"gazecxr {command}")
+    set_debug(debug)
     try:
         code = entry(rest)
     finally:
         set_prog_name(None)
+        set_debug(False)
     return int(code or 0)
 
 

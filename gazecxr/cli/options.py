@@ -3,18 +3,30 @@
 ``--checkpoints DIR`` (registry root), ``--checkpoint REF`` (registry entry), ``--config NAME|PATH``,
 ``--set KEY=VALUE`` and ``--out DIR`` mean the same in every ``gazecxr`` subcommand and its
 ``python -m`` twin. ``prog_name`` gives a twin's parser the name it was invoked by
-(``gazecxr train stage1`` or ``python -m stages.stage1``).
+(``gazecxr train stage1`` or ``python -m stages.stage1``). :func:`run_main` is the one place that
+decides how every command's ``main`` reports an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 _PROG: ContextVar[str | None] = ContextVar("gazecxr_prog", default=None)
+_DEBUG: ContextVar[bool] = ContextVar("gazecxr_debug", default=False)
+DEBUG_ENV = "GAZECXR_DEBUG"
+"""Environment variable: set to 1 to show the traceback of user errors too (as ``gazecxr --debug``)."""
+BUG_REPORT = ("gazecxr: internal error: this is a bug in gazecxr, not a problem with your input; please report it "
+              "to the gazecxr developers with the command you ran and the traceback below")
+"""The line printed before the traceback of an error that is not a user error."""
+
+Main = TypeVar("Main", bound=Callable[..., int])
 
 
 def prog_name(default: str) -> str:
@@ -26,6 +38,40 @@ def prog_name(default: str) -> str:
 def set_prog_name(name: str | None) -> None:
     """Set by the ``gazecxr`` dispatcher before it calls a subcommand's ``main``."""
     _PROG.set(name)
+
+
+def set_debug(on: bool) -> None:
+    """Set by ``gazecxr --debug``: user errors are printed with their traceback too."""
+    _DEBUG.set(on)
+
+
+def debug_enabled() -> bool:
+    """Whether ``gazecxr --debug`` was given or ``GAZECXR_DEBUG`` is set to a true value (not '', 0, false, no)."""
+    return _DEBUG.get() or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def run_main(main: Main) -> Main:
+    """Decorate a command's ``main``: a :class:`~gazecxr.config.errors.UserError` (bad config, input
+    file, name) or an ``argparse.ArgumentError`` prints ``error: …`` on one line and returns the
+    error's exit status (2); any other exception is a bug: :data:`BUG_REPORT` is printed and the
+    exception raises on with its traceback. Under :func:`debug_enabled` user errors show their
+    traceback as well."""
+    from gazecxr.config.errors import UserError  # here: `gazecxr --help` loads this module but no config code
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except (UserError, argparse.ArgumentError) as err:
+            if debug_enabled():
+                traceback.print_exc()
+            print(f"error: {err}", file=sys.stderr)
+            return getattr(err, "exit_code", 2)
+        except Exception:
+            print(BUG_REPORT, file=sys.stderr)
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _DeprecatedAlias(argparse.Action):

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from gazecxr.cli.options import add_checkpoint_argument, add_checkpoints_argument, prog_name
+from gazecxr.cli.options import add_checkpoint_argument, add_checkpoints_argument, prog_name, run_main
 from gazecxr.config.loader import PRESETS_DIR, ConfigError, apply_overrides, load_config, resolve_config
 from gazecxr.config.schema import validate_config
 
@@ -65,6 +65,7 @@ def _first_comment(name: str) -> str:
     return ""
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: the config cannot be loaded or is invalid)."""
     args = build_parser().parse_args(argv)
@@ -77,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if (args.config is None) == (args.checkpoint is None):
         print("error: give a config NAME|PATH or --checkpoint REF (one of them)", file=sys.stderr)
         return 2
-    try:
-        config = (_entry_config(args.checkpoints, args.checkpoint, args.overrides) if args.checkpoint
-                  else load_config(args.config, args.overrides))
-    except (ConfigError, LookupError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = (_entry_config(args.checkpoints, args.checkpoint, args.overrides) if args.checkpoint
+              else load_config(args.config, args.overrides))
     if args.json:
         print(json.dumps(config, indent=2))
     else:

@@ -9,7 +9,7 @@ from typing import Any
 
 import h5py
 
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
 from gazecxr.data.dataset import GazeCXRDataset
 
 OPTIONAL_TABLES = ("fixations", "reading_id", "findings", "ellipses", "lung_mask", "heart_mask", "boxes",
@@ -54,6 +54,7 @@ def summarise(paths: str | list[str]) -> dict:
     return {"files": files, "splits": splits}
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog_name("python -m gazecxr.data"),
                                      description="Inspect gazecxr HDF5 datasets.")
@@ -63,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("file", nargs="+", help="HDF5 file(s) written by data_prep.egd_cxr / data_prep.reflacx; "
                                                  "several files are split jointly, as in training")
     args = parser.parse_args(argv)
-    try:
-        print(json.dumps(summarise(args.file), indent=2, default=str))
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    print(json.dumps(summarise(args.file), indent=2, default=str))
     return 0
 
 

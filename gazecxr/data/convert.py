@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
+from gazecxr.config.errors import InputError
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import DEFAULT_SIGMA, in_image
 from gazecxr.data.images import ImageReadError, locate_image, read_radiograph
@@ -318,8 +319,10 @@ def _run_tasks(tasks: list[SourceRecord], workers: int) -> Iterator[_Record | tu
             yield from pool.map(_convert_one, tasks[start:start + window])
 
 
-class StrictConversionError(ValueError):
+class StrictConversionError(InputError):
     """``strict`` conversion with skipped records: nothing was written but the report."""
+
+    exit_code = 1
 
     def __init__(self, report: ConversionReport, report_file: Path):
         self.report, self.report_file = report, report_file
@@ -524,13 +527,13 @@ def convert_source(
 
     Bad records are skipped with a reason; the HDF5 file is written under a temporary name
     and renamed only when complete, so an earlier output is never lost to a failed run.
-    Raises ``ValueError`` when no record could be converted, and ``StrictConversionError``
+    Raises ``InputError`` when no record could be converted, and ``StrictConversionError``
     when ``options.strict`` and any record was skipped; neither writes the HDF5 file.
     """
     output = Path(output)
     canvas = (options.height, options.width)
     if options.height % 32 or options.width % 32:
-        raise ValueError(f"--height/--width must be multiples of 32 for the networks, got {canvas}")
+        raise InputError(f"--height/--width must be multiples of 32 for the networks, got {canvas}")
     report = ConversionReport(str(output), asdict(options))
     tasks = source.records(options, report)
     given = read_split_file(split_file) if split_file is not None else None
@@ -562,7 +565,7 @@ def convert_source(
                     "gaze_samples_off_image": result.n_off_image, "fixations": len(result.fixations),
                 })
             if not kept:
-                raise ValueError(f"no record could be converted from {source.description()} ({len(report.skipped)} "
+                raise InputError(f"no record could be converted from {source.description()} ({len(report.skipped)} "
                                  f"skipped; first reason: {report.skipped[0]['reason'] if report.skipped else 'no records'})")
             labels = np.array([r.label for r in kept], np.int64)
             patients = np.array([r.patient_id for r in kept], dtype=str)

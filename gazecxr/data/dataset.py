@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gazecxr import CLASS_NAMES
+from gazecxr.config.errors import InputError, InputNotFoundError
 from gazecxr.data.convert import split_labels
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.regions import RegionBoxes, no_regions
@@ -51,17 +52,17 @@ class GazeCXRDataset(Dataset):
         task: Any = None,
     ):
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         paths = [h5_path] if isinstance(h5_path, (str, Path)) else list(h5_path)
         if not paths:
-            raise ValueError("no dataset file given")
+            raise InputError("no dataset file given")
         self.h5_paths = [Path(p) for p in paths]
         self.h5_path = self.h5_paths[0]
         self.split, self.transform = split, transform
         parts = [self._read_file(path) for path in self.h5_paths]
         canvases = {p["canvas"] for p in parts}
         if len(canvases) > 1:
-            raise ValueError(f"{[str(p) for p in self.h5_paths]}: files have different canvases {sorted(canvases)}")
+            raise InputError(f"{[str(p) for p in self.h5_paths]}: files have different canvases {sorted(canvases)}")
         self.canvas = parts[0]["canvas"]
         sizes = [len(p["labels"]) for p in parts]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -93,14 +94,16 @@ class GazeCXRDataset(Dataset):
     @staticmethod
     def _read_file(path: Path) -> dict[str, Any]:
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: dataset file not found (create it with data_prep.egd_cxr)")
+            raise InputNotFoundError(f"{path}: dataset file not found (create it with data_prep.egd_cxr)")
+        if not h5py.is_hdf5(path):
+            raise InputError(f"{path}: not an HDF5 file (create it with gazecxr convert)")
         with h5py.File(path, "r") as f:
             missing = [k for k in REQUIRED if k not in f]
             if missing:
-                raise ValueError(f"{path}: not a gazecxr dataset, missing datasets {missing}")
+                raise InputError(f"{path}: not a gazecxr dataset, missing datasets {missing}")
             names = [str(n) for n in f["label"].attrs.get("class_names", CLASS_NAMES)]
             if tuple(names) != CLASS_NAMES:
-                raise ValueError(f"{path}: class_names {names} differ from {list(CLASS_NAMES)}")
+                raise InputError(f"{path}: class_names {names} differ from {list(CLASS_NAMES)}")
             n = len(f["label"])
             return {
                 "labels": f["label"][:], "dicom_ids": f["dicom_id"].asstr()[:], "patient_ids": f["patient_id"].asstr()[:],

@@ -17,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_rescale, apply_voi_lut
 
+from gazecxr.config.errors import InputError
+
 DICOM_SUFFIXES = (".dcm", ".dicom")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
@@ -29,7 +31,7 @@ LUMA_601 = np.array([0.299, 0.587, 0.114], np.float32)
 _SINGLE_FRAME_HINT = "expected one greyscale or colour radiograph"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """A radiograph that cannot be read; the message names the file and the problem."""
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+from gazecxr.config.errors import InputError
 
 SPLIT_METHODS = ("paper", "ratio", "released")
 """Methods :func:`make_split` computes; ``official`` (a dataset's own lists) is :func:`official_split`."""
@@ -86,6 +90,44 @@ def official_split(groups: np.ndarray, given: np.ndarray, seed: int = 0, val_fra
         val = _group_take(groups[rest], np.random.default_rng(seed), n_val)
         split[rest[val]] = "val"
     return split.astype(str)
+
+
+def balanced_group_split(groups: np.ndarray, positive: np.ndarray, per_class: Mapping[str, int],
+                         seed: int = 0) -> dict[str, np.ndarray]:
+    """A class-balanced subset drawn by patient: for each split of ``per_class`` (in its order, e.g.
+    test, val, train) the sorted record indices of ``per_class[split]`` positive and as many negative
+    records (``positive``: bool per record), every patient (``groups``) in one split at most.
+
+    Patients are visited in a seeded random order; each goes whole to the first split that still needs
+    records of a class it has, which takes (randomly) as many of them as it needs; the rest of that
+    patient's records are left out, never put in another split. Raises ``InputError`` when the patients
+    run out before a split is filled.
+    """
+    groups = np.asarray(groups).astype(str)
+    positive = np.asarray(positive, bool)
+    rng = np.random.default_rng(seed)
+    names, patient = np.unique(groups, return_inverse=True)
+    order = np.argsort(patient, kind="stable")
+    bounds = np.searchsorted(patient[order], np.arange(len(names) + 1))
+    need = {split: [int(k), int(k)] for split, k in per_class.items()}  # [negatives, positives] still wanted
+    taken: dict[str, list[np.ndarray]] = {split: [np.empty(0, np.int64)] for split in per_class}
+    for p in rng.permutation(len(names)):
+        if not any(any(n) for n in need.values()):
+            break
+        rows = order[bounds[p]:bounds[p + 1]]
+        by_class = [rng.permutation(rows[positive[rows] == c]) for c in (False, True)]
+        split = next((s for s in per_class if any(need[s][c] and len(by_class[c]) for c in (0, 1))), None)
+        if split is None:
+            continue
+        for c in (0, 1):
+            take = by_class[c][:need[split][c]]
+            need[split][c] -= len(take)
+            taken[split].append(take)
+    short = {split: tuple(n) for split, n in need.items() if any(n)}
+    if short:
+        raise InputError(f"a class-balanced subset grouped by patient ({dict(per_class)} records per class and split) "
+                         f"runs out of patients: still wanted (negative, positive) {short}")
+    return {split: np.sort(np.concatenate(parts)).astype(np.int64) for split, parts in taken.items()}
 
 
 def released_split(labels: np.ndarray, seed: int = 0) -> np.ndarray:

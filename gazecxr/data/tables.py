@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gazecxr.config.errors import InputError
 
-class TableFormatError(ValueError):
+
+class TableFormatError(InputError):
     """A CSV that does not have the expected layout; the message names the file and column."""
 
 

@@ -9,11 +9,9 @@ compares our methods only (the peers are 3-class models), scored with ``gazecxr.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
-from gazecxr.config import config_hash
+from gazecxr.config.errors import InputError
+from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.artifacts import json_safe, write_text_atomic
-from gazecxr.evaluation.baselines import BASELINES, baseline_predictors
+from gazecxr.evaluation.baselines import BASELINES, baseline_predictors, supported_baselines
 from gazecxr.evaluation.comparisons import (
     classification_tests,
     holm_note,
@@ -81,37 +80,9 @@ from gazecxr.metrics.statistics import (
 )
 from gazecxr.tasks import TaskSpec, task_from_record, task_of
 from gazecxr.training.data import make_loader
-from gazecxr.training.peers import run_peer
+from gazecxr.training.methods import METHODS, Method, known_entries, train_seed
 from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device
-from gazecxr.training.stages import STAGES
-
-ABLATION_TAG = "ablation"
-
-
-@dataclass(frozen=True)
-class Method:
-    """A trained method of the comparison: the stage (or peer method) that trains it and its config
-    settings, given the ids of the same seed's methods trained before it."""
-
-    name: str
-    stage: str
-    settings: Callable[[Mapping[str, str]], dict[str, Any]]
-
-
-METHODS: tuple[Method, ...] = (
-    Method("densenet", "stage1", lambda ids: {"stage1.contrastive.enabled": False}),
-    Method("densenet_cl", "stage1", lambda ids: {"stage1.contrastive.enabled": True}),
-    Method("standard_unet", "stage2", lambda ids: {"stage2.variant": "unet"}),
-    Method("resse_unet", "stage2", lambda ids: {"stage2.variant": "resse"}),
-    Method("full", "stage2", lambda ids: {"stage2.variant": "full", "stage2.encoder": ids["densenet_cl"]}),
-    Method("fusion", "stage3", lambda ids: {"stage2.variant": "full", "stage2.encoder": ids["densenet_cl"],
-                                            "stage3.saliency": ids["full"]}),
-    Method("mtunet", "mtunet", lambda ids: {}),
-    Method("irnetv2", "irnetv2", lambda ids: {}),
-    Method("gazegnn", "gazegnn", lambda ids: {}),
-)
-"""In training order: stage 2 ``full`` and stage 3 ``fusion`` build on the same seed's entries."""
 
 OURS: tuple[str, ...] = ("densenet_cl", "full", "fusion")
 """The trained parts of our model (its DenseNet, saliency model and fusion classifier)."""
@@ -155,19 +126,27 @@ def select(names: Sequence[str] | None = None, multilabel: bool = False) -> Sele
     if multilabel:
         refused = sorted(set(names or ()) & set(THREE_CLASS_ONLY))
         if refused:
-            raise ValueError(f"method(s) {refused} classify the 3 exclusive EGD classes only; the multi-label "
+            raise InputError(f"method(s) {refused} classify the 3 exclusive EGD classes only; the multi-label "
                              f"task compares {[n for n in SELECTABLE if n not in THREE_CLASS_ONLY]}")
         names = [n for n in SELECTABLE if n not in THREE_CLASS_ONLY] if names is None else names
     wanted = set(SELECTABLE if names is None else names)
     unknown = sorted(wanted - set(SELECTABLE))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(SELECTABLE)}")
+        raise InputError(f"unknown method(s) {unknown}; choose from {list(SELECTABLE)}")
     wanted.add("ours")
     trained = {m for name in wanted for m in SELECTABLE[name]}
     rows = wanted | trained
     return Selection(tuple(m for m in METHODS if m.name in trained),
                      tuple(m for m in SALIENCY_METHODS if m in rows),
                      tuple(m for m in CLASSIFICATION_METHODS if m in rows))
+
+
+def with_supported_baselines(chosen: Selection, dataset: GazeCXRDataset) -> tuple[Selection, list[str]]:
+    """``chosen`` without the record baseline rows ``dataset`` cannot have (`supported_baselines`: no lung
+    masks, no chest boxes, one image), and the note saying why for each one left out."""
+    supported, notes = supported_baselines(dataset, chosen.saliency)
+    rows = tuple(m for m in chosen.saliency if m not in BASELINES or m in supported)
+    return dataclasses.replace(chosen, saliency=rows), notes
 
 
 CLASSIFICATION_COLUMNS: dict[str, str] = {
@@ -237,55 +216,6 @@ MULTILABEL_NOTES: tuple[str, ...] = (
     "Paper columns (saliency only): Table 4.2 of the paper, measured on EGD-CXR, not on this data; the paper "
     "reports no multi-label classification, so that table has no paper columns.",
 )
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def _with(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(config))
-    for dotted, value in values.items():
-        *path, last = dotted.split(".")
-        node = out
-        for key in path:
-            node = node[key]
-        node[last] = value
-    return out
-
-
-def _runner(stage: str) -> Callable[..., Entry]:
-    """The function that trains a method of ``stage``: a stage runner or a peer method's."""
-    return STAGES[stage] if stage in STAGES else functools.partial(run_peer, stage)
-
-
-def ablation_key(method: str, config: Mapping[str, Any]) -> tuple[str, str]:
-    """Identity of an ablation run: its method and resolved config hash."""
-    return method, config_hash(config)
-
-
-def _method_of(entry: Entry) -> str:
-    return next((t.split("=", 1)[1] for t in entry.tags if t.startswith("method=")), "")
-
-
-def train_seed(config: Mapping[str, Any], seed: int, known: dict[tuple[str, str], Entry], bar: tqdm,
-               progress: bool, methods: Sequence[Method] = METHODS) -> tuple[dict[str, Entry], dict[str, bool]]:
-    """Train (or reuse from ``known``, `ablation_key` → entry) ``methods`` for ``seed``; returns the entries
-    and whether each was reused. New entries are added to ``known``."""
-    entries: dict[str, Entry] = {}
-    reused: dict[str, bool] = {}
-    for method in methods:
-        bar.set_postfix_str(f"{method.name} seed {seed}")
-        run_config = _with(config, {"seed": seed, **method.settings({k: e.id for k, e in entries.items()})})
-        key = ablation_key(method.name, run_config)
-        reused[method.name] = key in known
-        if key not in known:
-            run_dir = Path(run_config["runs"]["root"]) / ABLATION_TAG / f"{method.name}-seed{seed}-{key[1]}"
-            known[key] = _runner(method.stage)(
-                run_config, run_dir=run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress,
-                tags=(ABLATION_TAG, f"method={method.name}", f"seed={seed}"))
-        entries[method.name] = known[key]
-        bar.update(1)
-    return entries, reused
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -524,11 +454,11 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     them on ``split`` and write ``metrics.json``, ``tables.md`` and ``index.html`` into ``out_dir``; returns
     the metrics written."""
     if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
+        raise InputError(f"seeds must be at least 1, got {seeds}")
     task = task_of(config)
     chosen = select(methods, task.multilabel)
     registry = Registry(config["registry"]["root"])
-    known = {(_method_of(e), config_hash(e.config)): e for e in registry.entries(tag=ABLATION_TAG)}
+    known = known_entries(registry)
     trained: list[tuple[dict[str, Entry], dict[str, bool]]] = []
     with tqdm(total=seeds * len(chosen.methods), desc="ablation runs", unit="run", disable=not progress) as bar:
         for seed in range(seeds):
@@ -539,8 +469,8 @@ def run_ablation(config: Mapping[str, Any], seeds: int = 3, out_dir: str | Path 
     constants = [constant_predictor(name, make()) for name, make in (
         ("center_bias", lambda: center_bias_map(config["data"]["h5"], "train")),
         ("uniform", lambda: uniform_map(loader.dataset.canvas))) if name in chosen.saliency]
-    records, left_out = baseline_predictors(loader.dataset, bootstrap_seed,
-                                            [name for name in BASELINES if name in chosen.saliency])
+    chosen, left_out = with_supported_baselines(chosen, loader.dataset)
+    records, _ = baseline_predictors(loader.dataset, bootstrap_seed, chosen.saliency)
     constants = [*records, *constants]
     out = Path(out_dir)
     gallery = Gallery(out)

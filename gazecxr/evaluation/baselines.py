@@ -37,7 +37,8 @@ TRUNCATE = 4.0
 """Gaussian truncation of the prior's blur, in σ."""
 
 __all__ = ["BASELINES", "CHEST_BOX_PRIOR", "LUNG_PRIOR", "OTHER_IMAGE_GAZE", "baseline_predictors",
-           "chest_box_prior_map", "convex_hull_mask", "derangement", "lung_prior_map", "map_into_region"]
+           "chest_box_prior_map", "convex_hull_mask", "derangement", "lung_prior_map", "map_into_region",
+           "supported_baselines"]
 
 
 # ----------------------------------------------------------------------------- maps
@@ -226,26 +227,33 @@ def _record_predictor(name: str, maps: Callable[[Sequence[int]], list[np.ndarray
     return predict
 
 
+def supported_baselines(dataset: GazeCXRDataset, names: Sequence[str] = BASELINES) -> tuple[tuple[str, ...], list[str]]:
+    """The record baselines of ``names`` that ``dataset``'s files can have (in `BASELINES` order), and a
+    note for each one left out: ``lung_prior`` needs lung masks (EGD-CXR), ``chest_box_prior`` the REFLACX
+    chest boxes, ``other_image_gaze`` at least 2 images. The one place that decides which baseline rows a
+    report (evaluation or ablation) has."""
+    files = [dataset._h5(k) for k in range(len(dataset.h5_paths))]
+    paths = [str(p) for p in dataset.h5_paths]
+    why_not = {
+        OTHER_IMAGE_GAZE: None if len(dataset) >= 2 else "the split has fewer than 2 images",
+        LUNG_PRIOR: None if any("lung_mask" in f for f in files)
+        else f"no lung masks in {paths} (EGD-CXR ships them; REFLACX does not)",
+        CHEST_BOX_PRIOR: None if any("reading_chest_box" in f for f in files)
+        else f"no chest bounding boxes in {paths} (REFLACX readings only)",
+    }
+    wanted = [name for name in BASELINES if name in names]
+    return (tuple(name for name in wanted if why_not[name] is None),
+            [f"{name} left out: {why_not[name]}" for name in wanted if why_not[name] is not None])
+
+
 def baseline_predictors(dataset: GazeCXRDataset, seed: int = 0,
                         names: Sequence[str] = BASELINES) -> tuple[list[Predictor], list[str]]:
-    """The record baselines ``names`` that ``dataset`` supports, and a note for each one left out (no lung
-    masks, no chest boxes, fewer than 2 images)."""
-    predictors, notes = [], []
-    if OTHER_IMAGE_GAZE in names:
-        if len(dataset) >= 2:
-            predictors.append(_other_image_gaze(dataset, seed))
-        else:
-            notes.append(f"{OTHER_IMAGE_GAZE} left out: the split has fewer than 2 images")
-    if LUNG_PRIOR in names:
-        if any("lung_mask" in dataset._h5(k) for k in range(len(dataset.h5_paths))):
-            predictors.append(_lung_prior(dataset))
-        else:
-            notes.append(f"{LUNG_PRIOR} left out: no lung masks in {[str(p) for p in dataset.h5_paths]} "
-                         "(EGD-CXR ships them; REFLACX does not)")
-    if CHEST_BOX_PRIOR in names:
-        if any("reading_chest_box" in dataset._h5(k) for k in range(len(dataset.h5_paths))):
-            predictors.append(_chest_box_prior(dataset))
-        else:
-            notes.append(f"{CHEST_BOX_PRIOR} left out: no chest bounding boxes in "
-                         f"{[str(p) for p in dataset.h5_paths]} (REFLACX readings only)")
-    return predictors, notes
+    """The predictors of the record baselines ``names`` that ``dataset`` supports (`supported_baselines`),
+    and a note for each one left out."""
+    supported, notes = supported_baselines(dataset, names)
+    makers: dict[str, Callable[[], Predictor]] = {
+        OTHER_IMAGE_GAZE: lambda: _other_image_gaze(dataset, seed),
+        LUNG_PRIOR: lambda: _lung_prior(dataset),
+        CHEST_BOX_PRIOR: lambda: _chest_box_prior(dataset),
+    }
+    return [makers[name]() for name in supported], notes

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from gazecxr import __version__
+from gazecxr.config.errors import InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.artifacts import (
     json_safe,
@@ -260,12 +261,12 @@ def evaluate_findings(config: Mapping[str, Any], checkpoint: str = "best", out_d
     model = model.to(device)
     task, thresholds = task_from_record(lineage[0].architecture.get("task"))
     if not task.multilabel:
-        raise ValueError(f"checkpoint {lineage[0].id} is not a multi-label model (task {task.name!r})")
+        raise InputError(f"checkpoint {lineage[0].id} is not a multi-label model (task {task.name!r})")
     loader = make_loader(config, split, int(config["train"]["batch_size"]), train=False, device=device,
                          labelled_only=True)
     dataset: GazeCXRDataset = loader.dataset
     if lineage[0].architecture.get("input_size") != list(dataset.canvas):
-        raise ValueError(f"checkpoint {lineage[0].id} was made for input size "
+        raise InputError(f"checkpoint {lineage[0].id} was made for input size "
                          f"{lineage[0].architecture.get('input_size')}, but {config['data']['h5']} holds "
                          f"{list(dataset.canvas)} images")
     out = collect(model, task, loader, device, progress)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from gazecxr.config.errors import InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.metrics import fixation_pixels
 
@@ -28,7 +29,7 @@ class SplitFixations:
 
     def __init__(self, dataset: GazeCXRDataset):
         if not dataset.has_fixations:
-            raise ValueError(f"{dataset.h5_path}: the file stores no fixations (re-convert it to add them)")
+            raise InputError(f"{dataset.h5_path}: the file stores no fixations (re-convert it to add them)")
         self.shape: tuple[int, int] = tuple(dataset.canvas)
         size = self.shape[0] * self.shape[1]
         self.pixels: dict[int, np.ndarray] = {}
@@ -39,7 +40,7 @@ class SplitFixations:
             try:
                 rows, cols = fixation_pixels(dataset.fixations(row), self.shape)
             except ValueError as err:
-                raise ValueError(f"{dataset.h5_path}, record {row} ({dicom_id}): {err}") from err
+                raise InputError(f"{dataset.h5_path}, record {row} ({dicom_id}): {err}") from err
             self.pixels[row] = rows * self.shape[1] + cols
             self.image_of[row] = str(dicom_id)
             self.total += np.bincount(self.pixels[row], minlength=size)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gazecxr.config.errors import InputError
 from gazecxr.data.gaze_maps import fixation_duration_map
 from gazecxr.evaluation.method_outputs import MethodOutputs, Predictor, uses_gaze
 from gazecxr.models.cooperative import freeze
@@ -63,7 +64,7 @@ _PREDICTORS = {"mtunet": mtunet_predictor, "irnetv2": classifier_predictor, "gaz
 def peer_entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.device) -> Predictor:
     """The model of a peer-method entry (`PEER_METHODS`) as method ``name``, frozen on ``device``."""
     if entry.stage not in PEER_METHODS:
-        raise ValueError(f"checkpoint {entry.id} is a {entry.stage!r} entry, not one of {list(PEER_METHODS)}")
+        raise InputError(f"checkpoint {entry.id} is a {entry.stage!r} entry, not one of {list(PEER_METHODS)}")
     state, entry = registry.load(entry.id, stage=entry.stage)
     net = freeze(build_module(entry, entry.stage, state)).to(device)
     return _PREDICTORS[entry.stage](name, net)

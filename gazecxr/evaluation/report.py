@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
+from gazecxr.config.errors import InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.provenance import is_synthetic_attrs
 from gazecxr.evaluation.anatomy_report import AnatomyShares
@@ -140,7 +141,7 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
     dataset: GazeCXRDataset = loader.dataset
     recorded = SplitFixations(dataset) if dataset.has_fixations else None
     if recorded is None and any(getattr(p, "uses_gaze", False) for p in predictors):
-        raise ValueError(f"{dataset.h5_path} stores no fixations, but a method needs test-time gaze")
+        raise InputError(f"{dataset.h5_path} stores no fixations, but a method needs test-time gaze")
     for batch in tqdm(loader, desc=f"evaluate {dataset.split}", unit="batch", disable=not progress):
         images = batch["image"].to(device)
         gt = batch["heatmap"][:, 0].double().numpy()
@@ -337,7 +338,7 @@ def evaluate(config: Mapping[str, Any], checkpoint: str = "best", out_dir: str |
     size = list(dataset.canvas)
     made_for = lineage[0].architecture.get("input_size")
     if made_for != size:
-        raise ValueError(f"checkpoint {lineage[0].id} was made for input size {made_for}, "
+        raise InputError(f"checkpoint {lineage[0].id} was made for input size {made_for}, "
                          f"but {config['data']['h5']} holds {size} images")
     baselines, skipped = best_baselines(registry, size)
     record_baselines, left_out = baseline_predictors(dataset, seed)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gazecxr.config.errors import InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.method_outputs import MethodOutputs, Predictor
 from gazecxr.evaluation.peer_predictors import peer_entry_predictor
@@ -65,13 +66,13 @@ def center_bias_map(h5_path: str | Path | Sequence[str | Path], split: str = "tr
     if not isinstance(h5_path, (str, Path)):
         dataset = GazeCXRDataset(h5_path, split)
         if not len(dataset):
-            raise ValueError(f"{[str(p) for p in h5_path]}: the {split!r} split is empty; no centre-bias map")
+            raise InputError(f"{[str(p) for p in h5_path]}: the {split!r} split is empty; no centre-bias map")
         total = sum(dataset[i]["heatmap"][0].double().numpy() for i in range(len(dataset)))
         return total / total.sum()
     with h5py.File(h5_path, "r") as f:
         rows = np.flatnonzero(f["split"].asstr()[:] == split)
         if rows.size == 0:
-            raise ValueError(f"{h5_path}: the {split!r} split is empty; no centre-bias map")
+            raise InputError(f"{h5_path}: the {split!r} split is empty; no centre-bias map")
         total = np.zeros(f["heatmap"].shape[1:], dtype=np.float64)
         for start in range(0, rows.size, _CHUNK):
             maps = f["heatmap"][rows[start:start + _CHUNK]].astype(np.float64)
@@ -209,4 +210,4 @@ def entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.d
                                     probabilities=probabilities)
     if entry.stage in ("mtunet", "gazegnn", "irnetv2"):  # peer methods (gazegnn: a `uses_gaze` predictor)
         return peer_entry_predictor(registry, entry, name, device)
-    raise ValueError(f"checkpoint {entry.id}: no predictor for stage {entry.stage!r}")
+    raise InputError(f"checkpoint {entry.id}: no predictor for stage {entry.stage!r}")

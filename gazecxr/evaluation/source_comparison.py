@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
 from gazecxr.config import add_config_arguments, load_config
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.comparisons import add_bootstrap_arguments
@@ -183,6 +183,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog_name("python -m gazecxr.evaluation.source_comparison"),
                                      description=__doc__.split("\n\n")[0])
@@ -196,13 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     add_bootstrap_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        result = compare(config, args.egd, args.reflacx, args.out, args.variant, progress=not args.quiet,
-                         bootstrap=args.bootstrap, seed=args.bootstrap_seed)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    config = load_config(args.config, args.overrides)
+    result = compare(config, args.egd, args.reflacx, args.out, args.variant, progress=not args.quiet,
+                     bootstrap=args.bootstrap, seed=args.bootstrap_seed)
     print(markdown(result))
     return 0
 

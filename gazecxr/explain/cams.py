@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gazecxr.config.errors import MissingExtraError
 from gazecxr.models.densenet import DenseNetEncoder
 from gazecxr.models.multitask_detector import ClassificationView
 from gazecxr.models.timm_classifier import TimmClassifier
@@ -102,8 +103,8 @@ def _cam_class(method: str) -> type:
     try:
         import pytorch_grad_cam
     except ImportError as err:
-        raise ImportError("the explanation methods need pytorch-grad-cam: pip install 'gazecxr[explain]' "
-                          "(or pip install grad-cam)") from err
+        raise MissingExtraError("the explanation methods need pytorch-grad-cam: pip install 'gazecxr[explain]' "
+                                "(or pip install grad-cam)") from err
     return getattr(pytorch_grad_cam, METHODS[method])
 
 

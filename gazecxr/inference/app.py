@@ -21,7 +21,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from gazecxr.cli.options import add_checkpoint_argument, add_checkpoints_argument, prog_name
+from gazecxr.cli.options import add_checkpoint_argument, add_checkpoints_argument, prog_name, run_main
+from gazecxr.config.errors import InputError, MissingExtraError
 from gazecxr.data.dataset import SPLITS, GazeCXRDataset
 from gazecxr.data.images import read_radiograph
 from gazecxr.data.provenance import SYNTHETIC_NOTICE, is_synthetic_h5
@@ -83,7 +84,7 @@ class Viewer:
 
     def predictor(self, entry_id: str) -> BasePredictor:
         if not entry_id:
-            raise ValueError("no checkpoint chosen: train a model first (stages.stage1/2/3) or pass --checkpoints")
+            raise InputError("no checkpoint chosen: train a model first (stages.stage1/2/3) or pass --checkpoints")
         if entry_id not in self._predictors:
             self._predictors[entry_id] = load_predictor(self.registry.root, run=entry_id, device=self.device)
         return self._predictors[entry_id]
@@ -135,13 +136,13 @@ class Viewer:
         try:
             dataset = self.dataset(h5, split)
             if len(dataset) == 0:
-                raise ValueError(f"{h5}: the {split!r} split is empty")
+                raise InputError(f"{h5}: the {split!r} split is empty")
             i = int(position)
             if not 0 <= i < len(dataset):
-                raise ValueError(f"record {i} out of range: the {split!r} split has {len(dataset)} records (0…{len(dataset) - 1})")
+                raise InputError(f"record {i} out of range: the {split!r} split has {len(dataset)} records (0…{len(dataset) - 1})")
             predictor = self.predictor(entry_id)
             if tuple(dataset.canvas) != predictor.input_size:
-                raise ValueError(f"{h5} holds {list(dataset.canvas)} images, the model was trained at "
+                raise InputError(f"{h5} holds {list(dataset.canvas)} images, the model was trained at "
                                  f"{list(predictor.input_size)}")
             sample = dataset[i]
             image, gt = sample["image"][0].numpy(), sample["heatmap"][0].numpy().astype(np.float64)
@@ -250,21 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Start the app and serve until interrupted; returns the exit status."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
-    except ImportError:
-        print("error: the app needs Gradio: pip install -e '.[app]'", file=sys.stderr)
-        return 2
-    try:
-        viewer = Viewer(args.checkpoints, args.device)
-        app = build_app(viewer, args.h5, args.checkpoint)
-    except (LookupError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ImportError as err:
+        raise MissingExtraError("the app needs Gradio: pip install -e '.[app]'") from err
+    viewer = Viewer(args.checkpoints, args.device)
+    app = build_app(viewer, args.h5, args.checkpoint)
     print(f"gazecxr viewer on http://{args.host}:{args.port}", flush=True)
     app.launch(server_name=args.host, server_port=args.port, share=False, show_error=False,
                inbrowser=False, quiet=True, theme=app_theme())

@@ -37,6 +37,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from gazecxr.config.errors import InputError, InputNotFoundError
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.images import DICOM_SUFFIXES, RASTER_SUFFIXES, read_radiograph
 from gazecxr.inference.predictor import BasePredictor, write_atomic
@@ -76,7 +77,7 @@ def list_inputs(path: str | os.PathLike) -> list[tuple[str, Path]]:
         names = [line for line in lines if line and not line.startswith("#")]
         pairs = [(name, Path(name) if Path(name).is_absolute() else path.parent / name) for name in names]
     else:
-        raise FileNotFoundError(f"{path}: no such input list file or directory")
+        raise InputNotFoundError(f"{path}: no such input list file or directory")
     first: dict[str, Path] = {}
     for source, file in pairs:
         first.setdefault(source, file)
@@ -167,7 +168,7 @@ def reconcile(out: Path, classes: Sequence[str]) -> list[dict[str, str]]:
     main = out / CSV_NAME
     rows = _read_rows(main)
     if rows and list(rows[0]) != columns:
-        raise ValueError(f"{main}: columns {list(rows[0])} do not match this model's {columns}; "
+        raise InputError(f"{main}: columns {list(rows[0])} do not match this model's {columns}; "
                          "use another --out for another model")
     known = {row["source"] for row in rows}
     added: list[dict[str, str]] = []
@@ -249,7 +250,7 @@ def predict_archive(predictor: BasePredictor, inputs: str | os.PathLike, out: st
     """Predict every image of ``inputs`` (see `list_inputs`) into ``out`` (see the module doc),
     skipping images a previous run already wrote; under ``torchrun`` each rank takes its share."""
     if batch_size < 1 or workers < 0:
-        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+        raise InputError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
     out = Path(out)
     items = list_inputs(inputs)
     ctx = distributed.setup("cpu")

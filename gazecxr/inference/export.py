@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from gazecxr import __version__
-from gazecxr.cli.options import prog_name
+from gazecxr.cli.options import prog_name, run_main
+from gazecxr.config.errors import CheckFailedError
 from gazecxr.data.geometry import Letterbox
 from gazecxr.inference.onnx_backend import (
     INPUT_NAME,
@@ -193,7 +194,7 @@ def export_onnx(checkpoints: str | os.PathLike, run: str, out: str | os.PathLike
         add_metadata(tmp, metadata)
         check = verify(graph, open_session(tmp), canvases)
         if not check.passed:
-            raise RuntimeError(
+            raise CheckFailedError(
                 f"the ONNX export of {entry.id} does not match PyTorch: probabilities differ by up to "
                 f"{check.probabilities_max_abs_diff:.3g} (limit {PROBABILITY_TOLERANCE}), saliency Pearson "
                 f"{check.saliency_min_pearson:.6f} (minimum {SALIENCY_MIN_PEARSON}); {out} was not written")
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 verification or quantisation failed, 2 setup error)."""
     parser = build_parser()
@@ -257,14 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main_pretrained(args)
     if args.synthetic or args.evaluation or args.overwrite:
         parser.error("--synthetic, --evaluation and --overwrite apply to --format pretrained")
-    try:
-        result = export_onnx(args.checkpoints, args.checkpoint, args.out, args.exporter)
-    except (LookupError, ValueError, OSError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = export_onnx(args.checkpoints, args.checkpoint, args.out, args.exporter)
     summary: dict[str, Any] = {"export": result.to_dict()}
     check = result.verification
     print(f"wrote {result.path} ({result.bytes / 2**20:.1f} MiB) from {result.checkpoint}: probabilities max abs diff "
@@ -284,15 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main_pretrained(args: argparse.Namespace) -> int:
     synthetic = None if args.synthetic is None else args.synthetic == "yes"
-    try:
-        result = export_pretrained(args.checkpoints, args.checkpoint, args.out, synthetic=synthetic,
-                                   evaluation=args.evaluation, overwrite=args.overwrite)
-    except (LookupError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = export_pretrained(args.checkpoints, args.checkpoint, args.out, synthetic=synthetic,
+                               evaluation=args.evaluation, overwrite=args.overwrite)
     print(f"wrote {result.path} ({', '.join(result.files)}) from {result.checkpoint}; re-read and checked "
           "to give the checkpoint's outputs exactly", file=sys.stderr)
     print(json.dumps({"export": result.to_dict()}, indent=2))

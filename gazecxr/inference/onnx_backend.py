@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gazecxr.config.errors import InputError, InputNotFoundError, MissingExtraError, UnavailableDeviceError
 from gazecxr.inference.predictor import BasePredictor, checked_task
 
 INPUT_NAME = "image"
@@ -36,8 +37,8 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as err:
-        raise ImportError("the ONNX Runtime backend needs the [onnx] extra: pip install 'gazecxr[onnx]' "
-                          f"(onnxruntime could not be imported: {err})") from err
+        raise MissingExtraError("the ONNX Runtime backend needs the [onnx] extra: pip install 'gazecxr[onnx]' "
+                                f"(onnxruntime could not be imported: {err})") from err
     return onnxruntime
 
 
@@ -66,10 +67,10 @@ def providers_for(device: str | None) -> list[str]:
         return ["CPUExecutionProvider"]
     if name.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError(f"device {name!r}: this onnxruntime has no CUDA provider "
-                               f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+            raise UnavailableDeviceError(f"device {name!r}: this onnxruntime has no CUDA provider "
+                                         f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise ValueError(f"unknown device {name!r} for the ONNX Runtime backend; use cpu or cuda")
+    raise InputError(f"unknown device {name!r} for the ONNX Runtime backend; use cpu or cuda")
 
 
 def open_session(path: str | os.PathLike, device: str | None = None, threads: int | None = None,
@@ -78,12 +79,12 @@ def open_session(path: str | os.PathLike, device: str | None = None, threads: in
     ort = import_onnxruntime()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX model file (write one with python -m gazecxr.inference.export)")
+        raise InputNotFoundError(f"{path}: no such ONNX model file (write one with python -m gazecxr.inference.export)")
     options, providers = session_options(threads, optimization), providers_for(device)
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for unreadable models
-        raise ValueError(f"{path}: not a loadable ONNX model ({type(err).__name__}: {err})") from err
+        raise InputError(f"{path}: not a loadable ONNX model ({type(err).__name__}: {err})") from err
 
 
 def read_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
@@ -91,10 +92,10 @@ def read_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
     raw: Mapping[str, str] = session.get_modelmeta().custom_metadata_map
     missing = [key for key in REQUIRED_METADATA if key not in raw]
     if missing:
-        raise ValueError(f"{path}: no gazecxr metadata {missing}; was it written by python -m gazecxr.inference.export?")
+        raise InputError(f"{path}: no gazecxr metadata {missing}; was it written by python -m gazecxr.inference.export?")
     names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
     if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
-        raise ValueError(f"{path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, got {names}")
+        raise InputError(f"{path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, got {names}")
     return {key: json.loads(value) if key in (META_INPUT_SIZE, META_CLASSES, META_LINEAGE, META_TASK) else value
             for key, value in raw.items() if key.startswith("gazecxr.")}
 
@@ -107,7 +108,7 @@ class OnnxPredictor(BasePredictor):
     def __init__(self, session: Any, path: Path, metadata: Mapping[str, Any]) -> None:
         task, thresholds = checked_task(metadata.get(META_TASK), str(path))
         if list(task.names) != list(metadata[META_CLASSES]):
-            raise ValueError(f"{path}: class names {metadata[META_CLASSES]} do not match its task's {list(task.names)}")
+            raise InputError(f"{path}: class names {metadata[META_CLASSES]} do not match its task's {list(task.names)}")
         super().__init__(metadata[META_CHECKPOINT], tuple(metadata[META_INPUT_SIZE]), task=task, thresholds=thresholds)
         self.session = session
         self.path = path
@@ -132,7 +133,7 @@ def load_onnx_predictor(path: str | os.PathLike, run: str | None = None, device:
     session = open_session(path, None if device is None else str(device), threads)
     metadata = read_metadata(session, path)
     if run is not None and not metadata[META_CHECKPOINT].startswith(run):
-        raise ValueError(f"{path} holds checkpoint {metadata[META_CHECKPOINT]}, not {run!r}")
+        raise InputError(f"{path} holds checkpoint {metadata[META_CHECKPOINT]}, not {run!r}")
     return OnnxPredictor(session, path, metadata)
 
 

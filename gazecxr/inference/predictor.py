@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gazecxr import CLASS_NAMES
+from gazecxr.config.errors import InputError
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.images import read_radiograph, scale_to_unit
 from gazecxr.explain.gradcam import gradcam_from_tap
@@ -87,17 +88,17 @@ def _prepare(item: Any, index: int, canvas: tuple[int, int]) -> _Prepared:
     elif isinstance(item, np.ndarray):
         source = f"array[{index}]"
         if item.ndim != 2:
-            raise ValueError(f"{source}: expected a 2-D greyscale image, got an array of shape {item.shape}")
+            raise InputError(f"{source}: expected a 2-D greyscale image, got an array of shape {item.shape}")
         if item.size == 0:
-            raise ValueError(f"{source}: empty array of shape {item.shape}")
+            raise InputError(f"{source}: empty array of shape {item.shape}")
         if not (np.issubdtype(item.dtype, np.integer) or np.issubdtype(item.dtype, np.floating)
                 or item.dtype == np.bool_):
-            raise ValueError(f"{source}: unsupported array dtype {item.dtype}; expected integers or floats")
+            raise InputError(f"{source}: unsupported array dtype {item.dtype}; expected integers or floats")
         if not np.isfinite(item).all():
-            raise ValueError(f"{source}: array contains NaN or infinite values")
+            raise InputError(f"{source}: array contains NaN or infinite values")
         image = scale_to_unit(item)
     else:
-        raise ValueError(f"input[{index}]: unsupported type {type(item).__name__}; "
+        raise InputError(f"input[{index}]: unsupported type {type(item).__name__}; "
                          "expected a path (.dcm, .png, .jpg) or a 2-D numpy array")
     return _Prepared(source, image, Letterbox.fit(image.shape, canvas))
 
@@ -132,7 +133,7 @@ class BasePredictor:
         the model ``batch_size`` images at a time. Raises ValueError naming a bad input.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         self._check_gradcam(gradcam)
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
@@ -168,7 +169,7 @@ class BasePredictor:
 
     def _check_gradcam(self, gradcam: bool) -> None:
         if gradcam and not self.supports_gradcam:
-            raise ValueError(f"Grad-CAM needs the PyTorch backend (it back-propagates through the DenseNet); "
+            raise InputError(f"Grad-CAM needs the PyTorch backend (it back-propagates through the DenseNet); "
                              f"this predictor runs on {self.backend}. Use backend='pytorch' for Grad-CAM.")
 
 
@@ -206,7 +207,7 @@ def entry_input_size(entry: Entry) -> tuple[int, int]:
     """The (height, width) a registry entry's model was trained at; ValueError when not recorded."""
     size = entry.architecture.get("input_size")
     if not (isinstance(size, list) and len(size) == 2):
-        raise ValueError(f"checkpoint {entry.id} records no input_size [height, width] in its architecture")
+        raise InputError(f"checkpoint {entry.id} records no input_size [height, width] in its architecture")
     return int(size[0]), int(size[1])
 
 
@@ -214,7 +215,7 @@ def checked_task(record: dict[str, Any] | None, what: str) -> tuple[TaskSpec, np
     """The task and thresholds of a stored task record; a multi-label task must have thresholds."""
     task, thresholds = task_from_record(record)
     if task.multilabel and thresholds is None:
-        raise ValueError(f"{what} is a multi-label model but records no decision thresholds")
+        raise InputError(f"{what} is a multi-label model but records no decision thresholds")
     return task, thresholds
 
 

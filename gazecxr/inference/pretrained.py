@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from gazecxr import __version__
+from gazecxr.config.errors import CheckFailedError, InputError, OutputExistsError, UnknownReferenceError
 from gazecxr.data.provenance import is_synthetic_h5
 from gazecxr.inference.predictor import PREPROCESSING, Predictor, checked_task, entry_input_size
 from gazecxr.models.cooperative import GazeCXRModel
@@ -95,7 +96,7 @@ def _section(lineage: Sequence[Entry], key: str, stage: str) -> dict[str, Any]:
     for entry in lineage:
         if entry.stage == stage and key in entry.architecture:
             return offline_section(entry.architecture[key])
-    raise ValueError(f"checkpoint {lineage[0].id}: its lineage has no {stage} entry with a {key!r} section")
+    raise InputError(f"checkpoint {lineage[0].id}: its lineage has no {stage} entry with a {key!r} section")
 
 
 def training_data_synthetic(lineage: Sequence[Entry]) -> bool | None:
@@ -282,13 +283,13 @@ def check_round_trip(model: GazeCXRModel, directory: Path, input_size: tuple[int
     got = loaded.state_dict()
     differing = [k for k, v in expected.items() if k not in got or not torch.equal(got[k].cpu(), v.cpu())]
     if differing or set(got) != set(expected):
-        raise RuntimeError(f"{directory}: the written weights differ from the checkpoint's ({differing[:5]})")
+        raise CheckFailedError(f"{directory}: the written weights differ from the checkpoint's ({differing[:5]})")
     images = torch.rand(2, 1, *input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = model.cpu().eval()(images), loaded(images)
     for key in ("saliency_logits", "class_logits"):
         if not torch.equal(a[key], b[key]):
-            raise RuntimeError(f"{directory}: the re-read model's {key} differ from the checkpoint's")
+            raise CheckFailedError(f"{directory}: the re-read model's {key} differ from the checkpoint's")
 
 
 def export_pretrained(checkpoints: str | os.PathLike, run: str, out: str | os.PathLike,
@@ -303,20 +304,20 @@ def export_pretrained(checkpoints: str | os.PathLike, run: str, out: str | os.Pa
     """
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite to replace it")
+        raise OutputExistsError(f"{out} exists; pass overwrite to replace it")
     registry = Registry(checkpoints)
     model, lineage = load_full_model(registry, run)
     entry = lineage[0]
     found = training_data_synthetic(lineage)
     if found is not None and synthetic is not None and found != synthetic:
-        raise ValueError(f"checkpoint {entry.id}: its training data are {'synthetic' if found else 'not synthetic'} "
+        raise InputError(f"checkpoint {entry.id}: its training data are {'synthetic' if found else 'not synthetic'} "
                          f"(HDF5 attribute), but synthetic={synthetic} was given")
     metrics = None
     if evaluation is not None:
         try:
             metrics = json.loads(Path(evaluation).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"evaluation metrics {evaluation}: {err}") from None
+            raise InputError(f"evaluation metrics {evaluation}: {err}") from None
     config = pretrained_config(lineage, found if found is not None else synthetic, metrics)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -348,7 +349,7 @@ def load_pretrained_predictor(directory: str | os.PathLike, run: str | None = No
     of) the registry id recorded in it."""
     config = read_pretrained_config(directory)
     if run is not None and run not in ("best", "latest") and not str(config["checkpoint"]).startswith(run):
-        raise LookupError(f"{directory} holds checkpoint {config['checkpoint']}, not {run!r}")
+        raise UnknownReferenceError(f"{directory} holds checkpoint {config['checkpoint']}, not {run!r}")
     task, thresholds = checked_task(config["task"], f"pretrained folder {directory}")
     model = GazeCXRModel.from_pretrained(directory)
     target = resolve_device("auto" if device is None else str(device))

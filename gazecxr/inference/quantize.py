@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from gazecxr.config.errors import InputError
 from gazecxr.data.geometry import Letterbox
 from gazecxr.inference.onnx_backend import (
     INPUT_NAME,
@@ -54,10 +55,10 @@ def calibration_canvases(h5: str | os.PathLike, count: int, input_size: tuple[in
     """The first ``count`` images of the HDF5 file as (count, H, W) canvases of ``input_size``."""
     with h5py.File(h5, "r") as file:
         if "image" not in file:
-            raise ValueError(f"{h5}: no 'image' dataset; expected a file written by the gazecxr converter")
+            raise InputError(f"{h5}: no 'image' dataset; expected a file written by the gazecxr converter")
         images = file["image"][:count].astype(np.float32)
     if len(images) < count:
-        raise ValueError(f"{h5}: {len(images)} images, {count} needed (calibration + held-out)")
+        raise InputError(f"{h5}: {len(images)} images, {count} needed (calibration + held-out)")
     if images.shape[1:] == tuple(input_size):
         return images
     return np.stack([Letterbox.fit(image.shape, input_size).image_to_canvas(image) for image in images])
@@ -113,7 +114,7 @@ def quantize_int8(model: str | os.PathLike, h5: str | os.PathLike, calibration_i
     writes `int8_path` only when the result is kept."""
 
     if calibration_images < 1:
-        raise ValueError(f"calibration_images must be >= 1, got {calibration_images}")
+        raise InputError(f"calibration_images must be >= 1, got {calibration_images}")
     model = Path(model)
     float_session = open_session(model)
     metadata = read_metadata(float_session, model)

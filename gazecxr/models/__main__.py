@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gazecxr.cli.options import prog_name
-from gazecxr.config import ConfigError, add_config_arguments, load_config
+from gazecxr.cli.options import prog_name, run_main
+from gazecxr.config import add_config_arguments, load_config
 from gazecxr.models.factory import create_model
 
 PEER_TITLES = {"mtunet": "MT-UNet (classification + saliency)", "irnetv2": "Inception-ResNet-v2 (timm)",
@@ -50,6 +50,7 @@ def parameter_summary(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+@run_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog_name("python -m gazecxr.models"),
@@ -60,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(summary)
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    try:
-        rows = parameter_summary(load_config(args.config, args.overrides))
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rows = parameter_summary(load_config(args.config, args.overrides))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

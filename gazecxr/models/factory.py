@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from gazecxr.config.errors import ConfigError
+
 ModelT = TypeVar("ModelT", bound=Callable[..., nn.Module])
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -38,21 +40,21 @@ def model_keys(name: str) -> list[str]:
 def create_model(section: Mapping[str, Any]) -> nn.Module:
     """Build the model `section["name"]`; every other key of `section` is a constructor keyword argument.
 
-    Raises ValueError naming the valid choices for an unknown model name or an unknown key.
+    Raises ConfigError (a ValueError) naming the valid choices for an unknown model name or an unknown key.
     """
     if "name" not in section:
-        raise ValueError(f"model section needs a 'name' key, one of {available_models()}")
+        raise ConfigError(f"model section needs a 'name' key, one of {available_models()}")
     kwargs = dict(section)
     name = kwargs.pop("name")
     constructor = _constructor(name)
     valid = model_keys(name)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} for model {name!r}; valid keys: {['name', *valid]}")
+        raise ConfigError(f"unknown key(s) {unknown} for model {name!r}; valid keys: {['name', *valid]}")
     return constructor(**kwargs)
 
 
 def _constructor(name: str) -> Callable[..., nn.Module]:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; valid names: {available_models()}")
+        raise ConfigError(f"unknown model {name!r}; valid names: {available_models()}")
     return _REGISTRY[name]

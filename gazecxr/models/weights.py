@@ -21,6 +21,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from gazecxr.config.errors import InputError
+
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
@@ -31,7 +33,7 @@ STRUCTURE_KEY = "gazecxr.structure"
 _TENSOR_REF = "$tensor"
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(InputError):
     """A weights file or pretrained folder that cannot be read: missing, not safetensors, malformed."""
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gazecxr.config.errors import ConfigError
 from gazecxr.data.sources.chexpert import FINDINGS as CHEXPERT_FINDINGS
 from gazecxr.data.sources.chexpert import UNCERTAINTY_POLICIES, apply_uncertainty
 from gazecxr.data.sources.nih14 import FINDINGS as NIH_FINDINGS
@@ -113,7 +114,7 @@ class CheXpert14(DatasetFindings):
 
     def __post_init__(self) -> None:
         if self.uncertainty not in UNCERTAINTY_POLICIES:
-            raise ValueError(f"task.uncertainty must be one of {list(UNCERTAINTY_POLICIES)}; got {self.uncertainty!r}")
+            raise ConfigError(f"task.uncertainty must be one of {list(UNCERTAINTY_POLICIES)}; got {self.uncertainty!r}")
         super().__post_init__()
 
     def stored_values(self, values: np.ndarray) -> np.ndarray:
@@ -132,7 +133,7 @@ class VinDrFindings(DatasetFindings):
 
     def __post_init__(self) -> None:
         if not 0 < self.min_fraction <= 1:
-            raise ValueError(f"task.min_fraction must lie in (0, 1]; got {self.min_fraction!r}")
+            raise ConfigError(f"task.min_fraction must lie in (0, 1]; got {self.min_fraction!r}")
         if self.label_set is not None:
             object.__setattr__(self, "label_set", tuple(str(n) for n in self.label_set))
         super().__post_init__()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazecxr import CLASS_NAMES
+from gazecxr.config.errors import ConfigError, InputError
 from gazecxr.data.sources.reflacx_format import LABELS, PRESENT_CERTAINTY
 from gazecxr.losses import make_metric_loss
 from gazecxr.losses.multilabel import JaccardSupConLoss
@@ -72,12 +73,12 @@ def create_task(section: Mapping[str, Any] | None = None) -> TaskSpec:
     kwargs = dict(section or {})
     name = kwargs.pop("name", DEFAULT_TASK)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; valid names: {available_tasks()}")
+        raise ConfigError(f"unknown task {name!r}; valid names: {available_tasks()}")
     cls = _REGISTRY[name]
     valid = [p for p in inspect.signature(cls).parameters]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for task {name!r}; valid options: {['name', *valid]}")
+        raise ConfigError(f"unknown option(s) {unknown} for task {name!r}; valid options: {['name', *valid]}")
     return cls(**kwargs)
 
 
@@ -174,7 +175,7 @@ def task_columns(task: TaskSpec, stored: Any, label_names: Sequence[str], what: 
                          f"got {values.shape}")
     missing = [n for n in task.names if n not in columns]
     if missing:
-        raise ValueError(f"labels {missing} of task {task.name!r} are not among the stored labels {columns}")
+        raise InputError(f"labels {missing} of task {task.name!r} are not among the stored labels {columns}")
     return values[:, [columns.index(n) for n in task.names]]
 
 
@@ -184,7 +185,7 @@ def checked_pos_weight(pos_weight: Sequence[float] | None, names: Sequence[str])
         return None
     weights = tuple(float(w) for w in pos_weight)
     if len(weights) != len(names) or not all(np.isfinite(w) and w > 0 for w in weights):
-        raise ValueError(f"task.pos_weight must hold {len(names)} positive numbers, one per finding "
+        raise ConfigError(f"task.pos_weight must hold {len(names)} positive numbers, one per finding "
                          f"{list(names)}; got {list(pos_weight)}")
     return weights
 
@@ -210,7 +211,7 @@ class Findings(TaskSpec):
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 5:
-            raise ValueError(f"task.threshold must be a certainty in (0, 5]; got {self.threshold!r}")
+            raise ConfigError(f"task.threshold must be a certainty in (0, 5]; got {self.threshold!r}")
         object.__setattr__(self, "pos_weight", checked_pos_weight(self.pos_weight, self.names))
 
     @property
@@ -250,9 +251,9 @@ class Findings(TaskSpec):
         kwargs = dict(options)
         name = kwargs.pop("name", "supcon")
         if name != "supcon":
-            raise ValueError(f"contrastive loss {name!r} is not defined for multi-label task {self.name!r}; "
+            raise ConfigError(f"contrastive loss {name!r} is not defined for multi-label task {self.name!r}; "
                              "use 'supcon' (Jaccard-weighted supervised contrastive)")
         try:
             return JaccardSupConLoss(**kwargs)
         except TypeError as err:
-            raise ValueError(f"bad options {sorted(kwargs)} for contrastive loss 'supcon': {err}") from err
+            raise ConfigError(f"bad options {sorted(kwargs)} for contrastive loss 'supcon': {err}") from err

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from gazecxr.config.errors import InputError
 from gazecxr.models.cooperative import GazeCXRModel, freeze
 from gazecxr.models.factory import create_model
 from gazecxr.training.registry import Entry, Registry, check_state_compatible
@@ -26,8 +27,8 @@ def offline_section(section: Mapping[str, Any]) -> dict[str, Any]:
 def build_module(entry: Entry, key: str, state: Mapping[str, Any]) -> nn.Module:
     """The ``key`` module of ``entry`` built from its stored architecture, weights loaded."""
     if key not in entry.architecture or key not in state:
-        raise KeyError(f"checkpoint {entry.id} ({entry.stage}) has no {key!r} module; "
-                       f"it holds {sorted(state)}")
+        raise InputError(f"checkpoint {entry.id} ({entry.stage}) has no {key!r} module; "
+                         f"it holds {sorted(state)}")
     module = create_model(offline_section(entry.architecture[key]))
     weights = state[key]
     upgrade = getattr(module, "upgrade_state_dict", None)  # a network whose key layout changed maps old entries
@@ -54,7 +55,7 @@ def load_saliency(registry: Registry, ref: str, stage: str = "stage2") -> tuple[
     encoder = None
     if getattr(unet, "aux_channels", 0):
         if not entry.parents:
-            raise ValueError(f"checkpoint {entry.id} needs a DenseNet but records no stage-1 parent")
+            raise InputError(f"checkpoint {entry.id} needs a DenseNet but records no stage-1 parent")
         encoder, _ = load_encoder(registry, entry.parents[0])
     return unet, encoder, entry
 
@@ -76,7 +77,7 @@ def load_full_model(registry: Registry, ref: str = "best") -> tuple[GazeCXRModel
     classifier = build_module(entry, "classifier", state)
     unet, encoder, saliency_entry = load_saliency(registry, entry.parents[0])
     if encoder is None:
-        raise ValueError(f"checkpoint {entry.id}: its saliency model {saliency_entry.id} has no DenseNet branch")
+        raise InputError(f"checkpoint {entry.id}: its saliency model {saliency_entry.id} has no DenseNet branch")
     model = GazeCXRModel(encoder, unet, classifier)
     freeze(model)
     return model, registry.lineage(entry.id)
@@ -88,5 +89,5 @@ def _refuse_oracle(registry: Registry, ref: str) -> None:
     except LookupError:
         return
     if other.stage in ORACLE_STAGES:
-        raise ValueError(f"checkpoint {other.id} is a {other.stage} model: it needs the radiologist's gaze at test "
+        raise InputError(f"checkpoint {other.id} is a {other.stage} model: it needs the radiologist's gaze at test "
                          "time (an oracle comparison row), so gazecxr.predict does not serve it; give a stage-3 entry")

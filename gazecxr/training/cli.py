@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from functools import partial
 
-from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name
-from gazecxr.config import ConfigError, add_config_arguments, load_config
+from gazecxr.cli.options import add_checkpoints_argument, add_out_argument, checkpoints_override, prog_name, run_main
+from gazecxr.config import add_config_arguments, load_config
 from gazecxr.training.distributed import teardown
 from gazecxr.training.peers import PEER_METHODS, run_peer
 from gazecxr.training.stages import STAGES
@@ -57,6 +56,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(stage: str, argv: list[str] | None = None) -> int:
     """Parse arguments, run ``stage`` and print its registry entry as JSON."""
     args = build_parser(stage).parse_args(argv)
@@ -64,10 +64,9 @@ def main(stage: str, argv: list[str] | None = None) -> int:
         config = load_config(args.config, [*args.overrides, *checkpoints_override(args.checkpoints)])
         runner = partial(run_peer, args.method) if stage == "peer" else STAGES[stage]
         entry = runner(config, run_dir=args.out, resume=args.resume, progress=not args.quiet, tags=args.tags)
-    except (ConfigError, FileNotFoundError, FileExistsError, LookupError, ValueError) as err:
-        teardown(wait=False)
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except BaseException:
+        teardown(wait=False)  # leave the process group without waiting for ranks that carry on
+        raise
     teardown()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -17,6 +17,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from gazecxr.config.errors import InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.transforms import PairedAugment
 from gazecxr.tasks import task_of
@@ -87,7 +88,7 @@ def make_loader(
     if dataset is None:
         dataset = make_dataset(config, split, train if augment is None else augment, labelled_only)
     if len(dataset) == 0:
-        raise ValueError(f"{data['h5']}: the {split!r} split is empty")
+        raise InputError(f"{data['h5']}: the {split!r} split is empty")
     seed = int(config.get("seed", 0))
     generator = torch.Generator().manual_seed(seed) if train else None
     sampler: Sampler | None = None

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from gazecxr.config.errors import ConfigError, InputError, InputNotFoundError, OutputExistsError
 from gazecxr.training.distributed import (
     SINGLE,
     DistContext,
@@ -44,6 +45,8 @@ Batch = dict[str, Any]
 Outputs = dict[str, Tensor]
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+FALLBACK_MONITOR = "val_loss"
+"""Monitored (minimised) instead of a metric that is undefined (NaN) on the validation split."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,9 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.feature_cache not in CACHE_MODES:
-            raise ValueError(f"feature_cache must be one of {list(CACHE_MODES)}, got {self.feature_cache!r}")
+            raise ConfigError(f"feature_cache must be one of {list(CACHE_MODES)}, got {self.feature_cache!r}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "TrainSettings":
@@ -89,7 +92,7 @@ class TrainSettings:
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - valid)
         if unknown:
-            raise ValueError(f"unknown train setting(s) {unknown}; valid: {sorted(valid)}")
+            raise ConfigError(f"unknown train setting(s) {unknown}; valid: {sorted(valid)}")
         return cls(**section)
 
 
@@ -134,7 +137,7 @@ class Task(ABC):
 def concat_outputs(parts: list[Outputs]) -> Outputs:
     """Per-batch outputs joined along the sample dimension, on the CPU."""
     if not parts:
-        raise ValueError("no validation batches")
+        raise InputError("no validation batches")
     return {key: torch.cat([part[key].detach().cpu() for part in parts]) for key in parts[0]}
 
 
@@ -235,7 +238,7 @@ class Trainer:
         self.channels_last = settings.channels_last and self.device.type == "cuda"
         if settings.sync_batchnorm and dist.enabled:
             if self.device.type != "cuda":
-                raise ValueError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+                raise ConfigError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
             task.trainable = nn.SyncBatchNorm.convert_sync_batchnorm(task.trainable)
         for module in (task.trainable, *task.frozen):
             module.to(self.device)
@@ -268,6 +271,23 @@ class Trainer:
                     value = value.contiguous(memory_format=torch.channels_last)
             out[key] = value
         return out
+
+    def _fall_back(self, metrics: Mapping[str, float]) -> float:
+        """Switch early stopping and the best epoch to `FALLBACK_MONITOR` (minimised), with a warning saying
+        why, when the monitored metric is undefined (NaN) at the first epoch and the validation loss is
+        not; returns the value now monitored (NaN: nothing to fall back to)."""
+        fallback = metrics.get(FALLBACK_MONITOR, math.nan)
+        if self.monitor == FALLBACK_MONITOR or math.isnan(fallback):
+            return math.nan
+        if self.dist.is_main:
+            print(f"warning: {self.name}: the monitored metric {self.monitor} is undefined (NaN) on the validation "
+                  "split (an AUC needs positives and negatives: a split with one class only, e.g. a small file, "
+                  f"has none); early stopping and the best epoch use {FALLBACK_MONITOR} instead", file=sys.stderr)
+        self.monitor, self.mode = FALLBACK_MONITOR, "min"
+        if self.scheduler is not None:  # it has seen no defined value yet: start it again, minimising
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
+                                                                        **dict(self.settings.plateau or {}))
+        return fallback
 
     def _improved(self, value: float, best: float | None) -> bool:
         if math.isnan(value):
@@ -338,7 +358,7 @@ class Trainer:
     def _restore(self) -> tuple[int, dict[str, Any], int, list, bool]:
         path = self.run_dir / "state.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: nothing to resume (no per-epoch state in {self.run_dir})")
+            raise InputNotFoundError(f"{path}: nothing to resume (no per-epoch state in {self.run_dir})")
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.task.trainable.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -386,8 +406,10 @@ class Trainer:
         start, best, bad_epochs, history, stopped_early = 0, {"value": None, "epoch": 0, "metrics": {}}, 0, [], False
         if resume and (self.run_dir / "state.pt").is_file():
             start, best, bad_epochs, history, stopped_early = self._restore()
+            if best.get("monitor", self.monitor) != self.monitor:  # the run fell back to FALLBACK_MONITOR
+                self.monitor, self.mode = best["monitor"], best["mode"]
         elif not resume and (self.run_dir / "state.pt").is_file():
-            raise FileExistsError(f"{self.run_dir} already holds a run; resume it or choose another run dir")
+            raise OutputExistsError(f"{self.run_dir} already holds a run; resume it or choose another run dir")
         barrier(self.dist)
         writer = tensorboard_writer(self.run_dir / "tb") if main else None
         try:
@@ -398,13 +420,17 @@ class Trainer:
                 train_loss = self._train_epoch(train_loader, epoch)
                 metrics = self.validate(val_loader)
                 if self.monitor not in metrics:
-                    raise KeyError(f"monitor {self.monitor!r} not among validation metrics {sorted(metrics)}")
+                    raise ConfigError(f"{self.name}: the monitored metric {self.monitor!r} is not among the "
+                                      f"validation metrics {sorted(metrics)}")
                 value = metrics[self.monitor]
+                if math.isnan(value) and best["value"] is None:
+                    value = self._fall_back(metrics)
                 lr_before = self.optimizer.param_groups[0]["lr"]
                 if self.scheduler is not None:
                     self.scheduler.step(value)
                 if self._improved(value, best["value"]):
-                    best = {"value": value, "epoch": epoch, "metrics": metrics}
+                    best = {"value": value, "epoch": epoch, "metrics": metrics, "monitor": self.monitor,
+                            "mode": self.mode}
                     bad_epochs = 0
                     if main:
                         _atomic_save(_cpu_state(self.task.trainable), self.run_dir / "best.pt")
@@ -432,6 +458,10 @@ class Trainer:
         finally:
             if writer is not None:
                 writer.close()
+        if best["value"] is None and history:
+            raise InputError(f"{self.name}: the monitored metric {self.monitor} and {FALLBACK_MONITOR} were undefined "
+                             f"(NaN) in all {len(history)} epochs run: the training diverged (try a lower train.lr) "
+                             "or the validation split cannot be scored")
         if best["value"] is None:
             raise RuntimeError(f"{self.name}: no epoch was run (max_epochs={self.settings.max_epochs})")
         barrier(self.dist)

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from gazecxr import __version__
+from gazecxr.config.errors import ConfigError, InputError
 from gazecxr.training.distributed import SINGLE, DistContext, barrier, broadcast_object
 from gazecxr.training.runtime import autocast
 
@@ -211,9 +212,9 @@ def load_or_build(
     cache, as ``mode`` and ``budget`` decide, and every rank gets the same store.
     """
     if mode not in ("auto", "memory", "disk"):
-        raise ValueError(f"feature cache mode must be auto, memory or disk here, got {mode!r}")
+        raise ConfigError(f"feature cache mode must be auto, memory or disk here, got {mode!r}")
     if len(dataset) == 0:
-        raise ValueError(f"the {key.split!r} split is empty")
+        raise InputError(f"the {key.split!r} split is empty")
     directory = key.directory(root)
     store = None
     if ctx.is_main:

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from gazecxr import __version__
-from gazecxr.cli.options import add_checkpoints_argument, prog_name
+from gazecxr.cli.options import add_checkpoints_argument, prog_name, run_main
+from gazecxr.config.errors import InputError, UnknownReferenceError, UserError
 from gazecxr.models.weights import load_nested, save_nested
 
 ENTRY_FILE = "entry.json"
@@ -62,11 +63,11 @@ _TAG_RE = re.compile(r"^[^\s,]+$")
 _ID_RETRIES = 20
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(UserError, RuntimeError):
     """A checkpoint file is missing or its content does not match the recorded sha256."""
 
 
-class ArchitectureMismatchError(ValueError):
+class ArchitectureMismatchError(InputError):
     """A checkpoint was made for a different model architecture than the one requested."""
 
 
@@ -184,9 +185,9 @@ def _check_tags(tags: Sequence[str]) -> list[str]:
     out: list[str] = []
     for tag in tags:
         if not isinstance(tag, str) or not _TAG_RE.match(tag):
-            raise ValueError(f"invalid tag {tag!r}: tags are non-empty strings without spaces or commas")
+            raise InputError(f"invalid tag {tag!r}: tags are non-empty strings without spaces or commas")
         if tag in RESERVED_REFS or tag.startswith("tag:"):
-            raise ValueError(f"invalid tag {tag!r}: 'latest', 'best' and a 'tag:' prefix are reserved")
+            raise InputError(f"invalid tag {tag!r}: 'latest', 'best' and a 'tag:' prefix are reserved")
         if tag not in out:
             out.append(tag)
     return out
@@ -218,18 +219,18 @@ def _read_entry(directory: Path) -> Entry:
     with open(directory / ENTRY_FILE, encoding="utf-8") as fh:
         record = json.load(fh)
     if not isinstance(record, dict):
-        raise ValueError("entry.json does not hold a JSON object")
+        raise InputError("entry.json does not hold a JSON object")
     required = ("id", "stage", "created", "config", "parents", "metrics", "sha256",
                 "package_version", "tags", "architecture")
     missing = [key for key in required if key not in record]
     if missing:
-        raise ValueError(f"entry.json lacks {', '.join(missing)}")
+        raise InputError(f"entry.json lacks {', '.join(missing)}")
     if record["id"] != directory.name:
-        raise ValueError(f"entry.json id {record['id']!r} differs from its directory name")
+        raise InputError(f"entry.json id {record['id']!r} differs from its directory name")
     datetime.fromisoformat(record["created"])
     weights_file = record.get("weights_file", LEGACY_MODEL_FILE)
     if weights_file not in (MODEL_FILE, LEGACY_MODEL_FILE):
-        raise ValueError(f"entry.json weights_file {weights_file!r} is neither {MODEL_FILE} nor {LEGACY_MODEL_FILE}")
+        raise InputError(f"entry.json weights_file {weights_file!r} is neither {MODEL_FILE} nor {LEGACY_MODEL_FILE}")
     return Entry(
         id=record["id"], stage=record["stage"], created=record["created"],
         config=record["config"], parents=list(record["parents"]),
@@ -355,7 +356,7 @@ class Registry:
         known = {e.id for e in self.entries()}
         unknown = [p for p in parent_ids if p not in known]
         if unknown:
-            raise LookupError(f"parent entries not found in {self.root}: {', '.join(unknown)}")
+            raise UnknownReferenceError(f"parent entries not found in {self.root}: {', '.join(unknown)}")
         metric_values = {str(k): float(v) for k, v in (metrics or {}).items()}
         record = {
             "stage": stage,
@@ -453,7 +454,7 @@ class Registry:
             stages = {e.stage for e in pool}
             key_stage = stage or (stages.pop() if len(stages) == 1 else None)
             if key_stage not in DEFAULT_METRICS:
-                raise LookupError(
+                raise UnknownReferenceError(
                     f"{what}: pass metric=... (no default metric for "
                     + (f"stage {key_stage!r}" if key_stage else f"mixed stages {sorted(stages)}")
                     + f"; defaults exist for {', '.join(DEFAULT_METRICS)})")
@@ -465,7 +466,7 @@ class Registry:
         scored = [e for e in pool if metric in e.metrics and not math.isnan(e.metrics[metric])]
         if not scored:
             available = sorted({m for e in pool for m in e.metrics})
-            raise LookupError(f"{what}: no entry has metric {metric!r}; metrics present: "
+            raise UnknownReferenceError(f"{what}: no entry has metric {metric!r}; metrics present: "
                               f"{', '.join(available) or 'none'}")
         pick = max if mode == "max" else min
         return pick(scored, key=lambda e: e.metrics[metric])
@@ -483,36 +484,36 @@ class Registry:
         entry, for a prefix) matches.
         """
         if not isinstance(ref, str) or not ref:
-            raise LookupError(f"empty checkpoint reference; {self._describe(stage)}")
+            raise UnknownReferenceError(f"empty checkpoint reference; {self._describe(stage)}")
         everything = self.entries()
         pool = [e for e in everything if stage is None or e.stage == stage]
         what = f"checkpoint {ref!r}" + (f" (stage={stage!r})" if stage else "")
         if ref == "latest":
             if not pool:
-                raise LookupError(f"{what}: {self._describe(stage)}")
+                raise UnknownReferenceError(f"{what}: {self._describe(stage)}")
             return pool[-1]
         if ref == "best":
             if not pool:
-                raise LookupError(f"{what}: {self._describe(stage)}")
+                raise UnknownReferenceError(f"{what}: {self._describe(stage)}")
             return self._best(pool, stage, metric, mode, what)
         for entry in everything:
             if entry.id == ref:
                 if stage is not None and entry.stage != stage:
-                    raise LookupError(f"checkpoint {ref} is stage {entry.stage!r}, not {stage!r}")
+                    raise UnknownReferenceError(f"checkpoint {ref} is stage {entry.stage!r}, not {stage!r}")
                 return entry
         tag = ref[len("tag:"):] if ref.startswith("tag:") else ref
         tagged = [e for e in pool if tag in e.tags]
         if tagged:
             return tagged[-1] if metric is None else self._best(tagged, stage, metric, mode, what)
         if ref.startswith("tag:"):
-            raise LookupError(f"{what}: no entry has tag {tag!r}; {self._describe(stage)}")
+            raise UnknownReferenceError(f"{what}: no entry has tag {tag!r}; {self._describe(stage)}")
         matches = [e for e in pool if e.id.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if matches:
-            raise LookupError(f"{what} is an ambiguous id prefix matching {len(matches)} entries: "
+            raise UnknownReferenceError(f"{what} is an ambiguous id prefix matching {len(matches)} entries: "
                               f"{_clip([e.id for e in matches])}")
-        raise LookupError(f"{what} matches no id, id prefix or tag; {self._describe(stage)}")
+        raise UnknownReferenceError(f"{what} matches no id, id prefix or tag; {self._describe(stage)}")
 
     def load(self, ref: str, stage: str | None = None, architecture: dict | None = None,
              map_location: Any = "cpu") -> tuple[dict, Entry]:
@@ -552,7 +553,7 @@ class Registry:
                     continue
                 if parent not in by_id:
                     if strict:
-                        raise LookupError(f"parent {parent} of {node.id} is missing from {self.root}")
+                        raise UnknownReferenceError(f"parent {parent} of {node.id} is missing from {self.root}")
                     seen.add(parent)
                     out.append(parent)
                     continue
@@ -682,14 +683,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_main
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the registry command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(Registry(args.checkpoints), args)
-    except LookupError as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 1
+    return args.func(Registry(args.checkpoints), args)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gazecxr.config.errors import ConfigError, UnavailableDeviceError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; otherwise the named device (checked)."""
@@ -18,14 +20,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device: cpu or auto")
+        raise UnavailableDeviceError(f"device {name!r} requested but CUDA is not available; use device: cpu or auto")
     return device
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``amp`` = auto | bf16 | fp16 | none; mixed precision is CUDA-only."""
     if setting not in ("auto", "bf16", "fp16", "none"):
-        raise ValueError(f"amp must be one of auto, bf16, fp16, none; got {setting!r}")
+        raise ConfigError(f"amp must be one of auto, bf16, fp16, none; got {setting!r}")
     if device.type != "cuda" or setting == "none":
         return None
     if setting == "auto":

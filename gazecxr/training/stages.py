@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gazecxr.config import config_hash, deep_merge, dump_config, parse_yaml
+from gazecxr.config.errors import ConfigError, InputError, InputNotFoundError
 from gazecxr.metrics.multilabel import choose_thresholds
 from gazecxr.models.cooperative import freeze
 from gazecxr.models.factory import create_model
@@ -70,7 +71,7 @@ def run_dir_for(config: Mapping[str, Any], stage: str, run_dir: str | Path | Non
     if resume:
         runs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
         if not runs:
-            raise FileNotFoundError(f"--resume: no earlier {stage} run under {root}")
+            raise InputNotFoundError(f"--resume: no earlier {stage} run under {root}")
         return runs[-1]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     return root / f"{stamp}-{config_hash(config)}"
@@ -260,7 +261,7 @@ def run_stage2(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     """
     variant = config["stage2"]["variant"]
     if variant not in SALIENCY_VARIANTS:
-        raise ValueError(f"stage2.variant must be one of {sorted(SALIENCY_VARIANTS)}, got {variant!r}")
+        raise ConfigError(f"stage2.variant must be one of {sorted(SALIENCY_VARIANTS)}, got {variant!r}")
     stage = SALIENCY_VARIANTS[variant]
     ctx, run_dir, config = _start(config, stage, run_dir, resume)
     seed_everything(int(config["seed"]), bool(config["train"].get("deterministic")))
@@ -307,7 +308,7 @@ def run_stage3(config: Mapping[str, Any], run_dir: str | Path | None = None, res
     registry = _registry(config)
     unet, encoder, parent = load_saliency(registry, config["stage3"]["saliency"])
     if encoder is None:
-        raise ValueError(f"stage 3 needs the full dual-encoder saliency model; {parent.id} is a {parent.stage}")
+        raise InputError(f"stage 3 needs the full dual-encoder saliency model; {parent.id} is a {parent.stage}")
     freeze(encoder)
     freeze(unet)
     spec = stage_task(config)

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from gazecxr.config.errors import InputError, InputNotFoundError, UnknownReferenceError
+
 EVIDENCE_DIR = "synthetic_evidence"
 SHORTCUT_TABLE = "synthetic_shortcut.csv"
 SHORTCUT_COLUMNS = ("dicom_id", "marker_state", "label")
@@ -55,9 +57,9 @@ def evidence_folder(raw_dir: str | Path) -> Path:
     if len(found) == 1:
         return found[0]
     if found:
-        raise ValueError(f"{raw_dir}: several layouts hold {SHORTCUT_TABLE} ({[p.name for p in found]}); "
+        raise InputError(f"{raw_dir}: several layouts hold {SHORTCUT_TABLE} ({[p.name for p in found]}); "
                          f"name one of them")
-    raise FileNotFoundError(f"{raw_dir / SHORTCUT_TABLE} not found (nor in {'/ or '.join(_LAYOUTS)}/): the dataset "
+    raise InputNotFoundError(f"{raw_dir / SHORTCUT_TABLE} not found (nor in {'/ or '.join(_LAYOUTS)}/): the dataset "
                             f"was written without its evidence sidecar (gazecxr synthetic --evidence)")
 
 
@@ -72,14 +74,14 @@ def read_synthetic_evidence(raw_dir: str | Path, dicom_ids: Iterable[str]) -> di
     table = pd.read_csv(table_path, dtype={"dicom_id": str}, keep_default_na=False)
     missing_columns = [c for c in SHORTCUT_COLUMNS if c not in table.columns]
     if missing_columns:
-        raise ValueError(f"{table_path}: missing column(s) {missing_columns}; expected {list(SHORTCUT_COLUMNS)}")
+        raise InputError(f"{table_path}: missing column(s) {missing_columns}; expected {list(SHORTCUT_COLUMNS)}")
     states = dict(zip(table["dicom_id"], table["marker_state"].astype(int)))
     out: dict[str, tuple[np.ndarray, int]] = {}
     for dicom_id in dicom_ids:
         if dicom_id not in states:
-            raise LookupError(f"{table_path}: no film {dicom_id!r}")
+            raise UnknownReferenceError(f"{table_path}: no film {dicom_id!r}")
         mask_path = folder / EVIDENCE_DIR / f"{dicom_id}.png"
         if not mask_path.is_file():
-            raise FileNotFoundError(f"{mask_path}: evidence mask of {dicom_id!r} not found")
+            raise InputNotFoundError(f"{mask_path}: evidence mask of {dicom_id!r} not found")
         out[dicom_id] = (np.asarray(Image.open(mask_path)) > 127, states[dicom_id])
     return out

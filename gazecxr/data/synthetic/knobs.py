@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from gazecxr.config.errors import InputError
 from gazecxr.data.provenance import SYNTHETIC_MARKER
 
 KNOBS_FILE = "synthetic_knobs.json"
@@ -79,21 +80,21 @@ class Knobs:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.evidence_contrast) and self.evidence_contrast >= 0):
-            raise ValueError(f"evidence_contrast must be a finite number >= 0, got {self.evidence_contrast!r}")
+            raise InputError(f"evidence_contrast must be a finite number >= 0, got {self.evidence_contrast!r}")
         if not (math.isfinite(self.evidence_size) and 0 < self.evidence_size <= 3):
-            raise ValueError(f"evidence_size must be in (0, 3], got {self.evidence_size!r}")
+            raise InputError(f"evidence_size must be in (0, 3], got {self.evidence_size!r}")
         if isinstance(self.distractors, bool) or int(self.distractors) != self.distractors or self.distractors < 0:
-            raise ValueError(f"distractors must be an integer >= 0, got {self.distractors!r}")
+            raise InputError(f"distractors must be an integer >= 0, got {self.distractors!r}")
         g = self.gaze_informativeness
         if g is not None and not (0.0 <= g <= 1.0):
-            raise ValueError(f"gaze_informativeness must be in [0, 1] (or None for the default reading), got {g!r}")
+            raise InputError(f"gaze_informativeness must be in [0, 1] (or None for the default reading), got {g!r}")
         p = self.shortcut_strength
         if p is not None and (isinstance(p, bool) or not 0.0 <= p <= 1.0):
-            raise ValueError(f"shortcut_strength must be in [0, 1] (or None for no marker), got {p!r}")
+            raise InputError(f"shortcut_strength must be in [0, 1] (or None for no marker), got {p!r}")
         if not isinstance(self.shortcut_shifted, bool):
-            raise ValueError(f"shortcut_shifted must be true or false, got {self.shortcut_shifted!r}")
+            raise InputError(f"shortcut_shifted must be true or false, got {self.shortcut_shifted!r}")
         if self.shortcut_shifted and p is None:
-            raise ValueError("shortcut_shifted needs a shortcut_strength (the marker it shifts)")
+            raise InputError("shortcut_shifted needs a shortcut_strength (the marker it shifts)")
 
     @property
     def is_default(self) -> bool:
@@ -109,7 +110,7 @@ class Knobs:
         """Knobs from a mapping of some or all knob names; unknown names are an error."""
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown synthetic knob(s) {unknown}; known: {[f.name for f in fields(cls)]}")
+            raise InputError(f"unknown synthetic knob(s) {unknown}; known: {[f.name for f in fields(cls)]}")
         return cls(**values)
 
 
@@ -130,7 +131,7 @@ def read_knobs(folder: str | Path) -> Knobs:
     try:
         return Knobs.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not a valid synthetic knobs file: {err}") from err
+        raise InputError(f"{path}: not a valid synthetic knobs file: {err}") from err
 
 
 def knobs_attrs(folder: str | Path) -> dict[str, str]:

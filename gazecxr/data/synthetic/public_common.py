@@ -13,6 +13,7 @@ import numpy as np
 import pydicom.uid
 from pydicom.dataset import FileDataset, FileMetaDataset
 
+from gazecxr.config.errors import InputError, OutputExistsError
 from gazecxr.data.provenance import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
 from gazecxr.data.synthetic.lesions import Lesion, plant
 from gazecxr.data.synthetic.phantom import CHF, NORMAL, Phantom, draw_phantom
@@ -26,10 +27,10 @@ def write_atomically(out_dir: str | os.PathLike, overwrite: bool, write: Callabl
     (``SYNTHETIC_MARKER``) and rename it all into place; refuse a non-empty ``out_dir`` unless
     ``overwrite``. Returns ``out_dir`` and what ``write`` returned."""
     if n < 1 or size < 64:
-        raise ValueError(f"need n >= 1 and size >= 64, got n={n}, size={size}")
+        raise InputError(f"need n >= 1 and size >= 64, got n={n}, size={size}")
     out = Path(out_dir).absolute()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise FileExistsError(f"{out} exists and is not an empty folder; pass overwrite=True (CLI: --overwrite)")
+        raise OutputExistsError(f"{out} exists and is not an empty folder; pass overwrite=True (CLI: --overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

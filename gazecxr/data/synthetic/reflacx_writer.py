@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from gazecxr.config.errors import InputError, OutputExistsError
 from gazecxr.data.provenance import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
 from gazecxr.data.sources.reflacx_format import (
     CHEST_BOX,
@@ -81,10 +82,10 @@ def generate_reflacx(out_dir: str | os.PathLike, n: int = 50, seed: int = 0, siz
     ``knobs``; with ``evidence`` also each film's evidence mask and marker state
     (`gazecxr.data.synthetic.evidence`) into ``REFLACX/``. Return counts."""
     if n < 1 or size < 64:
-        raise ValueError(f"need n >= 1 and size >= 64, got n={n}, size={size}")
+        raise InputError(f"need n >= 1 and size >= 64, got n={n}, size={size}")
     out = Path(out_dir).absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
+        raise OutputExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

@@ -20,6 +20,7 @@ import pydicom.uid
 from pydicom.encaps import encapsulate
 from tqdm import tqdm
 
+from gazecxr.config.errors import MissingExtraError
 from gazecxr.data.regions import EMPTY_RLE, rle_encode
 from gazecxr.data.sources.siim import DICOM_DIR, RLE_HEADER, RLE_TABLE
 from gazecxr.data.synthetic.public_common import fake_dicom, phantom_with, streams, write_atomically
@@ -33,7 +34,7 @@ def jpeg_baseline(pixels: np.ndarray, level: int = 95) -> bytes:
     try:
         import imagecodecs
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise RuntimeError("the SIIM layout needs a JPEG baseline encoder: pip install imagecodecs "
+        raise MissingExtraError("the SIIM layout needs a JPEG baseline encoder: pip install imagecodecs "
                            "(pydicom has none of its own)") from err
     return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(pixels, np.uint8), level=level))
 

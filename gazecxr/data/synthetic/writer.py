@@ -28,6 +28,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES
+from gazecxr.config.errors import InputError, OutputExistsError
 from gazecxr.data.provenance import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
 from gazecxr.data.sources.egd_format import (
     BOUNDING_BOX_COLUMNS,
@@ -126,17 +127,17 @@ def generate(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, size: int 
     the suggested heatmap sigma and the paths written.
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InputError(f"n must be >= 1, got {n}")
     if size < 64:
-        raise ValueError(f"size must be >= 64 pixels, got {size}")
+        raise InputError(f"size must be >= 64 pixels, got {size}")
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise InputError(f"seed must be >= 0, got {seed}")
     out = Path(out_dir).absolute()
     if out.exists():
         if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a directory")
+            raise OutputExistsError(f"{out} exists and is not a directory")
         if any(out.iterdir()) and not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
+            raise OutputExistsError(f"{out} is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

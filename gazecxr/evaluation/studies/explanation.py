@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from gazecxr import __version__
 from gazecxr.config import ConfigError, config_hash, deep_merge
+from gazecxr.config.errors import InputError
 from gazecxr.data.provenance import SYNTHETIC_NOTICE, is_synthetic_h5
 from gazecxr.evaluation.artifacts import (
     json_safe,
@@ -85,6 +86,8 @@ __all__ = ["ANCHORS", "BASELINES", "STAGE", "run_study", "study_config", "study_
 
 STAGE = "explain"
 """Registry stage of the study's classifiers."""
+FIG31 = "fig31_cams.png"
+"""Fig. 3.1 of the report: a row per test pair (``explain.figure_pairs`` of them), a column per model."""
 
 BASELINES: dict[str, str] = {
     "uniform": "uniform map", "centre_bias": "centre bias (mean training gaze map, or mean training region)",
@@ -400,7 +403,7 @@ def _gaze_model(config: Mapping[str, Any], ref: str, test: StudyImages, device: 
                 ) -> Callable[[Sequence[Pair]], np.ndarray]:
     unet, encoder, entry = load_saliency(Registry(config["registry"]["root"]), ref)
     if list(entry.architecture.get("input_size", [])) != list(test.base.canvas):
-        raise ValueError(f"gaze model {entry.id} was trained on {entry.architecture.get('input_size')} canvases, "
+        raise InputError(f"gaze model {entry.id} was trained on {entry.architecture.get('input_size')} canvases, "
                          f"the study's file holds {list(test.base.canvas)}")
     unet.eval().to(device)
     if encoder is not None:
@@ -456,7 +459,7 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
              for p in pairs_of(test.base, int(row), position, test.base.targets[int(row)], task, recipe.image_size,
                                study["regions"], float(study["gaze_region_percent"]))]
     if not pairs:
-        raise ValueError(f"{config['data']['h5']}: no test (image, finding) pair has a region to score")
+        raise InputError(f"{config['data']['h5']}: no test (image, finding) pair has a region to score")
     tic = time.perf_counter()
     gaze_model = (_gaze_model(config, study["gaze_model"], test, device)
                   if "gaze_model" in study["baselines"] and study["gaze_model"] else None)
@@ -517,8 +520,8 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
     write_text_atomic(report / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     write_text_atomic(report / "tables.md", study_tables(metrics))
     grey = {p.position: test.grey(p.position) for p in pairs[:keep]}
-    _figures(report, metrics, pairs[:keep], grey, {k: np.asarray(v) for k, v in examples.items()}, architectures,
-             methods)
+    _figures(report, metrics, pairs[: int(study["figure_pairs"])], grey,
+             {k: np.asarray(v) for k, v in examples.items()}, architectures, methods)
     _page(report, metrics, pairs[: int(study["gallery_pairs"])], grey, examples)
     return metrics
 
@@ -712,12 +715,15 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
 _JET = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
-def _figures(report: Path, metrics: Mapping[str, Any], pairs: Sequence[Pair], grey: Mapping[int, np.ndarray],
-             examples: Mapping[str, np.ndarray], archs: Sequence[str], methods: Sequence[str]) -> None:
+def _cam_figure(path: Path, shown: Sequence[Pair], grey: Mapping[int, np.ndarray],
+                examples: Mapping[str, np.ndarray], archs: Sequence[str], method: str) -> None:
+    """Fig. 3.1: a row per pair of ``shown`` (the image with its region, then each model's ``method`` map);
+    no pairs (``explain.figure_pairs: 0``): no figure, an earlier one removed."""
     from matplotlib.figure import Figure
 
-    shown = pairs[: int(max(1, min(len(pairs), 3)))]
-    method = methods[0]
+    if not shown:
+        path.unlink(missing_ok=True)
+        return
     fig = Figure(figsize=(2.0 * (len(archs) + 1), 2.0 * len(shown)))
     axes = fig.subplots(len(shown), len(archs) + 1, squeeze=False)
     for i, p in enumerate(shown):
@@ -736,7 +742,17 @@ def _figures(report: Path, metrics: Mapping[str, Any], pairs: Sequence[Pair], gr
         ax.set_yticks([])
     axes[0, 0].set_title("image + region", fontsize=8)
     fig.suptitle(f"{method} per model (rows: test pairs; region outlined in white)", fontsize=9)
-    save_figure_atomic(fig, report / "fig31_cams.png")
+    save_figure_atomic(fig, path)
+
+
+def _figures(report: Path, metrics: Mapping[str, Any], shown: Sequence[Pair], grey: Mapping[int, np.ndarray],
+             examples: Mapping[str, np.ndarray], archs: Sequence[str], methods: Sequence[str]) -> None:
+    """Fig. 3.1 (`_cam_figure` of ``shown``, the first ``explain.figure_pairs`` test pairs), Fig. 3.2
+    (EHR-AUC per model and method) and the mean IoU per threshold."""
+    from matplotlib.figure import Figure
+
+    method = methods[0]
+    _cam_figure(report / FIG31, shown, grey, examples, archs, method)
     loc = metrics["localisation"]
     fig = Figure(figsize=(max(4, 0.9 * len(archs) * len(methods)), 3.2))
     ax = fig.subplots()
@@ -800,7 +816,7 @@ def _page(report: Path, metrics: Mapping[str, Any], pairs: Sequence[Pair], grey:
     methods = sorted({c.split("|")[1] for c in columns if "|" in c})
     tables = markdown.markdown((report / "tables.md").read_text(encoding="utf-8"), extensions=["tables"])
     figures = "".join(f'<figure><img src="{f}" alt="{f}"><figcaption>{f}</figcaption></figure>'
-                      for f in ("fig31_cams.png", "fig32_ehr_auc.png", "iou_thresholds.png"))
+                      for f in (FIG31, "fig32_ehr_auc.png", "iou_thresholds.png") if (report / f).is_file())
     banner = f'<p class="notice">{html.escape(SYNTHETIC_NOTICE)}</p>' if metrics["synthetic"] else ""
     text = _PAGE.format(title=html.escape(f"Explanation study {metrics['name']}"), banner=banner, tables=tables,
                         figures=figures, head=head, body="\n".join(body), models=_options(models),

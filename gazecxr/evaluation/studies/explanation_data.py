@@ -26,7 +26,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from gazecxr.config.errors import ConfigError, InputError
 from gazecxr.data.dataset import GazeCXRDataset
+from gazecxr.data.splits import balanced_group_split
 from gazecxr.tasks import TaskSpec
 
 __all__ = ["Pair", "Recipe", "StudyImages", "clahe", "pairs_of", "resize_map", "study_splits"]
@@ -53,10 +55,10 @@ class Recipe:
         valid = set(cls.__dataclass_fields__)
         unknown = sorted(set(section) - valid)
         if unknown:
-            raise ValueError(f"unknown explain.recipe key(s) {unknown}; valid: {sorted(valid)}")
+            raise ConfigError(f"unknown explain.recipe key(s) {unknown}; valid: {sorted(valid)}")
         recipe = cls(**section)
         if recipe.image_size < 16:
-            raise ValueError(f"explain.recipe.image_size must be at least 16; got {recipe.image_size}")
+            raise ConfigError(f"explain.recipe.image_size must be at least 16; got {recipe.image_size}")
         return recipe
 
 
@@ -152,8 +154,9 @@ def study_splits(h5: Any, task: TaskSpec, balanced: Mapping[str, Any] | None,
     """Per split (train, val, test): the labelled records of the file and the positions used.
 
     ``balanced`` ({enabled, n, val, test}, single-output tasks only) instead draws n records, half
-    positive, from all labelled records (seeded) and splits each class into test/2, val/2 and the rest
-    for training, as the source study built its 7,200-image SIIM subset (5,200 / 1,000 / 1,000).
+    positive, from all labelled records (seeded), test/2 and val/2 of each class for test and validation
+    and the rest for training, as the source study built its 7,200-image SIIM subset (5,200 / 1,000 /
+    1,000); drawn by patient (`balanced_group_split`): no patient has records in two splits.
     """
     wanted = task if task.multilabel else None
     if not balanced or not balanced.get("enabled", False):
@@ -161,29 +164,26 @@ def study_splits(h5: Any, task: TaskSpec, balanced: Mapping[str, Any] | None,
         for split in ("train", "val", "test"):
             base = GazeCXRDataset(h5, split, labelled_only=True, task=wanted)
             if not len(base):
-                raise ValueError(f"{h5}: the {split!r} split has no labelled records")
+                raise InputError(f"{h5}: the {split!r} split has no labelled records")
             out[split] = (base, np.arange(len(base)))
         return out
     if task.num_outputs != 1:
-        raise ValueError(f"explain.balanced needs a single-output task (e.g. siim_pneumothorax); "
-                         f"{task.name!r} has {task.num_outputs}")
+        raise ConfigError(f"explain.balanced needs a single-output task (e.g. siim_pneumothorax); "
+                          f"{task.name!r} has {task.num_outputs}")
     base = GazeCXRDataset(h5, "all", labelled_only=True, task=wanted)
     n, n_val, n_test = int(balanced["n"]), int(balanced["val"]), int(balanced["test"])
     positive = _positive(base.targets)
     half = n // 2
-    rng = np.random.default_rng(seed)
-    chosen = {}
-    for name, rows in (("pos", np.flatnonzero(positive)), ("neg", np.flatnonzero(~positive))):
-        if len(rows) < half:
-            raise ValueError(f"{h5}: balanced subset of {n} needs {half} {name} records, the file has {len(rows)}")
-        chosen[name] = rng.permutation(rows)[:half]
-    out = {}
-    for split, lo, hi in (("test", 0, n_test // 2), ("val", n_test // 2, (n_test + n_val) // 2),
-                          ("train", (n_test + n_val) // 2, half)):
-        out[split] = (base, np.sort(np.concatenate([chosen["pos"][lo:hi], chosen["neg"][lo:hi]])))
-        if not len(out[split][1]):
-            raise ValueError(f"balanced subset: the {split!r} split is empty (n={n}, val={n_val}, test={n_test})")
-    return out
+    for name, count in (("pos", int(positive.sum())), ("neg", int((~positive).sum()))):
+        if count < half:
+            raise InputError(f"{h5}: balanced subset of {n} needs {half} {name} records, the file has {count}")
+    per_class = {"test": n_test // 2, "val": (n_test + n_val) // 2 - n_test // 2,
+                 "train": half - (n_test + n_val) // 2}
+    empty = [split for split, k in per_class.items() if k <= 0]
+    if empty:
+        raise InputError(f"balanced subset: the {empty[0]!r} split is empty (n={n}, val={n_val}, test={n_test})")
+    rows = balanced_group_split(base.patient_ids, positive, per_class, seed)
+    return {split: (base, rows[split]) for split in ("train", "val", "test")}
 
 
 @dataclass
@@ -213,7 +213,7 @@ def pairs_of(base: GazeCXRDataset, row: int, position: int, target: Any, task: T
     index = int(item["index"])
     if regions == "gaze":
         if "heatmap" not in item:
-            raise ValueError(f"{base.h5_path}: explain.regions is 'gaze' but the file has no gaze heatmaps")
+            raise InputError(f"{base.h5_path}: explain.regions is 'gaze' but the file has no gaze heatmaps")
         heat = resize_map(item["heatmap"][0].numpy(), size)
         cls = int(np.argmax(np.asarray(target))) if task.multilabel else int(target)
         return [Pair(position, index, cls, task.names[cls], _gaze_region(heat, gaze_percent), None)]

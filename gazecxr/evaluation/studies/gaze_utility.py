@@ -40,12 +40,12 @@ from tqdm import tqdm
 from gazecxr import CLASS_NAMES, __version__
 from gazecxr.config import config_hash
 from gazecxr.config.schema import GazeUtilitySection
+from gazecxr.config.errors import ConfigError, InputError
 from gazecxr.data.convert import ConvertOptions
 from gazecxr.data.provenance import is_synthetic_h5
 from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 from gazecxr.data.synthetic import generate, reference_sigma
 from gazecxr.data.synthetic.knobs import Knobs
-from gazecxr.evaluation.ablation import ABLATION_TAG, Method, train_seed
 from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_atomic, write_text_atomic
 from gazecxr.evaluation.html_report import render_page
 from gazecxr.evaluation.outputs import SplitOutputs
@@ -56,6 +56,7 @@ from gazecxr.metrics import classification_metrics
 from gazecxr.metrics.statistics import (adjust_family, bootstrap_paired_difference, delong_one_vs_rest,
                                         mcnemar_exact, seed_summary, weighted_macro_auc)
 from gazecxr.training.data import make_loader
+from gazecxr.training.methods import Method, known_entries, train_seed
 from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device
 
@@ -126,27 +127,27 @@ class StudySettings:
         (errors name the offending key)."""
         given = config.get("gaze_utility")
         if not isinstance(given, Mapping):
-            raise ValueError("the config has no 'gaze_utility' section (use the gaze_utility preset)")
+            raise ConfigError("the config has no 'gaze_utility' section (use the gaze_utility preset)")
         try:
             section = GazeUtilitySection.model_validate(dict(given)).model_dump()
         except ValidationError as err:
-            raise ValueError(f"gaze_utility: {err}") from err
+            raise ConfigError(f"gaze_utility: {err}") from err
         knobs = Knobs.from_dict(section["knobs"])
         grid = tuple(float(g) for g in section["informativeness"])
         if not grid or any(not 0.0 <= g <= 1.0 for g in grid) or len(set(grid)) != len(grid):
-            raise ValueError(f"gaze_utility.informativeness must be distinct values in [0, 1], got {list(grid)}")
+            raise ConfigError(f"gaze_utility.informativeness must be distinct values in [0, 1], got {list(grid)}")
         sizes = tuple(int(n) for n in section["train_sizes"])
         if not sizes or min(sizes) < 3 or len(set(sizes)) != len(sizes):
-            raise ValueError(f"gaze_utility.train_sizes must be distinct integers >= 3, got {list(sizes)}")
+            raise ConfigError(f"gaze_utility.train_sizes must be distinct integers >= 3, got {list(sizes)}")
         methods = tuple(dict.fromkeys(section["methods"]))
         unknown = sorted(set(methods) - set(SELECTABLE))
         if unknown or not methods:
-            raise ValueError(f"unknown gaze_utility.methods {unknown}; choose from {list(SELECTABLE)}")
+            raise ConfigError(f"unknown gaze_utility.methods {unknown}; choose from {list(SELECTABLE)}")
         if not set(methods) & set(GAZE_METHODS):
-            raise ValueError(f"gaze_utility.methods {list(methods)} has no gaze-using method {list(GAZE_METHODS)}")
+            raise ConfigError(f"gaze_utility.methods {list(methods)} has no gaze-using method {list(GAZE_METHODS)}")
         seeds = int(section["seeds"])
         if seeds < 1:
-            raise ValueError(f"gaze_utility.seeds must be >= 1, got {seeds}")
+            raise ConfigError(f"gaze_utility.seeds must be >= 1, got {seeds}")
         return cls(data_root=Path(section["data_root"]), images=int(section["images"]),
                    film_size=int(section["film_size"]), generator_seed=int(section["generator_seed"]), knobs=knobs,
                    informativeness=tuple(sorted(grid)), train_sizes=tuple(sorted(sizes)), seeds=seeds,
@@ -244,7 +245,7 @@ def _train_subset(path: Path, size: int, seed: int) -> np.ndarray:
         split, labels = f["split"].asstr()[:], f["label"][:]
     train = np.flatnonzero(split == "train")
     if size > train.size:
-        raise ValueError(f"{path}: gaze_utility.train_sizes asks for {size} training images, the training split "
+        raise InputError(f"{path}: gaze_utility.train_sizes asks for {size} training images, the training split "
                          f"has {train.size}; raise gaze_utility.images or lower the size")
     order = np.random.default_rng(seed).permutation(train)
     queues = [list(order[labels[order] == c]) for c in range(len(CLASS_NAMES))]
@@ -362,11 +363,6 @@ def prepare_data(settings: StudySettings, progress: bool = True) -> StudyData:
 # ----------------------------------------------------------------------------- training
 
 
-def _method_of(entry: Entry) -> str:
-    """The ``method=`` tag of an ablation entry (the key `train_seed` reuses entries by)."""
-    return next((t.split("=", 1)[1] for t in entry.tags if t.startswith("method=")), "")
-
-
 def _methods_for(variant: str, settings: StudySettings, base_ids: Mapping[str, str], h5: Path) -> list[Method]:
     """Registry methods trained on data set ``h5`` of ``variant``: the no-gaze networks on the first g
     (they never see gaze), ours on every g and the shuffled copy, the peers on every g and the no-gaze copy."""
@@ -401,7 +397,7 @@ def train_all(config: Mapping[str, Any], settings: StudySettings, data: StudyDat
     study's own section is left out of the configs trained, so a model is reused whatever grid asked for it."""
     config = {key: value for key, value in config.items() if key != STUDY_SECTION}
     registry = Registry(config["registry"]["root"])
-    known = {(_method_of(e), config_hash(e.config)): e for e in registry.entries(tag=ABLATION_TAG)}
+    known = known_entries(registry)
     first = _g_name(settings.informativeness[0])
     variants = [v for v, s in data.files if s == settings.train_sizes[0]]
     jobs = [(v, size, seed) for size in settings.train_sizes for seed in range(settings.seeds)

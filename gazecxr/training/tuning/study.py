@@ -19,6 +19,7 @@ import sqlalchemy
 import torch
 import yaml
 
+from gazecxr.config.errors import InputError
 from gazecxr.evaluation.artifacts import write_text_atomic
 from gazecxr.training import stages
 from gazecxr.training.registry import Entry, Registry, infer_mode
@@ -79,7 +80,7 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
             return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                               engine_kwargs=engine_kwargs)
     except (sqlalchemy.exc.ArgumentError, ImportError) as err:
-        raise ValueError(f"storage {url!r} is not usable ({err}); give an SQLAlchemy URL such as "
+        raise InputError(f"storage {url!r} is not usable ({err}); give an SQLAlchemy URL such as "
                          "sqlite:////abs/path/optuna.db or postgresql://user:password@host/db "
                          "(with its driver installed)") from err
 
@@ -89,13 +90,13 @@ def open_study(name: str, storage: str, stage: int, metric: str, direction: str,
     """Create the study or load it from ``storage``; its sampler is seeded with ``sampler_seed`` plus the
     number of trials it already holds, so a resumed study does not repeat its first suggestions."""
     if not STUDY_NAME_RE.match(name):
-        raise ValueError(f"study name {name!r}: use letters, digits, '.', '_' and '-' only")
+        raise InputError(f"study name {name!r}: use letters, digits, '.', '_' and '-' only")
     rdb = make_storage(storage)
     study = optuna.create_study(storage=rdb, study_name=name, direction=direction, pruner=space.make_pruner(),
                                 load_if_exists=True)
     recorded = study.user_attrs.get("stage")
     if recorded is not None and recorded != stage:
-        raise ValueError(f"study {name!r} in {storage} tunes stage {recorded}, not stage {stage}")
+        raise InputError(f"study {name!r} in {storage} tunes stage {recorded}, not stage {stage}")
     if recorded is None:
         study.set_user_attr("stage", stage)
         study.set_user_attr("metric", metric)
