@@ -8,6 +8,9 @@ exactly the mechanism with its switch off (the same backbone without gaze):
 
 - ``gaze_token_mask`` (EG-ViT): a tiny timm ViT, top-K gaze patches through all blocks but the
   last with probability 0.5 per batch; off: ``mask_probability = 0``.
+- ``gdvig`` (GD-ViG): a tiny Pyramid ViG whose kNN graph adds the gaze term of the map predicted
+  by a ViG-UNet generator trained on the gaze maps (MSE; it sees the image at half size); off:
+  ``gaze_guided = False`` (the plain ViG, no generator).
 
 Determinism: the model is built and trained under ``torch.manual_seed(seed)``, batches are drawn
 by ``numpy.random.default_rng(seed)``, and the mechanisms' own random draws use generators seeded
@@ -27,7 +30,8 @@ import torch
 
 from gazecxr.metrics import classification_metrics
 from gazecxr.models.eg_vit import EGViT
-from gazecxr.training.mechanism_tasks import MechanismTask, TokenMaskTask
+from gazecxr.models.gdvig import GDViG
+from gazecxr.training.mechanism_tasks import GazeDistanceTask, MechanismTask, TokenMaskTask
 
 WIDTHS = ("tiny", "small")
 """Model sizes of the array API (``tiny``: seconds per epoch on one CPU core at 64×64)."""
@@ -106,8 +110,21 @@ def _token_mask(setup: Setup) -> MechanismTask:
                          keep_tokens=max(1, round(KEEP_FRACTION * patches)), seed=setup.seed)
 
 
+GDVIG_WIDTHS: dict[str, dict[str, Any]] = {
+    "tiny": {"channels": (8, 16, 32, 48), "blocks": (1, 1, 1, 1), "hidden": 64},
+    "small": {"channels": (24, 48, 96, 144), "blocks": (1, 1, 2, 1), "hidden": 128},
+}
+
+
+def _gaze_distance(setup: Setup) -> MechanismTask:
+    net = GDViG(image_size=setup.side, num_classes=setup.n_classes, in_channels=1, gaze_guided=setup.use_gaze,
+                generator_size=max(32, setup.side // 64 * 32), **GDVIG_WIDTHS[setup.width])
+    return GazeDistanceTask(net)
+
+
 MECHANISMS: dict[str, Mechanism] = {
     "gaze_token_mask": Mechanism("gaze_token_mask", _token_mask, _heatmap, multiple=8),
+    "gdvig": Mechanism("gdvig", _gaze_distance, _heatmap, multiple=32),
 }
 """Mechanism name → how the array API builds and feeds it."""
 

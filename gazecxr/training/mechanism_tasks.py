@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazecxr.models.eg_vit import EGViT, patch_scores, top_patches
+from gazecxr.models.gdvig import GDViG
 from gazecxr.training.engine import Batch, Outputs, Task
 from gazecxr.training.objectives import classification_summary
 
@@ -64,3 +65,27 @@ class TokenMaskTask(MechanismTask):
         keep = self.keep(batch["heatmap"]) if masked else None
         logits = self.net(batch["image"], keep).float()
         return F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
+
+
+def peak_normalised(maps: Tensor) -> Tensor:
+    """Maps (N, 1, H, W) divided by each one's maximum (an all-zero map stays zero)."""
+    peak = maps.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+    return torch.where(peak > 0, maps / peak.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+
+
+class GazeDistanceTask(MechanismTask):
+    """GD-ViG's training of a `GDViG`: cross-entropy, plus (``gaze_guided`` models) ``map_weight`` ·
+    MSE of the predicted map to the film's ``heatmap`` resized to the model input and scaled to maximum 1."""
+
+    def __init__(self, net: GDViG, map_weight: float = 1.0) -> None:
+        if map_weight < 0:
+            raise ValueError(f"map_weight must be >= 0, got {map_weight}")
+        self.trainable, self.net, self.map_weight = net, net, map_weight
+
+    def loss(self, batch: Batch) -> Tensor:
+        logits, predicted = self.net.forward_with_map(batch["image"])
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        if predicted is None:
+            return loss
+        target = peak_normalised(self.net.resize(batch["heatmap"], predicted.shape[-1]).float())
+        return loss + self.map_weight * F.mse_loss(predicted.float(), target)
