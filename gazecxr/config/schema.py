@@ -206,11 +206,24 @@ class GDViGModel(Section):
     generator_size: Annotated[int, Field(ge=32, multiple_of=32)] | None = None
 
 
+class GazeMTLModel(Section):
+    """``gaze_mtl``: Gaze-MTL, a timm classifier with auxiliary heads on gaze statistics."""
+
+    name: Literal["gaze_mtl"]
+    arch: str = "resnet50"
+    num_classes: PositiveInt = 3
+    in_channels: PositiveInt = 1
+    size: Literal["full", "tiny"] = "full"
+    aux_tasks: list[Literal["time", "diffusivity"]] = ["time", "diffusivity"]
+    drop_rate: Fraction = 0.0
+    overrides: dict[str, Any] | None = Field(None, description="extra timm.create_model arguments")
+
+
 MODEL_SECTIONS: dict[str, type[Section]] = {
     "densenet": DenseNetModel, "resse_unet": ResSEUNetModel, "fusion": FusionModel,
     "standard_unet": StandardUNetModel, "mtunet": MTUNetModel, "irnetv2": IRNetV2Model, "gazegnn": GazeGNNModel,
     "timm": TimmModel, "multitask_frcnn": MultitaskFRCNNModel, "eg_vit": EGViTModel,
-    "gdvig": GDViGModel,
+    "gdvig": GDViGModel, "gaze_mtl": GazeMTLModel,
 }
 """Model name → its section; every ``model``-like slot accepts any of them (chosen by ``name``)."""
 
@@ -460,6 +473,14 @@ class GDViGPeerSection(PeerSection):
     map_weight: NonNegFloat = 1.0
 
 
+class GazeMTLPeerSection(PeerSection):
+    """``peers.gaze_mtl``: Gaze-MTL's training (aux_weight 0: the same CNN without gaze)."""
+
+    aux_weight: NonNegFloat = 1.0
+    grid: Annotated[int, Field(ge=2)] = 10
+    window: PositiveInt = 2
+
+
 class PeersSection(Section):
     """``peers``: the paper's comparison methods and the field's gaze mechanisms (python -m stages.peer --method NAME)."""
 
@@ -468,6 +489,7 @@ class PeersSection(Section):
     gazegnn: PeerSection | None = None
     gaze_token_mask: GazeTokenMaskPeerSection | None = None
     gdvig: GDViGPeerSection | None = None
+    gaze_mtl: GazeMTLPeerSection | None = None
 
 
 class RegistrySection(Section):

@@ -4,6 +4,7 @@ from .baselines import StandardUNet
 from .cooperative import GazeCXRModel, freeze, is_frozen
 from .densenet import DenseNetEncoder
 from .eg_vit import EGViT
+from .gaze_mtl import GazeMTL
 from .gdvig import GDViG
 from .factory import available_models, create_model, model_keys, register_model
 from .fusion import FusionClassifier
@@ -18,6 +19,7 @@ __all__ = [
     "DenseNetEncoder",
     "EGViT",
     "GDViG",
+    "GazeMTL",
     "FusionClassifier",
     "GazeCXRModel",
     "GazeGNN",

@@ -11,6 +11,10 @@ exactly the mechanism with its switch off (the same backbone without gaze):
 - ``gdvig`` (GD-ViG): a tiny Pyramid ViG whose kNN graph adds the gaze term of the map predicted
   by a ViG-UNet generator trained on the gaze maps (MSE; it sees the image at half size); off:
   ``gaze_guided = False`` (the plain ViG, no generator).
+- ``gaze_mtl`` (Gaze-MTL): a tiny timm ResNet with auxiliary heads regressing each film's gaze
+  statistics (`gazecxr.data.gaze_stats`: time, diffusivity of the gaze map; no label-derived
+  localisation target); off: ``aux_weight = 0``. ``MechanismData.time`` gives the viewing times;
+  without it the time target is each map's total, constant for normalised heatmaps.
 
 Determinism: the model is built and trained under ``torch.manual_seed(seed)``, batches are drawn
 by ``numpy.random.default_rng(seed)``, and the mechanisms' own random draws use generators seeded
@@ -28,10 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from gazecxr.data.gaze_stats import map_statistics, map_time, time_scale
 from gazecxr.metrics import classification_metrics
 from gazecxr.models.eg_vit import EGViT
+from gazecxr.models.gaze_mtl import AUX_TASKS, GazeMTL
 from gazecxr.models.gdvig import GDViG
-from gazecxr.training.mechanism_tasks import GazeDistanceTask, MechanismTask, TokenMaskTask
+from gazecxr.training.mechanism_tasks import GazeDistanceTask, GazeStatsTask, MechanismTask, TokenMaskTask
 
 WIDTHS = ("tiny", "small")
 """Model sizes of the array API (``tiny``: seconds per epoch on one CPU core at 64×64)."""
@@ -89,6 +95,9 @@ class Mechanism:
     extras: Callable[[Setup, MechanismData], dict[str, np.ndarray]]
     multiple: int
     """The input side must be a multiple of this (patch size, ViG's stride 32)."""
+    min_side: int = 32
+    """The smallest input side at which the gaze can act (GD-ViG: below 64 px every key node is a
+    neighbour of every node, so the gaze term cannot change the graph)."""
 
 
 def _heatmap(setup: Setup, split: MechanismData) -> dict[str, np.ndarray]:
@@ -122,9 +131,28 @@ def _gaze_distance(setup: Setup) -> MechanismTask:
     return GazeDistanceTask(net)
 
 
+GAZE_MTL_WIDTHS: dict[str, dict[str, Any]] = {"tiny": {}, "small": {"overrides": {"channels": (16, 32, 64, 128)}}}
+
+
+def _gaze_stats(setup: Setup) -> MechanismTask:
+    net = GazeMTL(arch="resnet18", num_classes=setup.n_classes, in_channels=1, size="tiny",
+                  **GAZE_MTL_WIDTHS[setup.width])
+    return GazeStatsTask(net, aux_weight=1.0 if setup.use_gaze else 0.0)
+
+
+def _statistics(setup: Setup, split: MechanismData) -> dict[str, np.ndarray]:
+    """Gaze-MTL's targets of a split, the time normalised by the training split's mean + 2·std."""
+    if not setup.use_gaze:
+        return {}
+    train = setup.train
+    reference = train.time if train.time is not None else np.array([map_time(m) for m in train.gaze])
+    return {"gaze_stats": map_statistics(split.gaze, split.time, time_scale(reference), AUX_TASKS)}
+
+
 MECHANISMS: dict[str, Mechanism] = {
     "gaze_token_mask": Mechanism("gaze_token_mask", _token_mask, _heatmap, multiple=8),
-    "gdvig": Mechanism("gdvig", _gaze_distance, _heatmap, multiple=32),
+    "gdvig": Mechanism("gdvig", _gaze_distance, _heatmap, multiple=32, min_side=64),
+    "gaze_mtl": Mechanism("gaze_mtl", _gaze_stats, _statistics, multiple=1),
 }
 """Mechanism name → how the array API builds and feeds it."""
 
@@ -171,7 +199,11 @@ def _check(name: str, train: MechanismData, val: MechanismData, n_classes: int, 
         raise ValueError("the validation split needs at least two classes (the epoch is chosen by its macro AUC)")
     if train.images.shape[1:] != val.images.shape[1:]:
         raise ValueError(f"train and val images differ in shape: {train.images.shape[1:]} vs {val.images.shape[1:]}")
-    return MECHANISMS[name]
+    mechanism = MECHANISMS[name]
+    if max(train.images.shape[2:]) < mechanism.min_side:
+        raise ValueError(f"{name} needs images of at least {mechanism.min_side} px (got {train.images.shape[2:]}): "
+                         "below that its gaze cannot change the model")
+    return mechanism
 
 
 def fit_mechanism(name: str, train: MechanismData, val: MechanismData, *, n_classes: int, use_gaze: bool,

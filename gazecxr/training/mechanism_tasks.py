@@ -10,8 +10,8 @@ the images alone. Each has a switch that leaves the same backbone trained withou
 - `GazeDistanceTask` (GD-ViG): cross-entropy + ``map_weight`` · MSE of the model's predicted gaze
   map to the film's ``heatmap`` (scaled to maximum 1). Switch: a model built with
   ``gaze_guided = False`` (no generator; cross-entropy only).
-- `GazeStatsTask` (Gaze-MTL): cross-entropy + ``aux_weight`` · mean over the auxiliary heads of the
-  MSE to the film's ``gaze_stats`` (NaN targets skipped). Switch: ``aux_weight = 0``.
+- `GazeStatsTask` (Gaze-MTL): cross-entropy + ``aux_weight`` · the sum over the auxiliary heads of
+  the MSE to the film's ``gaze_stats`` (NaN targets skipped). Switch: ``aux_weight = 0``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gazecxr.models.eg_vit import EGViT, patch_scores, top_patches
+from gazecxr.models.gaze_mtl import GazeMTL
 from gazecxr.models.gdvig import GDViG
 from gazecxr.training.engine import Batch, Outputs, Task
 from gazecxr.training.objectives import classification_summary
@@ -89,3 +90,32 @@ class GazeDistanceTask(MechanismTask):
             return loss
         target = peak_normalised(self.net.resize(batch["heatmap"], predicted.shape[-1]).float())
         return loss + self.map_weight * F.mse_loss(predicted.float(), target)
+
+
+def masked_mse(predicted: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over the finite entries of ``target`` (0 when there are none)."""
+    finite = torch.isfinite(target)
+    if not finite.any():
+        return predicted.sum() * 0.0
+    return F.mse_loss(predicted[finite], target[finite])
+
+
+class GazeStatsTask(MechanismTask):
+    """Gaze-MTL's training of a `GazeMTL`: cross-entropy + ``aux_weight`` · Σ over its auxiliary heads
+    of the MSE to the batch's ``gaze_stats`` (N, len(aux_tasks)) (non-finite targets skipped); with
+    ``aux_weight = 0`` the heads and the statistics are not used at all."""
+
+    def __init__(self, net: GazeMTL, aux_weight: float = 1.0) -> None:
+        if aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+        self.trainable, self.net, self.aux_weight = net, net, aux_weight
+
+    def loss(self, batch: Batch) -> Tensor:
+        if self.aux_weight == 0:
+            return F.cross_entropy(self.net(batch["image"]).float(), batch["label"])
+        logits, aux = self.net.forward_all(batch["image"])
+        target = batch["gaze_stats"].float()
+        if target.shape != aux.shape:
+            raise ValueError(f"gaze_stats {tuple(target.shape)} do not match the heads {list(self.net.aux_tasks)}")
+        aux_loss = sum((masked_mse(aux[:, j].float(), target[:, j]) for j in range(aux.shape[1])), logits.new_zeros(()))
+        return F.cross_entropy(logits.float(), batch["label"]) + self.aux_weight * aux_loss

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 from gazecxr.config import deep_merge
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.gaze_maps import GazeMapDataset
+from gazecxr.data.gaze_stats import GazeStatsDataset
 from gazecxr.losses import UncertaintyWeightedLoss
 from gazecxr.models.factory import create_model
-from gazecxr.training.data import input_size, make_augment, make_loader
+from gazecxr.training.data import input_size, make_augment, make_dataset, make_loader
 from gazecxr.training.distributed import DistContext
 from gazecxr.training.engine import (
     Batch,
@@ -46,7 +47,7 @@ from gazecxr.training.engine import (
     Trainer,
     TrainSettings,
 )
-from gazecxr.training.mechanism_tasks import GazeDistanceTask, TokenMaskTask
+from gazecxr.training.mechanism_tasks import GazeDistanceTask, GazeStatsTask, TokenMaskTask
 from gazecxr.training.objectives import (
     ClassifierTask,
     classification_summary,
@@ -65,10 +66,10 @@ from gazecxr.training.stages import (
     train_seconds,
 )
 
-PEER_METHODS = ("mtunet", "gazegnn", "irnetv2", "gaze_token_mask", "gdvig")
+PEER_METHODS = ("mtunet", "gazegnn", "irnetv2", "gaze_token_mask", "gdvig", "gaze_mtl")
 """Peer methods, also the registry stage names of their entries."""
 
-MECHANISM_METHODS = ("gaze_token_mask", "gdvig")
+MECHANISM_METHODS = ("gaze_token_mask", "gdvig", "gaze_mtl")
 """The peer methods that are gaze mechanisms (gaze in the training loss only)."""
 
 ORACLE_TAG = "oracle=test-time-gaze"
@@ -258,8 +259,37 @@ def run_gdvig(config: Mapping[str, Any], run_dir: str | Path | None = None, resu
                  {"model_input": [net.image_size, net.image_size]}, [f"gaze_guided={str(guided).lower()}", *tags])
 
 
+def gaze_stats_datasets(config: Mapping[str, Any], tasks: Sequence[str]) -> tuple[GazeStatsDataset, GazeStatsDataset]:
+    """Training (augmented per ``data.augment``) and validation splits with Gaze-MTL's targets
+    (``peers.gaze_mtl.grid``/``window``), the time normalised by the training split's."""
+    section = config["peers"]["gaze_mtl"]
+    options = {"tasks": tasks, **task_options(section, ("grid", "window"))}
+    train = GazeStatsDataset(make_dataset(config, "train", _augment(config)), **options)
+    val = GazeStatsDataset(make_dataset(config, "val", False), time_reference=train.time_reference, **options)
+    return train, val
+
+
+def run_gaze_mtl(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+                 progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """Gaze-MTL (``peers.gaze_mtl``), its targets from each record's fixations; saves entry ``gaze_mtl``."""
+    method = "gaze_mtl"
+    ctx, run_dir, config, net = _begin(config, method, run_dir, resume)
+    section = config["peers"][method]
+    task = GazeStatsTask(net, **task_options(section, ("aux_weight",)))
+    settings = peer_settings(config, method)
+    trainer = Trainer(task, settings, run_dir, section["monitor"], infer_mode(section["monitor"]),
+                      seed=int(config["seed"]), progress=progress, name=method, on_epoch=on_epoch, dist=ctx)
+    datasets = gaze_stats_datasets(config, net.aux_tasks) if task.aux_weight > 0 else \
+        (make_dataset(config, "train", _augment(config)), make_dataset(config, "val", False))
+    train, val = (make_loader(config, split, settings.batch_size, is_train, trainer.device, dataset=dataset, dist=ctx)
+                  for split, is_train, dataset in zip(("train", "val"), (True, False), datasets))
+    result = trainer.fit(train, val, resume=resume and (run_dir / "state.pt").is_file())
+    return _save(ctx, config, run_dir, method, {method: result.best_state}, result, net,
+                 tags=[f"aux_weight={task.aux_weight}", *tags])
+
+
 PEERS = {"mtunet": run_mtunet, "gazegnn": run_gazegnn, "irnetv2": run_irnetv2,
-         "gaze_token_mask": run_gaze_token_mask, "gdvig": run_gdvig}
+         "gaze_token_mask": run_gaze_token_mask, "gdvig": run_gdvig, "gaze_mtl": run_gaze_mtl}
 
 
 def run_peer(method: str, config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
