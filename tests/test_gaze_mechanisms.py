@@ -198,7 +198,7 @@ FIT = {"n_classes": 2, "epochs": 2, "batch_size": 8, "lr": 1e-3, "seed": 3}
 @pytest.mark.parametrize("name", sorted(MECHANISMS))
 def test_the_switch_removes_the_gaze_and_predictions_need_none(name):
     size = MECHANISMS[name].min_side
-    train, val, test = (_split(n, seed, size, contrast) for n, seed, contrast in ((24, 0, 0.2), (12, 1, 0.2), (6, 2, 0)))
+    train, val, test = (_split(n, seed, size, contrast) for n, seed, contrast in ((24, 0, .2), (12, 1, .2), (6, 2, 0)))
     permuted = MechanismData(train.images, train.labels, train.gaze[np.roll(np.arange(24), 5)])
     val_permuted = MechanismData(val.images, val.labels, val.gaze[::-1].copy())
     off = fit_mechanism(name, train, val, use_gaze=False, **FIT)(test.images)

@@ -482,7 +482,7 @@ class GazeMTLPeerSection(PeerSection):
 
 
 class PeersSection(Section):
-    """``peers``: the paper's comparison methods and the field's gaze mechanisms (python -m stages.peer --method NAME)."""
+    """``peers``: the paper's comparison methods and the field's gaze mechanisms (stages.peer --method NAME)."""
 
     mtunet: MTUNetPeerSection | None = None
     irnetv2: PeerSection | None = None

@@ -1,9 +1,9 @@
 """Gaze-MTL (Saab et al., MICCAI 2021): a classifier with auxiliary heads that regress gaze statistics.
 
-As in the released code (HazyResearch/observational, Gaze-MTL): a CNN (ResNet-50 in the paper,
-here any timm classifier, `TimmClassifier`, randomly initialised: the paper's was ImageNet-pretrained) shares its pooled features between the class head and
-one linear head per gaze statistic of the film (`gazecxr.data.gaze_stats`: ``time``,
-``diffusivity``), trained jointly (`gazecxr.training.mechanism_tasks.GazeStatsTask`). The
+As in the released code (HazyResearch/observational, Gaze-MTL): a CNN (an ImageNet-pretrained
+ResNet-50 in the paper; here any timm classifier, `TimmClassifier`, randomly initialised) shares
+its pooled features between the class head and one linear head per gaze statistic of the film
+(`gazecxr.data.gaze_stats`: ``time``, ``diffusivity``), trained jointly (`gazecxr.training.mechanism_tasks.GazeStatsTask`). The
 auxiliary heads are used in training only; ``forward`` gives the class logits of the image alone.
 Gaze-MTL's ``loc`` head is left out: its target is 0 for every negative film, so it encodes the label.
 """

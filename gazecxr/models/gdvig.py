@@ -30,7 +30,7 @@ from .vig import Downsample, PyramidViG
 
 
 class ResidualConv(nn.Module):
-    """BN → ReLU → conv3×3 → BN → ReLU → conv3×3, plus a conv3×3 + BN shortcut (released ``ResidualConv``)."""
+    """BN → ReLU → conv3×3 → BN → ReLU → conv3×3, plus a conv3×3 + BN shortcut; as released."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()

@@ -192,7 +192,8 @@ def _check(name: str, train: MechanismData, val: MechanismData, n_classes: int, 
         raise ValueError(f"width must be one of {list(WIDTHS)}, got {width!r}")
     for split, labels in (("train", train.labels), ("val", val.labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-            raise ValueError(f"{split} labels must be class indices in [0, {n_classes}), got {labels.min()}..{labels.max()}")
+            raise ValueError(f"{split} labels must be class indices in [0, {n_classes}), "
+                             f"got {labels.min()}..{labels.max()}")
     if len(train) < 2:
         raise ValueError(f"training needs at least 2 images, got {len(train)}")
     if len(np.unique(val.labels)) < 2:
