@@ -275,3 +275,11 @@ def test_gaze_mtl_peer_targets_come_from_the_fixations(tiny_h5):
     first = base.fixations(int(base.indices[0]))
     assert val[0]["gaze_stats"][1].item() == pytest.approx(diffusivity(fixation_grid(first, base.canvas)), rel=1e-5)
     assert ((val.targets[:, 1] > 0) & (val.targets[:, 1] <= 1)).all()
+
+
+def test_a_config_without_the_mechanism_section_is_refused_by_name(tiny_config):
+    from gazecxr.training.peers import run_peer
+
+    config = {**tiny_config, "peers": {k: v for k, v in tiny_config["peers"].items() if k != "gdvig"}}
+    with pytest.raises(ValueError, match="no peers.gdvig section"):
+        run_peer("gdvig", config, progress=False)

@@ -297,4 +297,6 @@ def run_peer(method: str, config: Mapping[str, Any], run_dir: str | Path | None 
     """Train peer ``method`` (one of `PEER_METHODS`) and return its registry entry."""
     if method not in PEERS:
         raise ValueError(f"unknown peer method {method!r}; valid methods: {sorted(PEERS)}")
+    if not (config.get("peers") or {}).get(method):
+        raise ValueError(f"the config has no peers.{method} section (the paper, demo and test presets have one)")
     return PEERS[method](config, run_dir=run_dir, resume=resume, progress=progress, tags=tags, on_epoch=on_epoch)
