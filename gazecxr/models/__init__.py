@@ -3,6 +3,9 @@
 from .baselines import StandardUNet
 from .cooperative import GazeCXRModel, freeze, is_frozen
 from .densenet import DenseNetEncoder
+from .eg_vit import EGViT
+from .gaze_mtl import GazeMTL
+from .gdvig import GDViG
 from .factory import available_models, create_model, model_keys, register_model
 from .fusion import FusionClassifier
 from .gazegnn import GazeGNN
@@ -14,6 +17,9 @@ from .timm_classifier import TimmClassifier
 
 __all__ = [
     "DenseNetEncoder",
+    "EGViT",
+    "GDViG",
+    "GazeMTL",
     "FusionClassifier",
     "GazeCXRModel",
     "GazeGNN",
