@@ -247,12 +247,12 @@ class StudyData:
     fingerprint: dict[str, str]
 
 
-def prepare_data(settings: StudySettings, progress: bool = True) -> StudyData:
-    """Write (or reuse) every data set under ``data_root/<spec hash>/`` and check they share films' labels,
-    splits and identifiers."""
+def prepare_data(settings: StudySettings, progress: bool = True, shifted: bool = True) -> StudyData:
+    """Write (or reuse) every data set under ``data_root/<spec hash>/`` (with ``shifted``, the shifted test
+    set of each g too) and check they share labels, splits and identifiers."""
     folder = settings.data_root / config_hash(settings.data_spec())
     folder.mkdir(parents=True, exist_ok=True)
-    keys = [(g, p) for g in settings.informativeness for p in (*settings.shortcuts, None)]
+    keys = [(g, p) for g in settings.informativeness for p in (*settings.shortcuts, *((None,) if shifted else ()))]
     files = {}
     for g, p in tqdm(keys, desc="gaze-utility data sets", unit="set", disable=not progress):
         files[(g, p)] = _dataset(settings, folder, g, p, progress)
