@@ -94,7 +94,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    value = classification_metrics(labels, probs)["auc_macro"]
+    value = classification_metrics(labels, probs, [str(k) for k in range(probs.shape[1])])["auc_macro"]
     return float(value) if value is not None and np.isfinite(value) else float("nan")
 
 

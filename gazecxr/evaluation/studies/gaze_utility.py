@@ -44,7 +44,6 @@ from gazecxr.data.geometry import Letterbox
 from gazecxr.data.provenance import is_synthetic_h5
 from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 from gazecxr.data.synthetic import generate, reference_sigma
-from gazecxr.data.synthetic.evidence import read_synthetic_evidence
 from gazecxr.data.synthetic.knobs import Knobs
 from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_atomic, write_text_atomic
 from gazecxr.evaluation.html_report import render_page
@@ -181,6 +180,8 @@ def _is_current(path: Path, attr: str) -> bool:
 
 def _add_evidence(path: Path, raw: Path) -> None:
     """Store each record's true evidence mask (canvas geometry, bool) and marker state beside its film."""
+    from gazecxr.data.synthetic.evidence import read_synthetic_evidence
+
     with h5py.File(path, "r+") as f:
         ids = list(f["dicom_id"].asstr()[:])
         canvas = tuple(f["image"].shape[1:])
