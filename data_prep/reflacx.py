@@ -14,6 +14,7 @@ from data_prep.common import EPILOG, add_output_arguments, options_from, run_con
 from gazecxr.cli.options import prog_name
 from gazecxr.data.convert import convert_source
 from gazecxr.data.heatmap import DEFAULT_SIGMA
+from gazecxr.data.provenance import is_synthetic_source
 from gazecxr.data.sources.reflacx import ReflacxSource
 from gazecxr.data.synthetic.knobs import knobs_attrs
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_conversion(lambda: convert_source(source, args.out, options_from(args, args.heatmap),
                                                  progress=not args.quiet,
                                                  attrs={"heatmap": f"mean of the readers' normalised maps; {recipe}",
+                                                        "synthetic": is_synthetic_source(args.reflacx_dir),
                                                         **knobs_attrs(args.reflacx_dir),
                                                         **({"voi_lut": True} if args.voi_lut else {})},
                                                  split_file=args.split_file),

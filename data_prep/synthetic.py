@@ -47,6 +47,14 @@ exactly the fraction g of its on-film dwell time on the class evidence (consolid
 zones inside the lungs) and the rest sweeping the lungs uniformly, independent of the evidence.
 Changing only g keeps the films, labels and identifiers.
 
+Shortcut (both layouts): --shortcut-strength p draws on every film a marker state, 0 no marker,
+1 a drain-like tube across the image-left lung, 2 across the image-right lung; a film's state is
+its class index (Normal 0, CHF 1, pneumonia 2) with probability p and otherwise uniform over the
+three states independently of the class. --shortcut-shifted draws every state independently of the
+class (the shifted test set). The simulated readers never look at the marker. --evidence writes the
+known answer beside the tables: EGD/ (or REFLACX/) synthetic_evidence/<dicom_id>.png, each film's
+true evidence region, and synthetic_shortcut.csv (dicom_id, marker_state, label).
+
 The output is a deterministic function of --seed and the knobs. All DICOM patient metadata is fake.
 """
 
@@ -81,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gaze-informativeness", type=float, default=None, metavar="G",
                         help="fraction in [0, 1] of each reading's on-film dwell time on the class evidence, "
                         "the rest a uniform lung sweep (default: the unmodified reading)")
+    parser.add_argument("--shortcut-strength", type=float, default=None, metavar="P",
+                        help="probability in [0, 1] that a film's tube marker state is its class, else independent "
+                             "of it (default: no marker)")
+    parser.add_argument("--shortcut-shifted", action="store_true",
+                        help="draw every marker state independently of the class (needs --shortcut-strength)")
+    parser.add_argument("--evidence", action="store_true",
+                        help="also write each film's true evidence mask and marker state (synthetic_evidence/, "
+                             "synthetic_shortcut.csv) into EGD/ or REFLACX/")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -92,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary, indent=2))
             return 0
         knobs = Knobs(evidence_contrast=args.evidence_contrast, evidence_size=args.evidence_size,
-                      distractors=args.distractors, gaze_informativeness=args.gaze_informativeness)
-        summary = writer(args.out, n=args.n, seed=args.seed, size=args.size,
-                         progress=not args.quiet, overwrite=args.overwrite, knobs=knobs)
+                      distractors=args.distractors, gaze_informativeness=args.gaze_informativeness,
+                      shortcut_strength=args.shortcut_strength, shortcut_shifted=args.shortcut_shifted)
+        summary = writer(args.out, n=args.n, seed=args.seed, size=args.size, progress=not args.quiet,
+                         overwrite=args.overwrite, knobs=knobs, evidence=args.evidence)
     except (FileExistsError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     print(json.dumps(summary, indent=2))

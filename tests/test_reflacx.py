@@ -11,6 +11,7 @@ from scipy.stats import multivariate_normal
 from gazecxr.data.convert import ConvertOptions, convert_source, report_path
 from gazecxr.data.geometry import Letterbox
 from gazecxr.data.heatmap import fixation_gaussian_heatmap
+from gazecxr.data.provenance import is_synthetic_h5, is_synthetic_source
 from gazecxr.data.sources.reflacx import ReflacxSource, map_labels
 from gazecxr.data.sources.reflacx_format import LABELS, LABELS_PHASE_1, METADATA_COLUMNS
 from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
@@ -187,6 +188,7 @@ def test_cli_converts_and_names_a_bad_folder(reflacx_raw, tmp_path):
              "--height", 64, "--width", 64, "--limit", 2, "--test-size", 1)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(report_path(out).read_text())["summary"]["converted"] == 2
+    assert is_synthetic_source(reflacx_raw / "REFLACX") and is_synthetic_h5(out)
     bad = cli("--reflacx-dir", tmp_path, "--image-dir", reflacx_raw / "MIMIC", "--out", tmp_path / "x.h5")
     assert bad.returncode == 2 and "metadata_phase_1/2/3.csv" in bad.stderr and not (tmp_path / "x.h5").exists()
 

@@ -24,6 +24,7 @@ from gazecxr.data.sources.egd_format import (BOUNDING_BOX_COLUMNS, BOUNDING_BOXE
 from gazecxr.data.synthetic import FAKE_BIRTH_DATE, FAKE_PHI_MARKER, generate
 from gazecxr.data.synthetic.gaze import simulate_reading
 from gazecxr.data.synthetic.phantom import CHF, PNEUMONIA, draw_phantom, sample_film_size
+from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
 
 N_IMAGES, SIZE = 150, 256
 DICOM_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
@@ -259,6 +260,25 @@ def test_deterministic_and_prefix_stable(tmp_path):
     assert d[1] == a[1][:4]
     for name in (MASTER_SHEET, EYE_GAZE, FIXATIONS):
         assert a[0][name].startswith(d[0][name]) and len(a[0][name]) > len(d[0][name])
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("writer", [generate, generate_reflacx])
+def test_two_runs_with_one_seed_write_identical_bytes(tmp_path, writer):
+    for name, seed in (("a", 4), ("b", 4), ("c", 5)):
+        writer(tmp_path / name, n=6, seed=seed, size=64, progress=False)
+    a, b, c = (_tree_bytes(tmp_path / name) for name in "abc")
+    assert a == b
+    films = [pydicom.dcmread(tmp_path / "a" / name) for name in a if name.endswith(".dcm")]
+    uids = [(ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.StudyInstanceUID) for ds in films]
+    assert len(films) == 6 and len({u for row in uids for u in row}) == 18
+    assert all(ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID for ds in films)
+    assert all(u.is_valid and len(u) <= 64 and u.startswith(pydicom.uid.PYDICOM_ROOT_UID) for row in uids for u in row)
+    other = {pydicom.dcmread(tmp_path / "c" / name).SOPInstanceUID for name in c if name.endswith(".dcm")}
+    assert not other & {row[0] for row in uids}
 
 
 def test_refuses_non_empty_directory_and_overwrites_atomically(tmp_path):

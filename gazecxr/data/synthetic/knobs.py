@@ -1,4 +1,5 @@
-"""The four knobs of the synthetic world: how visible the class evidence is and what the gaze says about it.
+"""The knobs of the synthetic world: how visible the class evidence is, what the gaze says about it, and a
+shortcut that can stand in for the class.
 
 Definitions (all in the phantom's normalised anatomical units; the rib cage spans about [-1, 1]):
 
@@ -26,6 +27,16 @@ Definitions (all in the phantom's normalised anatomical units; the rib cage span
   the evidence is (it still differs from the default reading, which dwells on the evidence).
   Normal films have no E: their reading is the lung sweep at every g. Off-film glances are kept
   as in the default reading and are not part of the dwell time.
+- ``shortcut_strength`` p ∈ [0, 1] or None (default None: no marker on any film). With p every film
+  gets a marker state (`gazecxr.data.synthetic.shortcut`): 0 no marker, 1 a drain-like tube across
+  the image-left lung, 2 across the image-right lung. State k agrees with class k (Normal 0, CHF 1,
+  pneumonia 2); a film's state is its class with probability p, otherwise uniform over the three
+  states independently of the class (so P(state = class) = p + (1 − p)/3; p = 0 is a marker that
+  carries no class information). The simulated readers never look at the marker: the gaze is the
+  same with or without it.
+- ``shortcut_shifted`` (default False; needs ``shortcut_strength``): every film's state is drawn
+  independently of the class whatever p is, for the shifted test set. The marker states of
+  datasets with one seed are drawn with the same random numbers at every p and shift.
 
 With every knob at its default the generator's output is byte-identical to the generator without
 knobs. Non-default knobs are recorded as `KNOBS_FILE` in the raw dataset folder and carried by the
@@ -63,6 +74,8 @@ class Knobs:
     evidence_size: float = 1.0
     distractors: int = 0
     gaze_informativeness: float | None = None
+    shortcut_strength: float | None = None
+    shortcut_shifted: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.evidence_contrast) and self.evidence_contrast >= 0):
@@ -74,6 +87,13 @@ class Knobs:
         g = self.gaze_informativeness
         if g is not None and not (0.0 <= g <= 1.0):
             raise ValueError(f"gaze_informativeness must be in [0, 1] (or None for the default reading), got {g!r}")
+        p = self.shortcut_strength
+        if p is not None and (isinstance(p, bool) or not 0.0 <= p <= 1.0):
+            raise ValueError(f"shortcut_strength must be in [0, 1] (or None for no marker), got {p!r}")
+        if not isinstance(self.shortcut_shifted, bool):
+            raise ValueError(f"shortcut_shifted must be true or false, got {self.shortcut_shifted!r}")
+        if self.shortcut_shifted and p is None:
+            raise ValueError("shortcut_shifted needs a shortcut_strength (the marker it shifts)")
 
     @property
     def is_default(self) -> bool:

@@ -11,7 +11,9 @@ Planted findings are drawn into the film: the class evidence of the EGD phantoms
 knobs of `gazecxr.data.synthetic.knobs` apply as in the EGD layout; with a ``gaze_informativeness``
 each reader's fixations are that knob's reading (no extra dwells on the noticed findings), in the
 reader's own pace, order and bias. Non-default knobs are recorded in
-``REFLACX/synthetic_knobs.json``.
+``REFLACX/synthetic_knobs.json``. ``REFLACX/SYNTHETIC.txt`` marks the folder as synthetic, as in the
+EGD layout; the converter carries it into the HDF5 attribute ``synthetic`` that reports show. The
+shortcut marker is drawn after the planted findings, with its own random numbers; readers never look at it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from gazecxr.data.provenance import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
 from gazecxr.data.sources.reflacx_format import (
     CHEST_BOX,
     CHEST_BOX_COLUMNS,
@@ -44,6 +47,7 @@ from gazecxr.data.sources.reflacx_format import (
     TIMESTAMPS,
     TRANSCRIPTION,
 )
+from gazecxr.data.synthetic.evidence import EVIDENCE_DIR, SHORTCUT_TABLE, EvidenceWriter
 from gazecxr.data.synthetic.gaze import Reading, simulate_reading
 from gazecxr.data.synthetic.knobs import DEFAULT_KNOBS, Knobs, write_knobs
 from gazecxr.data.synthetic.phantom import (
@@ -51,8 +55,10 @@ from gazecxr.data.synthetic.phantom import (
     PNEUMONIA,
     Phantom,
     draw_phantom,
+    evidence_mask,
     sample_film_size,
 )
+from gazecxr.data.synthetic.shortcut import add_shortcut
 from gazecxr.data.synthetic.writer import (
     _dicom_header,
     _hex_id,
@@ -69,9 +75,11 @@ _NODULE_P = 0.5
 
 
 def generate_reflacx(out_dir: str | os.PathLike, n: int = 50, seed: int = 0, size: int = 512,
-                     progress: bool = True, overwrite: bool = False, knobs: Knobs = DEFAULT_KNOBS) -> dict:
+                     progress: bool = True, overwrite: bool = False, knobs: Knobs = DEFAULT_KNOBS,
+                     evidence: bool = False) -> dict:
     """Write ``n`` synthetic films with REFLACX readings under ``out_dir`` (atomically), drawn with
-    ``knobs``; return counts."""
+    ``knobs``; with ``evidence`` also each film's evidence mask and marker state
+    (`gazecxr.data.synthetic.evidence`) into ``REFLACX/``. Return counts."""
     if n < 1 or size < 64:
         raise ValueError(f"need n >= 1 and size >= 64, got n={n}, size={size}")
     out = Path(out_dir).absolute()
@@ -80,7 +88,7 @@ def generate_reflacx(out_dir: str | os.PathLike, n: int = 50, seed: int = 0, siz
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        counts = _Writer(tmp, seed, size, knobs).write(n, progress)
+        counts = _Writer(tmp, seed, size, knobs, evidence).write(n, progress)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -88,7 +96,9 @@ def generate_reflacx(out_dir: str | os.PathLike, n: int = 50, seed: int = 0, siz
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**counts, "seed": seed, "size": size, "knobs": knobs.as_dict(),
-            "paths": {"root": str(out), "reflacx": str(out / "REFLACX"), "mimic": str(out / "MIMIC")}}
+            "paths": {"root": str(out), "reflacx": str(out / "REFLACX"), "mimic": str(out / "MIMIC"),
+                      **({"evidence": str(out / "REFLACX" / EVIDENCE_DIR),
+                          "shortcut": str(out / "REFLACX" / SHORTCUT_TABLE)} if evidence else {})}}
 
 
 def _phase(i: int) -> tuple[int, int]:
@@ -131,9 +141,10 @@ def plant_findings(phantom: Phantom, rng: np.random.Generator) -> list[tuple[str
 
 
 class _Writer:
-    def __init__(self, root: Path, seed: int, size: int, knobs: Knobs = DEFAULT_KNOBS):
+    def __init__(self, root: Path, seed: int, size: int, knobs: Knobs = DEFAULT_KNOBS, evidence: bool = False):
         self.main, self.gaze_dir, self.mimic = root / "REFLACX" / MAIN_DIR, root / "REFLACX" / GAZE_DIR, root / "MIMIC"
         self.main.mkdir(parents=True)
+        self.evidence = EvidenceWriter(self.main.parent) if evidence else None
         self.seed, self.size, self.knobs = seed, size, knobs
         self.used_patients: set[str] = set()
         self.used_studies: set[str] = set()
@@ -150,7 +161,10 @@ class _Writer:
         for phase, rows in self.metadata.items():
             names = LABELS_PHASE_1 if phase == 1 else LABELS
             _csv(self.main / METADATA.format(phase=phase), pd.DataFrame(rows, columns=[*METADATA_COLUMNS, *names]))
+        (self.main.parent / SYNTHETIC_MARKER).write_text(SYNTHETIC_MARKER_TEXT, encoding="utf-8")
         write_knobs(self.main.parent, self.knobs)
+        if self.evidence is not None:
+            self.evidence.finish()
         return self.counts
 
     def _image(self, i: int) -> None:
@@ -161,10 +175,14 @@ class _Writer:
         phantom = draw_phantom(image_rng, label, height, width, self.knobs,
                                _rng(self.seed, _STREAM + 3, i) if self.knobs.distractors else None)
         findings = plant_findings(phantom, find_rng)
+        marker = add_shortcut(phantom, self.knobs, _rng(self.seed, _STREAM + 4, i))
         patient = _Patient(_unique(meta_rng, 10_000_000, 20_000_000, self.used_patients), "F", 50)
         study, dicom_id = _unique(meta_rng, 50_000_000, 60_000_000, self.used_studies), _hex_id(meta_rng)
+        if self.evidence is not None:
+            self.evidence.add(dicom_id, evidence_mask(phantom), marker, label)
         rel = f"files/p{patient.patient_id[:2]}/p{patient.patient_id}/s{study}/{dicom_id}.dcm"
-        ds, value_range = _dicom_header(meta_rng, dicom_id=dicom_id, patient=patient, study_id=study, size=self.size)
+        ds, value_range = _dicom_header(meta_rng, dicom_id=dicom_id, patient=patient, study_id=study, size=self.size,
+                                        uid_key=("reflacx", self.seed, i))
         _save_film(self.mimic / rel, ds, phantom, value_range, None)
         phase, readers = _phase(i)
         self.trials[phase] += 1

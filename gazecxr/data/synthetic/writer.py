@@ -6,7 +6,8 @@
 Everything is a deterministic function of the seed and the knobs (`gazecxr.data.synthetic.knobs`),
 and image ``i`` does not depend on how many images are written; the films and labels do not
 depend on the gaze knob either, so datasets that differ only in ``gaze_informativeness`` hold
-the same images.
+the same images. The shortcut marker is drawn with its own random numbers after the film, so it changes
+nothing else.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from gazecxr.data.synthetic.gaze import (
     simulate_reading,
 )
 from gazecxr.data.synthetic.knobs import DEFAULT_KNOBS, Knobs, write_knobs
-from gazecxr.data.synthetic.phantom import Phantom, draw_phantom, sample_film_size
+from gazecxr.data.synthetic.evidence import EVIDENCE_DIR, SHORTCUT_TABLE, EvidenceWriter
+from gazecxr.data.synthetic.phantom import Phantom, draw_phantom, evidence_mask, sample_film_size
+from gazecxr.data.synthetic.shortcut import add_shortcut
 
 IMAGES_PER_SESSION = 20
 """Images read per simulated eye-tracking session; each session opens with a calibration screen."""
@@ -64,7 +67,7 @@ BBOX_NAMES: dict[str, str] = {
 }
 """``bounding_boxes.csv`` bbox_name -> phantom mask it is derived from."""
 
-_IMAGE, _LABELS, _CALIBRATION, _DISTRACTORS = 0, 1, 2, 3
+_IMAGE, _LABELS, _CALIBRATION, _DISTRACTORS, _SHORTCUT = 0, 1, 2, 3, 4
 _REPEAT_STUDY_P = 0.12
 
 _CLASS_DX = {1: ("Congestive heart failure, unspecified", "I509"), 2: ("Pneumonia, unspecified organism", "J189")}
@@ -110,12 +113,14 @@ def reference_sigma(size: int) -> float:
 
 
 def generate(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, size: int = 1024,
-             progress: bool = True, overwrite: bool = False, knobs: Knobs = DEFAULT_KNOBS) -> dict:
+             progress: bool = True, overwrite: bool = False, knobs: Knobs = DEFAULT_KNOBS,
+             evidence: bool = False) -> dict:
     """Write ``n`` synthetic films with gaze in the raw EGD-CXR layout under ``out_dir``.
 
-    ``size`` is the nominal film height in pixels; ``knobs`` set the evidence, the distractors and
-    the gaze's informativeness (non-default values are recorded in ``EGD/synthetic_knobs.json``).
-    The dataset is written to a temporary
+    ``size`` is the nominal film height in pixels; ``knobs`` set the evidence, the distractors,
+    the gaze's informativeness and the shortcut marker (non-default values are recorded in
+    ``EGD/synthetic_knobs.json``). ``evidence`` also writes the known answer (each film's evidence mask
+    and marker state, `gazecxr.data.synthetic.evidence`) into ``EGD/``. The dataset is written to a temporary
     sibling directory and renamed into place; an existing non-empty ``out_dir`` is refused
     unless ``overwrite``. Returns a summary: counts per class, patients, images, gaze rows,
     the suggested heatmap sigma and the paths written.
@@ -135,7 +140,7 @@ def generate(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, size: int 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        counts = _write_dataset(tmp, n=n, seed=seed, size=size, progress=progress, knobs=knobs)
+        counts = _write_dataset(tmp, n=n, seed=seed, size=size, progress=progress, knobs=knobs, evidence=evidence)
         if out.exists():
             old = tmp.with_name(tmp.name + "-old")
             os.replace(out, old)
@@ -152,7 +157,8 @@ def generate(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, size: int 
         "paths": {"root": str(out), "egd": str(egd), "mimic": str(out / "MIMIC"),
                   "master_sheet": str(egd / MASTER_SHEET), "eye_gaze": str(egd / EYE_GAZE),
                   "fixations": str(egd / FIXATIONS), "bounding_boxes": str(egd / BOUNDING_BOXES),
-                  "masks": str(egd / SEGMENTATION_DIR)},
+                  "masks": str(egd / SEGMENTATION_DIR),
+                  **({"evidence": str(egd / EVIDENCE_DIR), "shortcut": str(egd / SHORTCUT_TABLE)} if evidence else {})},
     }
 
 
@@ -203,10 +209,11 @@ def _unique(rng: np.random.Generator, low: int, high: int, used: set[str]) -> st
     return value
 
 
-def _write_dataset(root: Path, *, n: int, seed: int, size: int, progress: bool, knobs: Knobs = DEFAULT_KNOBS) -> dict:
+def _write_dataset(root: Path, *, n: int, seed: int, size: int, progress: bool, knobs: Knobs = DEFAULT_KNOBS,
+                   evidence: bool = False) -> dict:
     """Write all files under ``root``; films are saved by one background thread."""
     with ThreadPoolExecutor(max_workers=1) as files:
-        writer = _DatasetWriter(root, seed=seed, size=size, files=files, knobs=knobs)
+        writer = _DatasetWriter(root, seed=seed, size=size, files=files, knobs=knobs, evidence=evidence)
         for i in tqdm(range(n), desc="synthetic films", unit="img", disable=not progress):
             writer.add(i)
         return writer.finish()
@@ -215,9 +222,11 @@ def _write_dataset(root: Path, *, n: int, seed: int, size: int, progress: bool, 
 class _DatasetWriter:
     """Adds images one at a time (index order) and finally writes the EGD tables."""
 
-    def __init__(self, root: Path, *, seed: int, size: int, files: ThreadPoolExecutor, knobs: Knobs = DEFAULT_KNOBS):
+    def __init__(self, root: Path, *, seed: int, size: int, files: ThreadPoolExecutor, knobs: Knobs = DEFAULT_KNOBS,
+                 evidence: bool = False):
         self.egd, self.mimic = root / "EGD", root / "MIMIC"
         (self.egd / SEGMENTATION_DIR).mkdir(parents=True)
+        self.evidence = EvidenceWriter(self.egd) if evidence else None
         self.seed, self.size, self.files, self.knobs = seed, size, files, knobs
         self.pending: deque[Future] = deque()
         self.rows: list[dict] = []
@@ -239,9 +248,12 @@ class _DatasetWriter:
         height, width = sample_film_size(image_rng, self.size)
         phantom = draw_phantom(image_rng, label, height, width, self.knobs,
                                _rng(self.seed, _DISTRACTORS, i) if self.knobs.distractors else None)
+        marker = add_shortcut(phantom, self.knobs, _rng(self.seed, _SHORTCUT, i))
+        if self.evidence is not None:
+            self.evidence.add(dicom_id, evidence_mask(phantom), marker, label)
         rel = f"files/p{patient.patient_id[:2]}/p{patient.patient_id}/s{study_id}/{dicom_id}.dcm"
         ds, value_range = _dicom_header(meta_rng, dicom_id=dicom_id, patient=patient, study_id=study_id,
-                                        size=self.size)
+                                        size=self.size, uid_key=("egd", self.seed, i))
         self.pending.append(self.files.submit(_save_film, self.mimic / rel, ds, phantom, value_range,
                                               self.egd / SEGMENTATION_DIR / dicom_id))
         if len(self.pending) > 2:
@@ -267,6 +279,8 @@ class _DatasetWriter:
         _write_csv(self.egd / MASTER_SHEET, MASTER_SHEET_COLUMNS, self.rows)
         (self.egd / SYNTHETIC_MARKER).write_text(SYNTHETIC_MARKER_TEXT, encoding="utf-8")
         write_knobs(self.egd, self.knobs)
+        if self.evidence is not None:
+            self.evidence.finish()
         _write_csv(self.egd / BOUNDING_BOXES, BOUNDING_BOX_COLUMNS, self.boxes)
         n_raw = _write_gaze(self.egd / EYE_GAZE, self.raw)
         n_fix = _write_gaze(self.egd / FIXATIONS, self.fixations)
@@ -324,15 +338,22 @@ def _indication(rng: np.random.Generator, gender: str) -> str:
                            person="woman" if gender == "F" else "man")
 
 
+def synthetic_uid(layout: str, seed: int, record: int, kind: str) -> pydicom.uid.UID:
+    """The DICOM UID of ``kind`` ("sop", "series", "study") of record ``record`` of the ``layout`` dataset
+    written with ``seed``: a hash of those (pydicom root prefix), so two runs write the same UIDs."""
+    return pydicom.uid.generate_uid(entropy_srcs=[f"gazecxr-synthetic/{layout}/seed={seed}/record={record}/{kind}"])
+
+
 def _dicom_header(rng: np.random.Generator, *, dicom_id: str, patient: _Patient, study_id: str,
-                  size: int) -> tuple[FileDataset, tuple[float, float]]:
+                  size: int, uid_key: tuple[str, int, int]) -> tuple[FileDataset, tuple[float, float]]:
     """A 12-bit DX/CR DICOM header with clearly fake patient metadata, and the stored-value range
-    (value of intensity 0, value of intensity 1) the film's pixels are mapped to."""
+    (value of intensity 0, value of intensity 1) the film's pixels are mapped to. ``uid_key`` (layout,
+    seed, record index) determines the UIDs (`synthetic_uid`)."""
     low, high = rng.uniform(0, 300), rng.uniform(3300, 4095)
     monochrome1 = rng.random() < 0.15
     sop_class = (pydicom.uid.DigitalXRayImageStorageForPresentation if rng.random() < 0.85
                  else pydicom.uid.ComputedRadiographyImageStorage)
-    sop_uid = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["sop", dicom_id])
+    sop_uid = synthetic_uid(*uid_key, "sop")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -340,8 +361,8 @@ def _dicom_header(rng: np.random.Generator, *, dicom_id: str, patient: _Patient,
     meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(dicom_id, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
-    ds.StudyInstanceUID = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["study", study_id])
-    ds.SeriesInstanceUID = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["series", dicom_id])
+    ds.StudyInstanceUID = synthetic_uid(*uid_key, "study")
+    ds.SeriesInstanceUID = synthetic_uid(*uid_key, "series")
     ds.Modality = "DX" if sop_class == pydicom.uid.DigitalXRayImageStorageForPresentation else "CR"
     ds.PatientName = f"{FAKE_PHI_MARKER}^PHANTOM^{patient.patient_id}"
     ds.PatientID = f"{FAKE_PHI_MARKER}-{patient.patient_id}"
