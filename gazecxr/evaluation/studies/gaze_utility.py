@@ -44,6 +44,7 @@ from gazecxr.data.geometry import Letterbox
 from gazecxr.data.provenance import is_synthetic_h5
 from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 from gazecxr.data.synthetic import generate, reference_sigma
+from gazecxr.data.synthetic.evidence import read_synthetic_evidence
 from gazecxr.data.synthetic.knobs import Knobs
 from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_atomic, write_text_atomic
 from gazecxr.evaluation.html_report import render_page
@@ -180,8 +181,6 @@ def _is_current(path: Path, attr: str) -> bool:
 
 def _add_evidence(path: Path, raw: Path) -> None:
     """Store each record's true evidence mask (canvas geometry, bool) and marker state beside its film."""
-    from gazecxr.data.synthetic.evidence import read_synthetic_evidence
-
     with h5py.File(path, "r+") as f:
         ids = list(f["dicom_id"].asstr()[:])
         canvas = tuple(f["image"].shape[1:])
@@ -210,7 +209,7 @@ def _dataset(settings: StudySettings, folder: Path, g: float, p: float | None, p
         raw = Path(tempfile.mkdtemp(prefix=f".raw-{_name(g, p)}-", dir=folder))
         try:
             generate(raw / "set", n=settings.images, seed=settings.generator_seed, size=settings.film_size,
-                     progress=False, knobs=knobs)
+                     progress=False, knobs=knobs, evidence=True)
             options = ConvertOptions(height=settings.height, width=settings.width, gaze="raw",
                                      sigma=settings.sigma, split="paper", test_size=settings.test_size,
                                      val_fraction=settings.val_fraction)
