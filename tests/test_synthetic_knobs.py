@@ -105,7 +105,9 @@ def test_contrast_size_and_distractors_do_what_they_say():
 
 
 @pytest.mark.parametrize("bad", [dict(evidence_contrast=-1), dict(evidence_size=0), dict(distractors=1.5),
-                                 dict(gaze_informativeness=1.2)])
+                                 dict(gaze_informativeness=1.2), dict(shortcut_strength=1.5),
+                                 dict(shortcut_strength=float("nan")), dict(shortcut_shifted=True),
+                                 dict(shortcut_shifted="yes", shortcut_strength=0.5)])
 def test_knob_values_are_checked(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Knobs(**bad)

@@ -112,7 +112,7 @@ def test_the_marker_is_a_tube_in_its_lung_and_changes_nothing_else(layout):
             reading = _reading_of(roots["full"], dicom_id)
             box = pd.read_csv(roots["full"] / "REFLACX" / "main_data" / reading / "chest_bounding_box.csv").iloc[0]
             rows, cols = np.nonzero(tube)
-            assert box.xmin <= cols.min() and cols.max() <= box.xmax and box.ymin <= rows.min() <= rows.max() <= box.ymax
+            assert box.xmin <= cols.min() <= cols.max() <= box.xmax and box.ymin <= rows.min() <= rows.max() <= box.ymax
             centre = (box.xmin + box.xmax) / 2
             assert (cols.mean() < centre) == (state == LEFT_LUNG)
 
