@@ -39,13 +39,15 @@ from gazecxr.models.bench_cnn import BenchCNN, FusionHead, SaliencyDecoder, Sali
 @dataclass(frozen=True)
 class BenchArrays:
     """One split of a benchmark data set: images (N, 1, H, W) in [0, 1], labels (N,), gaze maps (N, H, W) ≥ 0,
-    true evidence masks (N, H, W) (0 on normal films) and the record ids."""
+    true evidence masks (N, H, W) (0 on normal films), the record ids and (where known) each film's total
+    dwell time in seconds (N,)."""
 
     images: np.ndarray
     labels: np.ndarray
     gaze: np.ndarray
     evidence: np.ndarray
     ids: tuple[str, ...]
+    time: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -366,7 +368,8 @@ def train_mechanism(name: str, data: TrainingArrays, settings: BenchSettings, se
     from gazecxr.training.gaze_mechanisms import MechanismData, fit_mechanism
 
     def as_data(split: BenchArrays) -> MechanismData:
-        return MechanismData(images=split.images, labels=split.labels.astype(np.int64), gaze=split.gaze)
+        return MechanismData(images=split.images, labels=split.labels.astype(np.int64), gaze=split.gaze,
+                             time=split.time)
 
     predict = fit_mechanism(name, as_data(data.train), as_data(data.val), n_classes=settings.num_classes,
                             use_gaze=use_gaze, epochs=settings.epochs, batch_size=settings.batch_size,

@@ -297,7 +297,12 @@ def load_split(path: Path, split: str, rows: np.ndarray | None = None) -> BenchA
         evidence = f["evidence_mask"][index].astype(np.float32)
         labels = f["label"][index].astype(np.int64)
         ids = tuple(f["dicom_id"].asstr()[index])
-    return BenchArrays(images=images, labels=labels, gaze=gaze, evidence=evidence, ids=ids)
+        time = None
+        if "fixations" in f and "fixation_offsets" in f:
+            offsets, durations = f["fixation_offsets"][:], f["fixations"][:, 2]
+            total = np.add.reduceat(np.append(durations, 0.0), offsets[:-1]) * (np.diff(offsets) > 0)
+            time = total[index].astype(np.float32)
+    return BenchArrays(images=images, labels=labels, gaze=gaze, evidence=evidence, ids=ids, time=time)
 
 
 def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
