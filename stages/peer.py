@@ -1,4 +1,7 @@
-"""`python -m stages.peer --method mtunet|gazegnn|irnetv2 --config FILE [--set KEY=VALUE ...] [--resume]`."""
+"""`python -m stages.peer --method METHOD --config FILE [--set KEY=VALUE ...] [--resume]`.
+
+METHOD: mtunet, gazegnn, irnetv2 or a gaze mechanism (gaze_token_mask, gdvig, gaze_mtl).
+"""
 
 import sys
 

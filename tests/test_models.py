@@ -372,8 +372,8 @@ def test_fusion_classifier_overfits_tiny_batch(head):
 
 
 def test_factory_builds_registered_models():
-    assert available_models() == ["densenet", "fusion", "gazegnn", "irnetv2", "mtunet", "multitask_frcnn", "resse_unet",
-                                  "standard_unet", "timm"]
+    assert available_models() == ["densenet", "eg_vit", "fusion", "gaze_mtl", "gazegnn", "gdvig", "irnetv2", "mtunet",
+                                  "multitask_frcnn", "resse_unet", "standard_unet", "timm"]
     unet = create_model({"name": "resse_unet", "width": 0.125, "aux_channels": 8})
     assert isinstance(unet, ResSEUNet) and unet.aux_channels == 8
     encoder = create_model({"name": "densenet", **TINY_DENSENET, "block_config": [1, 1, 1, 1]})
@@ -384,7 +384,8 @@ def test_factory_builds_registered_models():
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"name": "unet3plus"}, r"valid names: \[.densenet., .fusion., .gazegnn., .irnetv2., .mtunet., .multitask_frcnn., .resse_unet."),
+        ({"name": "unet3plus"}, r"valid names: \[.densenet., .eg_vit., .fusion., .gaze_mtl., .gazegnn., .gdvig., .irnetv2., "
+                                r".mtunet., .multitask_frcnn., .resse_unet."),
         ({"name": "resse_unet", "widht": 0.5}, r"unknown key\(s\) \['widht'\].*'width'"),
         ({"width": 0.5}, "needs a 'name' key"),
     ],

@@ -320,7 +320,7 @@ def test_models_summary_counts_every_network(capsys):
     assert main(["summary", "--config", str(ROOT / "configs" / "test.yaml"), "--json"]) == 0
     rows = {row["name"]: row["parameters"] for row in json.loads(capsys.readouterr().out)}
     assert set(rows) == {"densenet", "resse_unet", "fusion", "full", "resse_unet_only", "standard_unet",
-                         "mtunet", "irnetv2", "gazegnn"}
+                         "mtunet", "irnetv2", "gazegnn", "gaze_token_mask", "gdvig", "gaze_mtl"}
     assert rows["full"] == rows["densenet"] + rows["resse_unet"] + rows["fusion"]
     assert rows["mtunet"] == parameter_count(MTUNet(width=0.0625))
     assert rows["irnetv2"] == 54_310_499  # timm inception_resnet_v2, 1 input channel, 3 classes

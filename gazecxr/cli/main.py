@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train stage1": ("stages.stage1:main", "stage 1: DenseNet, contrastive pretraining + fine-tuning"),
     "train stage2": ("stages.stage2:main", "stage 2: Res-SE UNet saliency on the frozen stage-1 DenseNet"),
     "train stage3": ("stages.stage3:main", "stage 3: fusion classifier on the frozen DenseNet and UNet"),
-    "train peer": ("stages.peer:main", "a peer method: MT-UNet, GazeGNN or Inception-ResNet-v2"),
+    "train peer": ("stages.peer:main", "a peer method (MT-UNet, GazeGNN, Inception-ResNet-v2) or gaze mechanism "
+                                       "(gaze_token_mask, gdvig, gaze_mtl)"),
     "tune": ("stages.tune:main", "optuna hyperparameter study of one stage"),
     # evaluation
     "evaluate": ("stages.evaluate:main", "score a trained model on a split: metrics, tests, tables, figures"),

@@ -174,10 +174,56 @@ class MultitaskFRCNNModel(Section):
     box_score_thresh: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
+class EGViTModel(Section):
+    """``eg_vit``: EG-ViT, a timm ViT with the gaze token mask's masked forward (gaze_token_mask)."""
+
+    name: Literal["eg_vit"]
+    img_size: Annotated[int, Field(ge=16)] = 224
+    patch_size: PositiveInt = 16
+    embed_dim: PositiveInt = 384
+    depth: PositiveInt = 12
+    num_heads: PositiveInt = 6
+    num_classes: PositiveInt = 3
+    in_channels: PositiveInt = 1
+    masked_blocks: NonNegInt | None = None
+    drop_rate: Fraction = 0.0
+
+
+class GDViGModel(Section):
+    """``gdvig``: GD-ViG, a gaze-map generator and a Pyramid ViG whose graph uses its predicted map."""
+
+    name: Literal["gdvig"]
+    image_size: Annotated[int, Field(ge=32, multiple_of=32)] = 224
+    channels: Stages4 = [80, 160, 400, 640]
+    blocks: Stages4 = [2, 2, 6, 2]
+    k: PositiveInt = 9
+    reduce_ratios: Stages4 = [4, 2, 1, 1]
+    hidden: PositiveInt = 1024
+    dropout: Fraction = 0.0
+    num_classes: PositiveInt = 3
+    in_channels: PositiveInt = 1
+    gaze_guided: bool = True
+    generator_size: Annotated[int, Field(ge=32, multiple_of=32)] | None = None
+
+
+class GazeMTLModel(Section):
+    """``gaze_mtl``: Gaze-MTL, a timm classifier with auxiliary heads on gaze statistics."""
+
+    name: Literal["gaze_mtl"]
+    arch: str = "resnet50"
+    num_classes: PositiveInt = 3
+    in_channels: PositiveInt = 1
+    size: Literal["full", "tiny"] = "full"
+    aux_tasks: list[Literal["time", "diffusivity"]] = ["time", "diffusivity"]
+    drop_rate: Fraction = 0.0
+    overrides: dict[str, Any] | None = Field(None, description="extra timm.create_model arguments")
+
+
 MODEL_SECTIONS: dict[str, type[Section]] = {
     "densenet": DenseNetModel, "resse_unet": ResSEUNetModel, "fusion": FusionModel,
     "standard_unet": StandardUNetModel, "mtunet": MTUNetModel, "irnetv2": IRNetV2Model, "gazegnn": GazeGNNModel,
-    "timm": TimmModel, "multitask_frcnn": MultitaskFRCNNModel,
+    "timm": TimmModel, "multitask_frcnn": MultitaskFRCNNModel, "eg_vit": EGViTModel,
+    "gdvig": GDViGModel, "gaze_mtl": GazeMTLModel,
 }
 """Model name → its section; every ``model``-like slot accepts any of them (chosen by ``name``)."""
 
@@ -413,12 +459,37 @@ class MTUNetPeerSection(PeerSection):
     sigma_mode: Literal["learn_class", "learn_both", "fixed"] = "learn_class"
 
 
+class GazeTokenMaskPeerSection(PeerSection):
+    """``peers.gaze_token_mask``: EG-ViT's training (mask_probability 0: the same ViT without gaze)."""
+
+    mask_probability: Annotated[float, Field(ge=0, le=1)] = 0.5
+    keep_tokens: PositiveInt = 64
+    label_smoothing: Fraction = 0.1
+
+
+class GDViGPeerSection(PeerSection):
+    """``peers.gdvig``: GD-ViG's training (model.gaze_guided false: the same ViG without gaze)."""
+
+    map_weight: NonNegFloat = 1.0
+
+
+class GazeMTLPeerSection(PeerSection):
+    """``peers.gaze_mtl``: Gaze-MTL's training (aux_weight 0: the same CNN without gaze)."""
+
+    aux_weight: NonNegFloat = 1.0
+    grid: Annotated[int, Field(ge=2)] = 10
+    window: PositiveInt = 2
+
+
 class PeersSection(Section):
-    """``peers``: the paper's comparison methods (python -m stages.peer --method NAME)."""
+    """``peers``: the paper's comparison methods and the field's gaze mechanisms (stages.peer --method NAME)."""
 
     mtunet: MTUNetPeerSection | None = None
     irnetv2: PeerSection | None = None
     gazegnn: PeerSection | None = None
+    gaze_token_mask: GazeTokenMaskPeerSection | None = None
+    gdvig: GDViGPeerSection | None = None
+    gaze_mtl: GazeMTLPeerSection | None = None
 
 
 class RegistrySection(Section):

@@ -11,7 +11,7 @@ from gazecxr.evaluation.method_outputs import MethodOutputs, Predictor, uses_gaz
 from gazecxr.models.cooperative import freeze
 from gazecxr.models.resse_unet import saliency_from_logits
 from gazecxr.training.checkpoint_io import build_module
-from gazecxr.training.peers import PEER_METHODS
+from gazecxr.training.peers import MECHANISM_METHODS, PEER_METHODS
 from gazecxr.training.registry import Entry, Registry
 
 
@@ -57,7 +57,9 @@ def gazegnn_predictor(name: str, net: nn.Module) -> Predictor:
     return uses_gaze(predict)
 
 
-_PREDICTORS = {"mtunet": mtunet_predictor, "irnetv2": classifier_predictor, "gazegnn": gazegnn_predictor}
+_PREDICTORS = {"mtunet": mtunet_predictor, "irnetv2": classifier_predictor, "gazegnn": gazegnn_predictor,
+               **{method: classifier_predictor for method in MECHANISM_METHODS}}
+"""Peer stage → its predictor; the gaze mechanisms classify the images alone (their gaze is training-only)."""
 
 
 def peer_entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.device) -> Predictor:

@@ -62,14 +62,15 @@ from gazecxr.metrics.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, PatientB
 from gazecxr.tasks import task_of
 from gazecxr.training.checkpoint_io import load_full_model
 from gazecxr.training.data import make_loader
+from gazecxr.training.peers import PEER_METHODS
 from gazecxr.training.registry import Entry, Registry
 from gazecxr.training.runtime import resolve_device
 
 BASELINE_METHODS: dict[str, str] = {"baseline_resse": "resse_unet", "baseline_unet": "standard_unet"}
 """Registry stage of a saliency baseline → its method name in the report."""
 
-PEER_STAGES: tuple[str, ...] = ("mtunet", "irnetv2", "gazegnn")
-"""Registry stages of the peer methods, also their method names in the report."""
+PEER_STAGES: tuple[str, ...] = PEER_METHODS
+"""Registry stages of the peer methods and gaze mechanisms, also their method names in the report."""
 
 ORACLE_METHODS: frozenset[str] = frozenset({"gazegnn"})
 """Methods that use the radiologist's gaze at test time (an oracle setting)."""

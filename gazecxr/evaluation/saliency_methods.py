@@ -39,6 +39,7 @@ from gazecxr.training.checkpoint_io import (
     load_full_model,
     load_saliency,
 )
+from gazecxr.training.peers import PEER_METHODS
 from gazecxr.training.registry import Entry, Registry
 
 NSS_TOP_FRACTION: float = 0.05
@@ -207,6 +208,6 @@ def entry_predictor(registry: Registry, entry: Entry, name: str, device: torch.d
         model, _ = load_full_model(registry, entry.id)
         return full_model_predictor(model.to(device), name, stage1_name=None, gradcam_name=None,
                                     probabilities=probabilities)
-    if entry.stage in ("mtunet", "gazegnn", "irnetv2"):  # peer methods (gazegnn: a `uses_gaze` predictor)
+    if entry.stage in PEER_METHODS:  # peer methods and gaze mechanisms (gazegnn: a `uses_gaze` predictor)
         return peer_entry_predictor(registry, entry, name, device)
     raise ValueError(f"checkpoint {entry.id}: no predictor for stage {entry.stage!r}")

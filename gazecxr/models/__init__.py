@@ -4,6 +4,9 @@ from .baselines import StandardUNet
 from .bench_cnn import BenchCNN, FusionHead, SaliencyDecoder, SaliencyPoolHead
 from .cooperative import GazeCXRModel, freeze, is_frozen
 from .densenet import DenseNetEncoder
+from .eg_vit import EGViT
+from .gaze_mtl import GazeMTL
+from .gdvig import GDViG
 from .factory import available_models, create_model, model_keys, register_model
 from .fusion import FusionClassifier
 from .gazegnn import GazeGNN
@@ -19,6 +22,9 @@ __all__ = [
     "SaliencyDecoder",
     "SaliencyPoolHead",
     "DenseNetEncoder",
+    "EGViT",
+    "GDViG",
+    "GazeMTL",
     "FusionClassifier",
     "GazeCXRModel",
     "GazeGNN",

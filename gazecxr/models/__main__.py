@@ -16,7 +16,10 @@ from gazecxr.config import ConfigError, add_config_arguments, load_config
 from gazecxr.models.factory import create_model
 
 PEER_TITLES = {"mtunet": "MT-UNet (classification + saliency)", "irnetv2": "Inception-ResNet-v2 (timm)",
-               "gazegnn": "GazeGNN, Pyramid ViG (uses test-time gaze: oracle)"}
+               "gazegnn": "GazeGNN, Pyramid ViG (uses test-time gaze: oracle)",
+               "gaze_token_mask": "EG-ViT gaze token mask, ViT (gaze at training only)",
+               "gdvig": "GD-ViG, gaze-map generator + gaze-distance ViG (gaze at training only)",
+               "gaze_mtl": "Gaze-MTL, CNN + gaze-statistics heads (gaze at training only)"}
 
 
 def _count(module: nn.Module) -> int:

@@ -9,6 +9,9 @@ Image patches are graph nodes; each node's k neighbours are found in feature spa
 (average-pooled by ``reduce_ratio``) nodes, with a fixed relative 2-D sin-cos position term
 (``backbone.N.0.relative_pos``, shape (1, nodes, pooled nodes)) added to the distance.
 
+``forward(x, gaze=...)`` adds GD-ViG's gaze term (`gaze_distance`) to every block's kNN distance
+(`gazecxr.models.gdvig`); without it the network is the plain ViG.
+
 State dicts of this package before the official layout (downsampling at ``backbone.N.0/1``, 2-D
 ``relative_pos``) are mapped to it by `PyramidViG.upgrade_state_dict` (the registry loader and
 GazeGNN's ``pretrained`` file loading apply it).
@@ -47,15 +50,29 @@ def relative_position(dim: int, grid: int, reduce_ratio: int) -> Tensor:
     return -rel[0]
 
 
-def dilated_knn(x: Tensor, y: Tensor, k: int, dilation: int, relative_pos: Tensor | None) -> Tensor:
+def gaze_distance(query: Tensor, keys: Tensor) -> Tensor:
+    """GD-ViG's gaze term (B, N, M) of the kNN distance: (g_i − g_j)² · norm(g_i), with ``query``
+    (B, N) the gaze at the query nodes, ``keys`` (B, M) at the key nodes and norm the per-image
+    min-max scaling of the query gaze (0 for a constant map, where the released code divided by 0)."""
+    lo = query.amin(dim=1, keepdim=True)
+    span = query.amax(dim=1, keepdim=True) - lo
+    norm = torch.where(span > 0, (query - lo) / span.clamp_min(torch.finfo(query.dtype).tiny), torch.zeros_like(query))
+    return (query.unsqueeze(2) - keys.unsqueeze(1)).pow(2) * norm.unsqueeze(2)
+
+
+def dilated_knn(x: Tensor, y: Tensor, k: int, dilation: int, relative_pos: Tensor | None,
+                extra: Tensor | None = None) -> Tensor:
     """Indices (B, N, k') into the M key nodes ``y`` (B, M, C) of each query node of ``x`` (B, N, C):
-    the k·dilation nearest (L2 on unit-normalised features, plus ``relative_pos`` (1, N, M)), every
-    ``dilation``-th of them; k·dilation is capped at M (only matters for tiny inputs)."""
+    the k·dilation nearest (L2 on unit-normalised features, plus ``relative_pos`` (1, N, M) and an
+    ``extra`` distance term (B, N, M)), every ``dilation``-th of them; k·dilation is capped at M
+    (only matters for tiny inputs)."""
     with torch.no_grad():
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
         dist = x.pow(2).sum(-1, keepdim=True) - 2 * x @ y.transpose(1, 2) + y.pow(2).sum(-1).unsqueeze(1)
         if relative_pos is not None:
             dist = dist + relative_pos
+        if extra is not None:
+            dist = dist + extra
         return dist.topk(min(k * dilation, y.shape[1]), dim=-1, largest=False).indices[..., ::dilation]
 
 
@@ -84,11 +101,16 @@ class DyGraphConv(nn.Module):
         self.k, self.dilation, self.r = k, dilation, reduce_ratio
         self.gconv = MRConv(in_channels, out_channels)
 
-    def forward(self, x: Tensor, relative_pos: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, relative_pos: Tensor | None, gaze: Tensor | None = None) -> Tensor:
+        """``gaze`` (B, 1, H, W) at the nodes adds `gaze_distance` (key gaze max-pooled like GD-ViG's)."""
         b, c, h, w = x.shape
         keys = F.avg_pool2d(x, self.r, self.r) if self.r > 1 else x
         x, keys = x.reshape(b, c, -1), keys.reshape(b, c, -1)
-        neighbours = dilated_knn(x.transpose(1, 2), keys.transpose(1, 2), self.k, self.dilation, relative_pos)
+        extra = None
+        if gaze is not None:
+            gaze_keys = F.max_pool2d(gaze, self.r, self.r) if self.r > 1 else gaze
+            extra = gaze_distance(gaze.flatten(1).float(), gaze_keys.flatten(1).float())
+        neighbours = dilated_knn(x.transpose(1, 2), keys.transpose(1, 2), self.k, self.dilation, relative_pos, extra)
         return self.gconv(x, keys, neighbours).reshape(b, -1, h, w)
 
 
@@ -106,12 +128,13 @@ class Grapher(nn.Module):
         self.fc2 = _conv_bn(2 * channels, channels)
         self.register_buffer("relative_pos", relative_position(channels, grid, reduce_ratio))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, gaze: Tensor | None = None) -> Tensor:
+        """``gaze`` (B, 1, H, W): the gaze at the nodes, for GD-ViG's gaze-aware graph."""
         n = x.shape[-2] * x.shape[-1]
         if n != self.relative_pos.shape[-2]:
             raise ValueError(f"ViG block built for {self.relative_pos.shape[-2]} nodes got {n}: "
                              "the input size must be the model's image_size")
-        return self.fc2(self.graph_conv(self.fc1(x), self.relative_pos)) + x
+        return self.fc2(self.graph_conv(self.fc1(x), self.relative_pos, gaze)) + x
 
 
 class FFN(nn.Module):
@@ -160,7 +183,9 @@ class PyramidViG(nn.Module):
     blocks [2, 2, 6, 2], k = 9, reduce ratios [4, 2, 1, 1], head width 1024.
 
     ``forward_features`` takes an optional ``embedding`` added to the stem output (with the
-    position embedding), the hook GazeGNN uses for its gaze grid.
+    position embedding), the hook GazeGNN uses for its gaze grid, and an optional ``gaze`` map
+    (N, 1, S, S) that enters every block's graph distance (GD-ViG): max-pooled by 4 to the stem's
+    node grid and by 2 at every downsampling, as released.
     """
 
     def __init__(self, image_size: int = 224, in_channels: int = 3, num_classes: int = 3,
@@ -205,16 +230,30 @@ class PyramidViG(nn.Module):
         """``state`` in the released key layout (`upgrade_legacy_state_dict` for this network's stages)."""
         return upgrade_legacy_state_dict(state, self.downsample_indices)
 
-    def forward_features(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
-        """Last-stage feature map (N, channels[-1], S/32, S/32) of images (N, C, S, S)."""
+    def stem_features(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
+        """Stem output plus position embedding (and ``embedding``): the first stage's nodes (N, C0, S/4, S/4)."""
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(f"ViG input must be {self.image_size}×{self.image_size}, got {tuple(x.shape[-2:])}")
         x = self.stem["convs"](x) + self.pos_embed
-        if embedding is not None:
-            x = x + embedding
-        return self.backbone(x)
+        return x if embedding is None else x + embedding
 
-    def forward(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
+    def forward_features(self, x: Tensor, embedding: Tensor | None = None, gaze: Tensor | None = None) -> Tensor:
+        """Last-stage feature map (N, channels[-1], S/32, S/32) of images (N, C, S, S)."""
+        x = self.stem_features(x, embedding)
+        if gaze is None:
+            return self.backbone(x)
+        if tuple(gaze.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"ViG gaze map must be {self.image_size}×{self.image_size}, got {tuple(gaze.shape[-2:])}")
+        gaze = F.max_pool2d(gaze, 4, 4)
+        for layer in self.backbone:
+            if isinstance(layer, Downsample):
+                x, gaze = layer(x), F.max_pool2d(gaze, 2, 2)
+            else:
+                grapher, ffn = layer
+                x = ffn(grapher(x, gaze))
+        return x
+
+    def forward(self, x: Tensor, embedding: Tensor | None = None, gaze: Tensor | None = None) -> Tensor:
         """Class logits (N, num_classes)."""
-        pooled = F.adaptive_avg_pool2d(self.forward_features(x, embedding), 1)
+        pooled = F.adaptive_avg_pool2d(self.forward_features(x, embedding, gaze), 1)
         return self.prediction(pooled).flatten(1)

@@ -29,7 +29,8 @@ PEER_DESCRIPTION = (
     "Train one of the paper's peer methods on the configured split: mtunet (MT-UNet, class and saliency "
     "jointly with learned loss weights), gazegnn (GazeGNN, a Vision GNN fed the radiologist's fixations; "
     "it needs gaze at test time, so it is an oracle row and is not served by gazecxr.predict) or irnetv2 "
-    "(Inception-ResNet-v2). Settings: the peers.<method> config section."
+    "(Inception-ResNet-v2); or one of the field's gaze mechanisms, which use gaze at training time only: "
+    "gaze_token_mask (EG-ViT), gdvig (GD-ViG), gaze_mtl (Gaze-MTL). Settings: the peers.<method> config section."
 )
 
 

@@ -11,6 +11,11 @@
   radiologist's gaze at test time (an oracle): its entries carry the tag ``oracle=test-time-gaze``.
   Its checkpoint is chosen on the validation split like every other method's (the released code
   chose it on the test split).
+- ``gaze_token_mask``, ``gdvig``, ``gaze_mtl``: the field's gaze mechanisms
+  (`gazecxr.training.mechanism_tasks`), which read gaze in their training loss only; their
+  entries are served like any image classifier. Each is tagged with its gaze switch
+  (``mask_probability=…``, ``gaze_guided=…``, ``aux_weight=…``): switched off, it is the same
+  backbone trained without gaze.
 
 Each entry records ``train_seconds`` (summed epoch wall times, over resumed runs too) and
 ``parameters`` in its metrics.
@@ -29,9 +34,10 @@ from torch import Tensor, nn
 from gazecxr.config import deep_merge
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.gaze_maps import GazeMapDataset
+from gazecxr.data.gaze_stats import GazeStatsDataset
 from gazecxr.losses import UncertaintyWeightedLoss
 from gazecxr.models.factory import create_model
-from gazecxr.training.data import input_size, make_augment, make_loader
+from gazecxr.training.data import input_size, make_augment, make_dataset, make_loader
 from gazecxr.training.distributed import DistContext
 from gazecxr.training.engine import (
     Batch,
@@ -41,6 +47,7 @@ from gazecxr.training.engine import (
     Trainer,
     TrainSettings,
 )
+from gazecxr.training.mechanism_tasks import GazeDistanceTask, GazeStatsTask, TokenMaskTask
 from gazecxr.training.objectives import (
     ClassifierTask,
     classification_summary,
@@ -59,8 +66,11 @@ from gazecxr.training.stages import (
     train_seconds,
 )
 
-PEER_METHODS = ("mtunet", "gazegnn", "irnetv2")
+PEER_METHODS = ("mtunet", "gazegnn", "irnetv2", "gaze_token_mask", "gdvig", "gaze_mtl")
 """Peer methods, also the registry stage names of their entries."""
+
+MECHANISM_METHODS = ("gaze_token_mask", "gdvig", "gaze_mtl")
+"""The peer methods that are gaze mechanisms (gaze in the training loss only)."""
 
 ORACLE_TAG = "oracle=test-time-gaze"
 """Tag of entries whose model needs the radiologist's gaze at test time (GazeGNN)."""
@@ -204,7 +214,82 @@ def run_gazegnn(config: Mapping[str, Any], run_dir: str | Path | None = None, re
                  {"model_input": [size, size]}, [ORACLE_TAG, *tags])
 
 
-PEERS = {"mtunet": run_mtunet, "gazegnn": run_gazegnn, "irnetv2": run_irnetv2}
+def task_options(section: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The ``keys`` given in a peer section (absent ones keep the task constructor's defaults)."""
+    return {key: section[key] for key in keys if key in section}
+
+
+def require_heatmaps(config: Mapping[str, Any], method: str) -> None:
+    """Raise unless the training split carries gaze heatmaps (what ``method``'s loss reads)."""
+    data = config["data"]
+    if not GazeCXRDataset(data["h5"], "train").has_heatmap:
+        raise ValueError(f"{data['h5']}: the file stores no gaze heatmaps; {method} trains on them")
+
+
+def run_gaze_token_mask(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+                        progress: bool = True, tags: Sequence[str] = (),
+                        on_epoch: EpochCallback | None = None) -> Entry:
+    """EG-ViT's gaze token mask (``peers.gaze_token_mask``); saves entry ``gaze_token_mask``."""
+    method = "gaze_token_mask"
+    require_heatmaps(config, method)
+    ctx, run_dir, config, net = _begin(config, method, run_dir, resume)
+    section = config["peers"][method]
+    task = TokenMaskTask(net, **task_options(section, ("mask_probability", "keep_tokens", "label_smoothing")),
+                         seed=int(config["seed"]))
+    result = _fit(task, config, peer_settings(config, method), run_dir, section["monitor"], resume, progress,
+                  method, on_epoch, ctx=ctx, augment=_augment(config))
+    return _save(ctx, config, run_dir, method, {method: result.best_state}, result, net,
+                 {"model_input": [net.img_size, net.img_size]},
+                 [f"mask_probability={task.mask_probability}", *tags])
+
+
+def run_gdvig(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+              progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """GD-ViG (``peers.gdvig``); saves entry ``gdvig``."""
+    method = "gdvig"
+    section = config["peers"][method]
+    guided = bool(section["model"].get("gaze_guided", True))
+    if guided:
+        require_heatmaps(config, method)
+    ctx, run_dir, config, net = _begin(config, method, run_dir, resume)
+    task = GazeDistanceTask(net, **task_options(section, ("map_weight",)))
+    result = _fit(task, config, peer_settings(config, method), run_dir, section["monitor"], resume, progress,
+                  method, on_epoch, ctx=ctx, augment=_augment(config))
+    return _save(ctx, config, run_dir, method, {method: result.best_state}, result, net,
+                 {"model_input": [net.image_size, net.image_size]}, [f"gaze_guided={str(guided).lower()}", *tags])
+
+
+def gaze_stats_datasets(config: Mapping[str, Any], tasks: Sequence[str]) -> tuple[GazeStatsDataset, GazeStatsDataset]:
+    """Training (augmented per ``data.augment``) and validation splits with Gaze-MTL's targets
+    (``peers.gaze_mtl.grid``/``window``), the time normalised by the training split's."""
+    section = config["peers"]["gaze_mtl"]
+    options = {"tasks": tasks, **task_options(section, ("grid", "window"))}
+    train = GazeStatsDataset(make_dataset(config, "train", _augment(config)), **options)
+    val = GazeStatsDataset(make_dataset(config, "val", False), time_reference=train.time_reference, **options)
+    return train, val
+
+
+def run_gaze_mtl(config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
+                 progress: bool = True, tags: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> Entry:
+    """Gaze-MTL (``peers.gaze_mtl``), its targets from each record's fixations; saves entry ``gaze_mtl``."""
+    method = "gaze_mtl"
+    ctx, run_dir, config, net = _begin(config, method, run_dir, resume)
+    section = config["peers"][method]
+    task = GazeStatsTask(net, **task_options(section, ("aux_weight",)))
+    settings = peer_settings(config, method)
+    trainer = Trainer(task, settings, run_dir, section["monitor"], infer_mode(section["monitor"]),
+                      seed=int(config["seed"]), progress=progress, name=method, on_epoch=on_epoch, dist=ctx)
+    datasets = gaze_stats_datasets(config, net.aux_tasks) if task.aux_weight > 0 else \
+        (make_dataset(config, "train", _augment(config)), make_dataset(config, "val", False))
+    train, val = (make_loader(config, split, settings.batch_size, is_train, trainer.device, dataset=dataset, dist=ctx)
+                  for split, is_train, dataset in zip(("train", "val"), (True, False), datasets))
+    result = trainer.fit(train, val, resume=resume and (run_dir / "state.pt").is_file())
+    return _save(ctx, config, run_dir, method, {method: result.best_state}, result, net,
+                 tags=[f"aux_weight={task.aux_weight}", *tags])
+
+
+PEERS = {"mtunet": run_mtunet, "gazegnn": run_gazegnn, "irnetv2": run_irnetv2,
+         "gaze_token_mask": run_gaze_token_mask, "gdvig": run_gdvig, "gaze_mtl": run_gaze_mtl}
 
 
 def run_peer(method: str, config: Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False,
@@ -212,4 +297,6 @@ def run_peer(method: str, config: Mapping[str, Any], run_dir: str | Path | None 
     """Train peer ``method`` (one of `PEER_METHODS`) and return its registry entry."""
     if method not in PEERS:
         raise ValueError(f"unknown peer method {method!r}; valid methods: {sorted(PEERS)}")
+    if not (config.get("peers") or {}).get(method):
+        raise ValueError(f"the config has no peers.{method} section (the paper, demo and test presets have one)")
     return PEERS[method](config, run_dir=run_dir, resume=resume, progress=progress, tags=tags, on_epoch=on_epoch)
