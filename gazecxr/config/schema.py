@@ -513,25 +513,48 @@ class GazeUtilityKnobs(Section):
     distractors: NonNegInt = 0
 
 
+class GazeUtilityTrain(Section):
+    """``gaze_utility.train``: how every benchmark method is fit (gazecxr.training.gaze_methods.BenchSettings)."""
+
+    epochs: PositiveInt = 12
+    head_epochs: PositiveInt = 20
+    batch_size: Annotated[int, Field(ge=2)] = 32
+    lr: PositiveFloat = 3e-3
+    widths: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 64], min_length=1, max_length=5)
+    decoder_width: PositiveInt = 16
+    attention_weight: NonNegFloat = 1.0
+
+
+GAZE_UTILITY_METHODS = Literal["evidence_oracle", "attention_consistency", "fusion", "fusion_conv",
+                               "saliency_pool", "test_time_gaze", "gaze_token_mask", "gdvig", "gaze_mtl"]
+"""Methods of the gaze-utility benchmark (gazecxr.training.gaze_methods.METHODS, the baseline always runs)."""
+
+
 class GazeUtilitySection(Section):
     """``gaze_utility``: the gaze-utility benchmark (gazecxr.evaluation.studies.gaze_utility)."""
 
     data_root: str = "demo_out/gaze_utility"
-    images: PositiveInt = 150
+    images: PositiveInt = 600
     film_size: Annotated[int, Field(ge=64)] = 128
     generator_seed: NonNegInt = 0
     knobs: GazeUtilityKnobs = GazeUtilityKnobs()
-    informativeness: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=lambda: [0.0, 0.5, 1.0],
+    informativeness: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=lambda: [0.0, 1.0],
                                                                        min_length=1)
-    train_sizes: list[Annotated[int, Field(ge=3)]] = Field(default_factory=lambda: [30, 60], min_length=1)
-    seeds: PositiveInt = 1
-    methods: list[Literal["ours", "densenet", "densenet_cl", "mtunet", "gazegnn"]] = Field(
-        default_factory=lambda: ["ours", "densenet"], min_length=1)
+    shortcuts: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=lambda: [0.0, 0.9],
+                                                                 min_length=1)
+    train_sizes: list[Annotated[int, Field(ge=6)]] = Field(default_factory=lambda: [300], min_length=1)
+    seeds: PositiveInt = 2
+    methods: list[GAZE_UTILITY_METHODS] = Field(
+        default_factory=lambda: ["evidence_oracle", "test_time_gaze", "fusion", "saliency_pool",
+                                 "attention_consistency"], min_length=1)
+    shuffled: list[GAZE_UTILITY_METHODS] = Field(default_factory=lambda: ["attention_consistency"])
     height: Annotated[int, Field(ge=32, multiple_of=32)] = 64
     width: Annotated[int, Field(ge=32, multiple_of=32)] = 64
-    test_size: PositiveInt = 45
+    test_size: PositiveInt = 150
     val_fraction: Fraction = 0.15
     bootstrap: NonNegInt = 1000
+    train: GazeUtilityTrain = GazeUtilityTrain()
+    threads: PositiveInt = 1
 
 
 class ExplainRecipe(Section):

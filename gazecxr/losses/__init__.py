@@ -1,6 +1,7 @@
-"""Training losses as composable parts: saliency KL, metric learning (stage 1), the multi-label
+"""Training losses as composable parts: saliency KL, CAM-to-gaze alignment, metric learning (stage 1), the multi-label
 Jaccard SupCon, and MT-UNet's uncertainty-weighted joint loss."""
 
+from gazecxr.losses.attention import cam_alignment_loss, pool_distribution
 from gazecxr.losses.metric_learning import (
     TRIPLET_MINERS,
     MetricLoss,
@@ -19,8 +20,10 @@ __all__ = [
     "SaliencyKLLoss",
     "TRIPLET_MINERS",
     "UncertaintyWeightedLoss",
+    "cam_alignment_loss",
     "jaccard_similarity",
     "make_metric_loss",
+    "pool_distribution",
     "supcon_loss",
     "triplet_loss",
 ]

@@ -1,6 +1,7 @@
 """Networks of the three-stage model, its baselines, and the model registry."""
 
 from .baselines import StandardUNet
+from .bench_cnn import BenchCNN, FusionHead, SaliencyDecoder, SaliencyPoolHead
 from .cooperative import GazeCXRModel, freeze, is_frozen
 from .densenet import DenseNetEncoder
 from .eg_vit import EGViT
@@ -16,6 +17,10 @@ from .resse_unet import ResSEUNet, saliency_from_logits
 from .timm_classifier import TimmClassifier
 
 __all__ = [
+    "BenchCNN",
+    "FusionHead",
+    "SaliencyDecoder",
+    "SaliencyPoolHead",
     "DenseNetEncoder",
     "EGViT",
     "GDViG",

@@ -1,22 +1,20 @@
-"""Gaze-utility benchmark: does a method turn radiologist gaze into better diagnosis, and only when the gaze
-carries information?
+"""Gaze-utility benchmark: does a way of using radiologist gaze make the classifier better, and where?
 
-One synthetic data set is written per gaze informativeness g (`gazecxr.data.synthetic.knobs`): the same
-films, labels and splits, only the simulated readings change. For each training size the training split is
-cut to a class-balanced subset of that many images (validation and test stay whole), and every selected
-method is trained through the registry (entries tagged ``ablation`` with the same method and resolved config
-are reused, an interrupted run resumes) and evaluated on the test split. The quantity of interest is the
-*gain* of each gaze-using method over the same network without gaze:
+Synthetic phantoms with a known answer (`gazecxr.data.synthetic.knobs`): the class evidence sits in a known
+region, the simulated gaze dwells on it with informativeness g, and a drain-like marker inside the lung
+agrees with the class in a share p of the training and validation films (the *shortcut*). One data set is
+written per (g, p), the same films, labels and splits in each; a *shifted* copy of every g (marker independent
+of the class) gives the second test set. For each (p, training size, seed) every method of the preset is fit
+on the training and validation splits only (`gazecxr.training.gaze_methods`), its epoch chosen on validation,
+and scored on both test sets, every method on the same test images.
 
-- ``ours`` (the fusion classifier on the frozen DenseNet + gaze-trained saliency UNet) over ``densenet_cl``,
-  the very DenseNet it is built on;
-- ``mtunet`` over MT-UNet trained on the *no-gaze* copy of the data (every heatmap uniform over the film);
-- ``gazegnn`` over GazeGNN trained and tested on the no-gaze copy (every fixation of zero duration, so its
-  gaze input is blank).
-
-Sanity row: our model trained on a copy of the most informative data set whose training and validation
-heatmaps are permuted among the images of their split (no image keeps its own), its gain over
-``densenet_cl``.
+Rows of ``metrics.json["gains"]``: each method against the same backbone without gaze, per
+(method, g, shortcut, training size, test), with the paired patient-bootstrap interval of the seed-mean
+macro-AUC difference and Holm's adjustment over the family. Beside them the *gaze effects* (a method at the
+largest g against itself at the smallest, which cancels what any lung-shaped gaze or extra training gives),
+the no-gaze baseline's shifted − iid AUC (does the shortcut work?), and diagnostics: the share of each CNN's
+class activation map inside the true evidence, and the saliency decoder's agreement with the evidence against
+that of a pure lung prior.
 """
 
 from __future__ import annotations
@@ -34,77 +32,69 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from gazecxr import CLASS_NAMES, __version__
-from gazecxr.config import config_hash
+from gazecxr.config import ConfigError, config_hash
 from gazecxr.config.schema import GazeUtilitySection
-from gazecxr.config.errors import ConfigError, InputError
 from gazecxr.data.convert import ConvertOptions
+from gazecxr.data.geometry import Letterbox
 from gazecxr.data.provenance import is_synthetic_h5
 from gazecxr.data.sources.egd_cxr import convert_egd_cxr
 from gazecxr.data.synthetic import generate, reference_sigma
+from gazecxr.data.synthetic.evidence import read_synthetic_evidence
 from gazecxr.data.synthetic.knobs import Knobs
 from gazecxr.evaluation.artifacts import json_safe, save_figure_atomic, write_atomic, write_text_atomic
 from gazecxr.evaluation.html_report import render_page
-from gazecxr.evaluation.outputs import SplitOutputs
-from gazecxr.evaluation.report import run_split
-from gazecxr.evaluation.saliency_methods import entry_predictor
 from gazecxr.evaluation.tables import synthetic_notice
-from gazecxr.metrics import classification_metrics
-from gazecxr.metrics.statistics import (adjust_family, bootstrap_paired_difference, delong_one_vs_rest,
-                                        mcnemar_exact, seed_summary, weighted_macro_auc)
-from gazecxr.training.data import make_loader
-from gazecxr.training.methods import Method, known_entries, train_seed
-from gazecxr.training.registry import Entry, Registry
-from gazecxr.training.runtime import resolve_device
+from gazecxr.metrics.statistics import (adjust_family, bootstrap_paired_difference, seed_summary,
+                                        weighted_macro_auc)
+from gazecxr.training.gaze_methods import (COOPERATIVE, METHODS, BenchArrays, BenchCNN, BenchSettings, Fitted,
+                                           TrainingArrays, cam_of, saliency_of, train_classifier, train_decoder,
+                                           train_head, train_mechanism)
+from gazecxr.training.registry import Registry
 
-GAZE_METHODS: dict[str, tuple[str, str]] = {
-    "ours": ("fusion", "densenet_cl"),
-    "mtunet": ("mtunet", "mtunet@nogaze"),
-    "gazegnn": ("gazegnn", "gazegnn@nogaze"),
-}
-"""Gaze-using ``--methods`` name → (its classification row, the row of the same network without gaze)."""
+SELECTABLE: tuple[str, ...] = tuple(m for m in METHODS if m != "baseline")
+"""``gaze_utility.methods`` names (the no-gaze baseline is always trained)."""
 
-SELECTABLE: tuple[str, ...] = ("ours", "densenet", "densenet_cl", "mtunet", "gazegnn")
-"""``--methods`` names (``ours`` trains densenet_cl, the full saliency model and the fusion classifier)."""
+MECHANISMS: tuple[str, ...] = tuple(m for m, spec in METHODS.items() if spec.mechanism)
 
-SALIENCY_ROWS: dict[str, str] = {"fusion": "full", "mtunet": "mtunet"}
-"""Classification row → its saliency output (the rows whose model predicts a gaze map)."""
+STAGE = "gaze_benchmark"
+"""Registry stage of the benchmark's fits (state: the modules and the test-set probabilities)."""
 
-SALIENCY_KEYS: tuple[str, ...] = ("cc", "kl", "hs", "nss")
-"""Saliency metrics reported per (g, size, method) against the data set's own test gaze maps."""
+TESTS: tuple[str, ...] = ("iid", "shifted")
 
 NOTES: tuple[str, ...] = (
-    "Data: one synthetic data set per gaze informativeness g with the same films, labels and splits; "
-    "g is the fraction of each reading's on-film dwell time directed at the class evidence (the rest is a "
-    "lung sweep independent of the evidence; normal films have no evidence and get the sweep at every g).",
-    "Training size n: the training split is cut to a class-balanced n-image subset (the same images for every "
-    "g and method); validation and test splits are whole. Models and their training settings are the preset's.",
-    "Gain = macro AUC of the gaze-using method minus that of the same network without gaze (ours: the fusion "
-    "classifier vs the DenseNet-CL it is built on; mtunet / gazegnn: the same method trained on the no-gaze "
-    "copy, uniform heatmaps / blank fixations), the mean over seeds of each seed's test-split difference.",
-    "Gain interval and p: paired patient bootstrap of the seed-mean macro-AUC difference (test patients "
-    "resampled, both methods and all seeds on the same resample; percentile interval; two-sided p); "
-    "p (Holm) adjusts the bootstrap p over every gain test of the report (one family). Per-seed DeLong "
-    "tests of the macro AUC (closed form, Sun & Xu) are in metrics.json. Accuracy gain: McNemar's exact "
-    "test on images pooled over seeds.",
-    "Saliency: CC, KL, HS and NSS of the method's predicted map against the data set's own test gaze maps "
-    "(at g = 0 those maps carry no information about the evidence), mean over test images and seeds.",
-    "Gaze effect: each gaze-using method at a data set against the same method trained on the least "
-    "informative one (the same films and training), so a gain that only comes from the method's own extra "
-    "training (ours: the fusion head trained on top of DenseNet-CL) cancels; same statistics, its own Holm family.",
-    "Shuffled control: our model trained on the most informative data set with every training and "
-    "validation image's heatmap replaced by another image's of the same split (a derangement); it must not "
-    "beat DenseNet-CL.",
-    "gazegnn sees the radiologist's fixations of every test image (an oracle input no other row has).",
+    "Data: synthetic phantoms; one data set per (gaze informativeness g, shortcut strength p) with the same "
+    "films, labels and splits (only the simulated gaze and the marker change). g: share of each reading's "
+    "on-film dwell on the class evidence (the rest a lung sweep; normal films get the sweep at every g). "
+    "p: share of training / validation films whose drain-like marker (inside a lung field) agrees with the "
+    "class; readers never dwell on it. Tests: iid (the same p) and shifted (marker independent of the class).",
+    "Every method is fit on the training and validation splits only; its epoch is chosen by the validation "
+    "macro AUC; the test split is read after all training, and every method is scored on the same test images.",
+    "Gain = seed-mean macro AUC of the method minus that of the same backbone without gaze (the CNN baseline; "
+    "each mechanism against itself with its gaze switch off). Interval and p: paired patient bootstrap of that "
+    "difference (test patients resampled, both methods and all seeds on the same resample; percentile interval, "
+    "two-sided p); p (Holm) over all training-time gains of the report (one family), the test-time-gaze rows "
+    "and the gaze effects each their own family.",
+    "Controls: evidence_oracle (positive): the CNN's CAM aligned with the true evidence mask; shuffled: a "
+    "method trained with every training / validation gaze map replaced by another film's of the same split; "
+    "g = 0: a gaze that says nothing about where the evidence is; test_time_gaze: gaze fed at test time "
+    "(leaks the label through where readers look; reported apart, never a training-time result).",
+    "Gaze effect: the same method at the largest g against itself at the smallest (the same films and "
+    "training), which separates what the gaze says about this film from the anatomical prior that any "
+    "lung-shaped gaze carries.",
+    "Diagnostics: CAM evidence share = mean share of the true-class CAM (softmax over positions) inside the "
+    "evidence region, abnormal test films; decoder CC = Pearson correlation of the saliency decoder's map "
+    "with the evidence mask on abnormal test films, beside that of the mean training gaze map (a lung prior).",
 )
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """The ``gaze_utility`` config section: data sets, grid and statistics of one study."""
+    """The ``gaze_utility`` config section: data sets, grid, training and statistics of one study."""
 
     data_root: Path
     images: int
@@ -112,48 +102,48 @@ class StudySettings:
     generator_seed: int
     knobs: Knobs
     informativeness: tuple[float, ...]
+    shortcuts: tuple[float, ...]
     train_sizes: tuple[int, ...]
     seeds: int
     methods: tuple[str, ...]
+    shuffled: tuple[str, ...]
     height: int
     width: int
     test_size: int
     val_fraction: float
     bootstrap: int
+    train: BenchSettings
+    threads: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> StudySettings:
-        """Settings of ``config["gaze_utility"]`` (its missing keys take the schema's defaults), checked
-        (errors name the offending key)."""
+        """Settings of ``config["gaze_utility"]`` (missing keys take the schema's defaults), checked."""
         given = config.get("gaze_utility")
         if not isinstance(given, Mapping):
-            raise ConfigError("the config has no 'gaze_utility' section (use the gaze_utility preset)")
+            raise ConfigError("the config has no 'gaze_utility' section (use a gaze_utility preset)")
         try:
-            section = GazeUtilitySection.model_validate(dict(given)).model_dump()
+            s = GazeUtilitySection.model_validate(dict(given)).model_dump()
         except ValidationError as err:
             raise ConfigError(f"gaze_utility: {err}") from err
-        knobs = Knobs.from_dict(section["knobs"])
-        grid = tuple(float(g) for g in section["informativeness"])
-        if not grid or any(not 0.0 <= g <= 1.0 for g in grid) or len(set(grid)) != len(grid):
-            raise ConfigError(f"gaze_utility.informativeness must be distinct values in [0, 1], got {list(grid)}")
-        sizes = tuple(int(n) for n in section["train_sizes"])
-        if not sizes or min(sizes) < 3 or len(set(sizes)) != len(sizes):
-            raise ConfigError(f"gaze_utility.train_sizes must be distinct integers >= 3, got {list(sizes)}")
-        methods = tuple(dict.fromkeys(section["methods"]))
-        unknown = sorted(set(methods) - set(SELECTABLE))
-        if unknown or not methods:
-            raise ConfigError(f"unknown gaze_utility.methods {unknown}; choose from {list(SELECTABLE)}")
-        if not set(methods) & set(GAZE_METHODS):
-            raise ConfigError(f"gaze_utility.methods {list(methods)} has no gaze-using method {list(GAZE_METHODS)}")
-        seeds = int(section["seeds"])
-        if seeds < 1:
-            raise ConfigError(f"gaze_utility.seeds must be >= 1, got {seeds}")
-        return cls(data_root=Path(section["data_root"]), images=int(section["images"]),
-                   film_size=int(section["film_size"]), generator_seed=int(section["generator_seed"]), knobs=knobs,
-                   informativeness=tuple(sorted(grid)), train_sizes=tuple(sorted(sizes)), seeds=seeds,
-                   methods=methods, height=int(section["height"]), width=int(section["width"]),
-                   test_size=int(section["test_size"]), val_fraction=float(section["val_fraction"]),
-                   bootstrap=int(section["bootstrap"]))
+        grid = tuple(sorted(float(g) for g in s["informativeness"]))
+        shortcuts = tuple(sorted(float(p) for p in s["shortcuts"]))
+        sizes = tuple(sorted(int(n) for n in s["train_sizes"]))
+        for name, values in (("informativeness", grid), ("shortcuts", shortcuts), ("train_sizes", sizes)):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"gaze_utility.{name} must be distinct values, got {list(values)}")
+        methods = tuple(dict.fromkeys(s["methods"]))
+        shuffled = tuple(dict.fromkeys(s["shuffled"]))
+        bad = [m for m in shuffled if m not in methods or not METHODS[m].uses_gaze or METHODS[m].test_time_gaze]
+        if bad:
+            raise ConfigError(f"gaze_utility.shuffled {bad}: each must be a training-time gaze method listed in "
+                             f"gaze_utility.methods {list(methods)}")
+        knobs = Knobs.from_dict(s["knobs"])
+        return cls(data_root=Path(s["data_root"]), images=s["images"], film_size=s["film_size"],
+                   generator_seed=s["generator_seed"], knobs=knobs, informativeness=grid, shortcuts=shortcuts,
+                   train_sizes=sizes, seeds=s["seeds"], methods=methods, shuffled=shuffled, height=s["height"],
+                   width=s["width"], test_size=s["test_size"], val_fraction=s["val_fraction"],
+                   bootstrap=s["bootstrap"], train=BenchSettings.from_dict(s["train"], len(CLASS_NAMES)),
+                   threads=s["threads"])
 
     def data_spec(self) -> dict[str, Any]:
         """Everything the data sets depend on (their folder is named by its hash)."""
@@ -167,31 +157,16 @@ class StudySettings:
         """Heatmap σ in original pixels (the real data's 75.5 px scaled to the film size)."""
         return reference_sigma(self.film_size)
 
-    @property
-    def trained(self) -> tuple[str, ...]:
-        """Registry methods trained per (data set, seed), in training order."""
-        wanted = set(self.methods)
-        rows = [m for m in ("densenet", "densenet_cl") if m in wanted or (m == "densenet_cl" and "ours" in wanted)]
-        return (*rows, *(("full", "fusion") if "ours" in wanted else ()),
-                *(m for m in ("mtunet", "gazegnn") if m in wanted))
-
 
 # ----------------------------------------------------------------------------- data sets
 
-
-STUDY_SECTION = "gaze_utility"
-"""The config section of the study (not part of the configs the models are trained with)."""
 
 STUDY_ATTR = "gaze_utility"
 """HDF5 root attribute (JSON) of a study data set: its data spec and variant."""
 
 
-def _g_name(g: float) -> str:
-    return f"g{g:.3f}".rstrip("0").rstrip(".") if g not in (0.0, 1.0) else f"g{int(g)}"
-
-
-def _study_attr(spec: Mapping[str, Any], variant: str, size: int | None) -> str:
-    return json.dumps({"spec": spec, "variant": variant, "train_size": size}, sort_keys=True)
+def _name(g: float, p: float | None) -> str:
+    return f"g{g:g}-" + ("shifted" if p is None else f"p{p:g}")
 
 
 def _is_current(path: Path, attr: str) -> bool:
@@ -204,48 +179,101 @@ def _is_current(path: Path, attr: str) -> bool:
         return False
 
 
-def _full_dataset(settings: StudySettings, folder: Path, g: float, progress: bool) -> Path:
-    """The converted data set of gaze informativeness ``g`` (all records), written once."""
-    path = folder / f"{_g_name(g)}-all.h5"
-    attr = _study_attr(settings.data_spec(), _g_name(g), None)
+def _add_evidence(path: Path, raw: Path) -> None:
+    """Store each record's true evidence mask (canvas geometry, bool) and marker state beside its film."""
+    with h5py.File(path, "r+") as f:
+        ids = list(f["dicom_id"].asstr()[:])
+        canvas = tuple(f["image"].shape[1:])
+        sizes = f["orig_size"][:]
+        found = read_synthetic_evidence(raw, ids)
+        masks = np.zeros((len(ids), *canvas), bool)
+        states = np.zeros(len(ids), np.int8)
+        for i, dicom_id in enumerate(ids):
+            mask, state = found[dicom_id]
+            masks[i] = Letterbox.fit(tuple(int(v) for v in sizes[i]), canvas).mask_to_canvas(np.asarray(mask, bool))
+            states[i] = state
+        f.create_dataset("evidence_mask", data=masks, compression="lzf")
+        f.create_dataset("marker_state", data=states)
+
+
+def _dataset(settings: StudySettings, folder: Path, g: float, p: float | None, progress: bool) -> Path:
+    """The converted data set of (g, p) (``p`` None: the shifted test set), written once."""
+    path = folder / f"{_name(g, p)}.h5"
+    attr = json.dumps({"spec": settings.data_spec(), "g": g, "p": p}, sort_keys=True)
     if _is_current(path, attr):
         return path
-    raw = Path(tempfile.mkdtemp(prefix=f".raw-{_g_name(g)}-", dir=folder))
-    try:
-        generate(raw / "set", n=settings.images, seed=settings.generator_seed, size=settings.film_size,
-                 progress=progress, knobs=replace(settings.knobs, gaze_informativeness=g))
-        options = ConvertOptions(height=settings.height, width=settings.width, gaze="raw", sigma=settings.sigma,
-                                 split="paper", test_size=settings.test_size, val_fraction=settings.val_fraction)
-        convert_egd_cxr(raw / "set" / "EGD", raw / "set" / "MIMIC", path, options, progress=progress)
-    finally:
-        shutil.rmtree(raw, ignore_errors=True)
-    with h5py.File(path, "r+") as f:
-        f.attrs[STUDY_ATTR] = attr
+    knobs = replace(settings.knobs, gaze_informativeness=g, shortcut_strength=0.0 if p is None else p,
+                    shortcut_shifted=p is None)
+
+    def write(tmp: Path) -> None:
+        raw = Path(tempfile.mkdtemp(prefix=f".raw-{_name(g, p)}-", dir=folder))
+        try:
+            generate(raw / "set", n=settings.images, seed=settings.generator_seed, size=settings.film_size,
+                     progress=False, knobs=knobs, evidence=True)
+            options = ConvertOptions(height=settings.height, width=settings.width, gaze="raw",
+                                     sigma=settings.sigma, split="paper", test_size=settings.test_size,
+                                     val_fraction=settings.val_fraction)
+            convert_egd_cxr(raw / "set" / "EGD", raw / "set" / "MIMIC", tmp, options, progress=False)
+            _add_evidence(tmp, raw / "set")
+            with h5py.File(tmp, "r+") as f:
+                f.attrs[STUDY_ATTR] = attr
+        finally:
+            shutil.rmtree(raw, ignore_errors=True)
+
+    write_atomic(path, write)
     return path
 
 
-FINGERPRINTED = ("image", "label", "split", "dicom_id", "patient_id")
-"""Datasets that must be identical across the g variants (only the gaze may differ)."""
+SHARED = ("label", "split", "dicom_id", "patient_id")
+"""Datasets every variant must share (only the gaze and the marker may differ)."""
 
 
 def _fingerprint(path: Path) -> dict[str, str]:
-    def content(data: h5py.Dataset) -> str:
+    def content(data: h5py.Dataset) -> bytes:
         if h5py.check_string_dtype(data.dtype) is not None:
-            return "\n".join(data.asstr()[:])
-        return hashlib.sha256(np.ascontiguousarray(data[:]).tobytes()).hexdigest()
+            return "\n".join(data.asstr()[:]).encode()
+        return np.ascontiguousarray(data[:]).tobytes()
 
     with h5py.File(path, "r") as f:
-        return {k: config_hash(content(f[k])) for k in FINGERPRINTED}
+        return {k: hashlib.sha256(content(f[k])).hexdigest() for k in SHARED}
 
 
-def _train_subset(path: Path, size: int, seed: int) -> np.ndarray:
-    """Rows of a class-balanced ``size``-image subset of the training split (round robin over classes in a
-    seeded order), the same for every variant of the data."""
+@dataclass(frozen=True)
+class StudyData:
+    """The study's HDF5 files by (g, p) (p None: the shifted test set) and their shared fingerprint."""
+
+    folder: Path
+    files: dict[tuple[float, float | None], Path]
+    fingerprint: dict[str, str]
+
+
+def prepare_data(settings: StudySettings, progress: bool = True, shifted: bool = True) -> StudyData:
+    """Write (or reuse) every data set under ``data_root/<spec hash>/`` (with ``shifted``, the shifted test
+    set of each g too) and check they share labels, splits and identifiers."""
+    folder = settings.data_root / config_hash(settings.data_spec())
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = [(g, p) for g in settings.informativeness for p in (*settings.shortcuts, *((None,) if shifted else ()))]
+    files = {}
+    for g, p in tqdm(keys, desc="gaze-utility data sets", unit="set", disable=not progress):
+        files[(g, p)] = _dataset(settings, folder, g, p, progress)
+    prints = {k: _fingerprint(v) for k, v in files.items()}
+    first = prints[keys[0]]
+    for key, fp in prints.items():
+        differ = [k for k in SHARED if fp[k] != first[k]]
+        if differ:
+            raise RuntimeError(f"{files[key]}: {differ} differ from {files[keys[0]]}; the variants must share "
+                               "labels, splits and identifiers")
+    return StudyData(folder, files, first)
+
+
+def train_rows(path: Path, size: int, seed: int) -> np.ndarray:
+    """Rows of a class-balanced ``size``-image subset of the training split (round robin over the classes in
+    a seeded order), the same for every variant."""
     with h5py.File(path, "r") as f:
         split, labels = f["split"].asstr()[:], f["label"][:]
     train = np.flatnonzero(split == "train")
     if size > train.size:
-        raise InputError(f"{path}: gaze_utility.train_sizes asks for {size} training images, the training split "
+        raise ConfigError(f"{path}: gaze_utility.train_sizes asks for {size} training images, the training split "
                          f"has {train.size}; raise gaze_utility.images or lower the size")
     order = np.random.default_rng(seed).permutation(train)
     queues = [list(order[labels[order] == c]) for c in range(len(CLASS_NAMES))]
@@ -257,6 +285,26 @@ def _train_subset(path: Path, size: int, seed: int) -> np.ndarray:
     return np.sort(np.asarray(picked, np.int64))
 
 
+def load_split(path: Path, split: str, rows: np.ndarray | None = None) -> BenchArrays:
+    """One split of a study data set as arrays (``rows``: a subset of the file's rows within that split)."""
+    with h5py.File(path, "r") as f:
+        names = f["split"].asstr()[:]
+        index = np.flatnonzero(names == split) if rows is None else np.asarray(rows)
+        if rows is not None and not np.all(names[index] == split):
+            raise ValueError(f"{path}: rows outside the {split!r} split were asked for")
+        images = f["image"][index][:, None].astype(np.float32)
+        gaze = f["heatmap"][index].astype(np.float32)
+        evidence = f["evidence_mask"][index].astype(np.float32)
+        labels = f["label"][index].astype(np.int64)
+        ids = tuple(f["dicom_id"].asstr()[index])
+        time = None
+        if "fixations" in f and "fixation_offsets" in f:
+            offsets, durations = f["fixation_offsets"][:], f["fixations"][:, 2]
+            total = np.add.reduceat(np.append(durations, 0.0), offsets[:-1]) * (np.diff(offsets) > 0)
+            time = total[index].astype(np.float32)
+    return BenchArrays(images=images, labels=labels, gaze=gaze, evidence=evidence, ids=ids, time=time)
+
+
 def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
     """A random permutation of range(n) without fixed points (n >= 2)."""
     while True:
@@ -265,200 +313,205 @@ def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
             return perm
 
 
-def _variant(source: Path, path: Path, attr: str, keep: np.ndarray, edit: Callable[[h5py.File], None] | None) -> Path:
-    """Copy of ``source`` whose training split is the rows ``keep`` (other training rows get split 'unused'),
-    then ``edit``-ed; written atomically once per ``attr``."""
-    if _is_current(path, attr):
-        return path
-
-    def write(tmp: Path) -> None:
-        shutil.copyfile(source, tmp)
-        with h5py.File(tmp, "r+") as f:
-            split = f["split"].asstr()[:].astype(object)
-            drop = np.flatnonzero(split == "train")
-            split[np.setdiff1d(drop, keep)] = "unused"
-            del f["split"]
-            f.create_dataset("split", data=split.astype(str).astype(h5py.string_dtype()), dtype=h5py.string_dtype())
-            if edit is not None:
-                edit(f)
-            f.attrs[STUDY_ATTR] = attr
-
-    write_atomic(path, write)
-    return path
+def shuffle_gaze(data: TrainingArrays, seed: int) -> TrainingArrays:
+    """Training and validation gaze maps each permuted among the films of their split (no film keeps its own)."""
+    rng = np.random.default_rng(seed)
+    return TrainingArrays(*(s.with_gaze(s.gaze[_derangement(rng, len(s))]) for s in (data.train, data.val)))
 
 
-def _shuffle_heatmaps(seed: int) -> Callable[[h5py.File], None]:
-    """An edit that permutes the heatmaps among the records of the training split and of the validation
-    split (a derangement within each); the test split keeps its own."""
-    def edit(f: h5py.File) -> None:
-        split = f["split"].asstr()[:]
-        heat = f["heatmap"][:]
-        source = np.arange(len(split))
-        rng = np.random.default_rng(seed)
-        for name in ("train", "val"):
-            rows = np.flatnonzero(split == name)
-            if rows.size >= 2:
-                source[rows] = rows[_derangement(rng, rows.size)]
-        f["heatmap"][...] = heat[source]
-        f.create_dataset("heatmap_source_row", data=source)
-    return edit
-
-
-def _remove_gaze(f: h5py.File) -> None:
-    """An edit that makes every heatmap uniform over the record's film region and every fixation zero-length."""
-    heat = np.zeros(f["heatmap"].shape, np.float32)
-    scale, pad, orig = f["scale"][:], f["pad"][:], f["orig_size"][:]
-    for i in range(len(heat)):
-        top, left = (int(v) for v in pad[i])
-        h, w = (max(1, int(round(float(v) * float(scale[i])))) for v in orig[i])
-        heat[i, top:top + h, left:left + w] = 1.0
-        heat[i] /= heat[i].sum()
-    f["heatmap"][...] = heat
-    if "fixations" in f:
-        fixations = f["fixations"][:]
-        fixations[:, 2] = 0.0
-        f["fixations"][...] = fixations
+# ----------------------------------------------------------------------------- jobs
 
 
 @dataclass(frozen=True)
-class StudyData:
-    """The study's HDF5 files: ``files[(variant, size)]`` with variants ``g<value>``, ``nogaze``, ``shuffled``."""
+class Job:
+    """One fit: ``method`` (``<mechanism>@nogaze`` for a switched-off mechanism) on data (g, p), training size
+    and seed; ``shuffled`` for the shuffled-gaze control. ``g`` is None where the method reads no gaze."""
 
-    folder: Path
-    files: dict[tuple[str, int], Path]
-    fingerprint: dict[str, str]
+    method: str
+    g: float | None
+    p: float
+    size: int
+    seed: int
+    shuffled: bool = False
+
+    @property
+    def row(self) -> str:
+        """The method's name in the report."""
+        return f"{self.method}_shuffled" if self.shuffled else self.method
+
+    def key(self, settings: StudySettings) -> str:
+        """Hash of everything the fit depends on (its registry tag ``key=…``)."""
+        return config_hash({"job": [self.method, self.g, self.p, self.size, self.seed, self.shuffled],
+                            "data": settings.data_spec(), "train": settings.train.__dict__})
 
 
-def prepare_data(settings: StudySettings, progress: bool = True) -> StudyData:
-    """Write (or reuse) every data set of the study under ``data_root/<spec hash>/`` and check that the g
-    variants share their images, labels, splits and identifiers."""
-    folder = settings.data_root / config_hash(settings.data_spec())
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = settings.data_spec()
-    full = {g: _full_dataset(settings, folder, g, progress) for g in settings.informativeness}
-    prints = {g: _fingerprint(p) for g, p in full.items()}
-    first = prints[settings.informativeness[0]]
-    for g, p in prints.items():
-        differ = [k for k in FINGERPRINTED if p[k] != first[k]]
-        if differ:
-            raise RuntimeError(f"{full[g]}: {differ} differ from {full[settings.informativeness[0]]}; the g variants "
-                               "must share images, labels and splits")
-    top = max(settings.informativeness)
-    files: dict[tuple[str, int], Path] = {}
+def jobs(settings: StudySettings) -> list[Job]:
+    """Every fit of the study, the no-gaze rows first (the cooperative methods build on the baseline)."""
+    top = settings.informativeness[-1]
+    out: list[Job] = []
     for size in settings.train_sizes:
-        keep = _train_subset(full[top], size, settings.generator_seed)
-        for g, path in full.items():
-            name = _g_name(g)
-            files[(name, size)] = _variant(path, folder / f"{name}-n{size}.h5", _study_attr(spec, name, size), keep, None)
-        if "ours" in settings.methods:
-            files[("shuffled", size)] = _variant(full[top], folder / f"shuffled-{_g_name(top)}-n{size}.h5",
-                                                 _study_attr(spec, f"shuffled-{_g_name(top)}", size), keep,
-                                                 _shuffle_heatmaps(settings.generator_seed))
-        if set(settings.methods) & {"mtunet", "gazegnn"}:
-            files[("nogaze", size)] = _variant(full[top], folder / f"nogaze-n{size}.h5",
-                                               _study_attr(spec, "nogaze", size), keep, _remove_gaze)
-    return StudyData(folder=folder, files=files, fingerprint=first)
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def _methods_for(variant: str, settings: StudySettings, base_ids: Mapping[str, str], h5: Path) -> list[Method]:
-    """Registry methods trained on data set ``h5`` of ``variant``: the no-gaze networks on the first g
-    (they never see gaze), ours on every g and the shuffled copy, the peers on every g and the no-gaze copy."""
-    data = {"data.h5": str(h5)}
-    trained = settings.trained
-    if variant == "base":
-        return [Method(m, "stage1", lambda ids, cl=(m == "densenet_cl"): {"stage1.contrastive.enabled": cl, **data})
-                for m in trained if m in ("densenet", "densenet_cl")]
-    out: list[Method] = []
-    if variant != "nogaze" and "full" in trained:
-        encoder = base_ids["densenet_cl"]
-        out += [Method("full", "stage2", lambda ids: {"stage2.variant": "full", "stage2.encoder": encoder, **data}),
-                Method("fusion", "stage3", lambda ids: {"stage2.variant": "full", "stage2.encoder": encoder,
-                                                        "stage3.saliency": ids["full"], **data})]
-    if variant != "shuffled":
-        out += [Method(m, m, lambda ids: dict(data)) for m in ("mtunet", "gazegnn") if m in trained]
+        for p in settings.shortcuts:
+            for seed in range(settings.seeds):
+                out.append(Job("baseline", None, p, size, seed))
+                for m in settings.methods:
+                    spec = METHODS[m]
+                    if not spec.uses_gaze:
+                        out.append(Job(m, None, p, size, seed))
+                        continue
+                    if spec.mechanism:
+                        out.append(Job(f"{m}@nogaze", None, p, size, seed))
+                    out += [Job(m, g, p, size, seed) for g in settings.informativeness]
+                    if m in settings.shuffled:
+                        out.append(Job(m, top, p, size, seed, shuffled=True))
     return out
 
 
 @dataclass
-class Trained:
-    """Registry entries of one (variant, size, seed) and whether each was reused."""
+class JobResult:
+    """What one fit left: test probabilities per test set and its diagnostics."""
 
-    entries: dict[str, Entry]
-    reused: dict[str, bool]
+    probs: dict[str, np.ndarray]
+    metrics: dict[str, float]
+    reused: bool
 
 
-def train_all(config: Mapping[str, Any], settings: StudySettings, data: StudyData, progress: bool = True
-              ) -> dict[tuple[str, int, int], Trained]:
-    """Train (or reuse) every method of every (variant, size, seed); keys (variant, size, seed) with variant
-    ``base`` (the no-gaze DenseNets, trained on the first g's file), ``g…``, ``shuffled`` and ``nogaze``. The
-    study's own section is left out of the configs trained, so a model is reused whatever grid asked for it."""
-    config = {key: value for key, value in config.items() if key != STUDY_SECTION}
-    registry = Registry(config["registry"]["root"])
-    known = known_entries(registry)
-    first = _g_name(settings.informativeness[0])
-    variants = [v for v, s in data.files if s == settings.train_sizes[0]]
-    jobs = [(v, size, seed) for size in settings.train_sizes for seed in range(settings.seeds)
-            for v in ["base", *variants]]
-    out: dict[tuple[str, int, int], Trained] = {}
-    with tqdm(total=len(jobs), desc="gaze-utility data sets", unit="set", disable=not progress) as bar:
-        for variant, size, seed in jobs:
-            h5 = data.files[(first if variant == "base" else variant, size)]
-            base = out.get(("base", size, seed))
-            methods = _methods_for(variant, settings, {k: e.id for k, e in base.entries.items()} if base else {}, h5)
-            if methods:
-                with tqdm(total=len(methods), disable=True) as inner:
-                    entries, reused = train_seed(config, seed, known, inner, progress, methods)
-                out[(variant, size, seed)] = Trained(entries, reused)
-            bar.update(1)
+class _Runner:
+    """Fits jobs in order, reusing registry entries and the in-memory backbones and decoders of this run."""
+
+    def __init__(self, settings: StudySettings, data: StudyData, registry: Registry, config: Mapping[str, Any]):
+        self.settings, self.data, self.registry = settings, data, registry
+        self.config = {k: v for k, v in config.items() if k != "gaze_utility"}
+        self.backbones: dict[tuple[float, int, int], BenchCNN] = {}
+        self.decoders: dict[tuple[float, float, int, int, bool], Any] = {}
+        self.rows = {size: train_rows(data.files[(settings.informativeness[-1], settings.shortcuts[0])], size,
+                                      settings.generator_seed) for size in settings.train_sizes}
+
+    def training(self, job: Job) -> TrainingArrays:
+        g = self.settings.informativeness[0] if job.g is None else job.g
+        path = self.data.files[(g, job.p)]
+        data = TrainingArrays(load_split(path, "train", self.rows[job.size]), load_split(path, "val"))
+        return shuffle_gaze(data, self.settings.generator_seed + job.seed) if job.shuffled else data
+
+    def _fit(self, job: Job, data: TrainingArrays) -> Fitted:
+        s, name = self.settings.train, job.method
+        if name.endswith("@nogaze"):
+            return train_mechanism(name.split("@")[0], data, s, job.seed, use_gaze=False)
+        if METHODS[name].mechanism:
+            return train_mechanism(name, data, s, job.seed, use_gaze=True)
+        if name in COOPERATIVE:
+            backbone = self.backbone(job)
+            dkey = (job.g, job.p, job.size, job.seed, job.shuffled)
+            if dkey not in self.decoders:
+                self.decoders[dkey] = train_decoder(backbone, data, s, job.seed)
+            decoder, info = self.decoders[dkey]
+            fitted = train_head(name, backbone, decoder, data, s, job.seed)
+            fitted.info["decoder"] = info
+            return fitted
+        fitted = train_classifier(name, data, s, job.seed)
+        if name == "baseline":
+            self.backbones[(job.p, job.size, job.seed)] = fitted.modules["cnn"]
+        return fitted
+
+    def backbone(self, job: Job) -> BenchCNN:
+        key = (job.p, job.size, job.seed)
+        if key not in self.backbones:
+            entry = self._entry(Job("baseline", None, job.p, job.size, job.seed))
+            if entry is None:
+                raise RuntimeError(f"no baseline fit for {job}; the baseline job must run first")
+            cnn = BenchCNN(1, self.settings.train.num_classes, self.settings.train.widths)
+            state, _ = self.registry.load(entry.id)
+            cnn.load_state_dict(state["cnn"])
+            self.backbones[key] = cnn.eval()
+        return self.backbones[key]
+
+    def _entry(self, job: Job):
+        found = self.registry.entries(stage=STAGE, tag=f"key={job.key(self.settings)}")
+        return found[-1] if found else None
+
+    def run(self, job: Job) -> JobResult:
+        entry = self._entry(job)
+        if entry is not None:
+            state, _ = self.registry.load(entry.id)
+            probs = {t: state["predictions"][t].numpy() for t in TESTS}
+            return JobResult(probs, dict(entry.metrics), True)
+        data = self.training(job)
+        fitted = self._fit(job, data)
+        tests = self.tests(job)
+        probs = {t: fitted.predict(arrays.images, arrays.gaze) for t, arrays in tests.items()}
+        metrics = {**_diagnostics(job, fitted, tests["iid"], data), **_selection(fitted.info)}
+        state = {"predictions": {t: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for t, v in probs.items()},
+                 **{k: m.state_dict() for k, m in fitted.modules.items()}}
+        self.registry.save(state, stage=STAGE, config={**self.config, "gaze_benchmark": {
+            "method": job.method, "g": job.g, "shortcut": job.p, "train_size": job.size, "seed": job.seed,
+            "shuffled": job.shuffled, "train": self.settings.train.__dict__, "data": self.settings.data_spec()}},
+            architecture={"method": job.method, "widths": list(self.settings.train.widths)},
+            metrics=metrics, tags=["gaze-utility", f"method={job.row}", f"key={job.key(self.settings)}"])
+        return JobResult(probs, metrics, False)
+
+    def tests(self, job: Job) -> dict[str, BenchArrays]:
+        g = self.settings.informativeness[0] if job.g is None else job.g
+        return {"iid": load_split(self.data.files[(g, job.p)], "test"),
+                "shifted": load_split(self.data.files[(g, None)], "test")}
+
+
+def _selection(info: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    if "val_auc" in info and info["val_auc"] is not None:
+        out["val_auc"] = float(info["val_auc"])
+    if "epoch" in info:
+        out["epoch"] = float(info["epoch"])
     return out
 
 
-# ----------------------------------------------------------------------------- evaluation
+def _share_inside(dist: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per film, the share of a distribution (N, h, w) inside the masks (N, H, W) pooled to (h, w)."""
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(masks[:, None]), dist.shape[-2:])[:, 0]
+    return (dist * pooled.numpy()).sum(axis=(1, 2))
 
 
-def _rows_of(variant: str, entries: Mapping[str, Entry]) -> dict[str, Entry]:
-    """Classification rows of a variant's entries, named for the report (``fusion``, ``mtunet@nogaze``, …)."""
-    rows = {m: e for m, e in entries.items() if m not in ("full",)}
-    if variant == "nogaze":
-        return {f"{m}@nogaze": e for m, e in rows.items()}
-    return rows
+def _cc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
+    return (a * b).sum(1) / np.maximum(np.sqrt((a * a).sum(1) * (b * b).sum(1)), 1e-12)
 
 
-def evaluate_all(config: Mapping[str, Any], settings: StudySettings, data: StudyData,
-                 trained: Mapping[tuple[str, int, int], Trained], progress: bool = True
-                 ) -> dict[tuple[str, int, int], SplitOutputs]:
-    """Test-split outputs of every (variant, size, seed), each pass on its own data set's test split (the
-    base DenseNets on the first g's file); all passes must list the same test images in the same order."""
-    registry = Registry(config["registry"]["root"])
-    device = resolve_device(config["train"]["device"])
-    first = _g_name(settings.informativeness[0])
-    batch = int(config["train"]["batch_size"])
-    outputs: dict[tuple[str, int, int], SplitOutputs] = {}
-    order: list[str] | None = None
-    for (variant, size, seed), result in tqdm(trained.items(), desc="gaze-utility evaluation", unit="pass",
-                                              disable=not progress):
-        h5 = data.files[(first if variant == "base" else variant, size)]
-        run_config = {**config, "data": {**config["data"], "h5": str(h5)}}
-        loader = make_loader(run_config, "test", batch, train=False, device=device)
-        predictors = [entry_predictor(registry, e, name, device) for name, e in _rows_of(variant, result.entries).items()]
-        out = run_split(predictors, loader, device, progress=False)
-        if order is None:
-            order = out.dicom_ids
-        elif out.dicom_ids != order:
-            raise RuntimeError(f"{h5}: its test split lists other images than the study's first data set")
-        outputs[(variant, size, seed)] = out
-    return outputs
+def _diagnostics(job: Job, fitted: Fitted, test: BenchArrays, data: TrainingArrays) -> dict[str, float]:
+    """CAM evidence share (CNN methods) and decoder CC with the evidence vs a lung prior (cooperative methods),
+    on the abnormal test films."""
+    abnormal = test.evidence.reshape(len(test), -1).any(1)
+    if not abnormal.any():
+        return {}
+    out: dict[str, float] = {}
+    images, masks = test.images[abnormal], test.evidence[abnormal]
+    cnn = fitted.modules.get("cnn")
+    if isinstance(cnn, BenchCNN) and cnn.blocks[0][0].in_channels == 1:
+        out["cam_evidence_share"] = float(_share_inside(cam_of(cnn, images, test.labels[abnormal]), masks).mean())
+    if "decoder" in fitted.modules:
+        sal = saliency_of(fitted.modules["decoder"], fitted.modules["backbone"], images)
+        small = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(masks[:, None]), sal.shape[-2:])[:, 0].numpy()
+        prior = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(data.train.gaze.mean(0)[None, None]),
+                                                        sal.shape[-2:])[0, 0].numpy()
+        out["decoder_cc_evidence"] = float(_cc(sal, small).mean())
+        out["prior_cc_evidence"] = float(_cc(np.broadcast_to(prior, sal.shape).copy(), small).mean())
+        out["decoder_evidence_share"] = float(_share_inside(sal, masks).mean())
+    return out
+
+
+def run_jobs(settings: StudySettings, data: StudyData, registry: Registry, config: Mapping[str, Any],
+             progress: bool = True) -> dict[Job, JobResult]:
+    """Fit (or reuse) every job of the study, in order."""
+    torch.set_num_threads(settings.threads)
+    runner = _Runner(settings, data, registry, config)
+    out: dict[Job, JobResult] = {}
+    todo = jobs(settings)
+    with tqdm(todo, desc="gaze-utility fits", unit="fit", disable=not progress) as bar:
+        for job in bar:
+            bar.set_postfix_str(f"{job.row} g={job.g} p={job.p} n={job.size} seed={job.seed}")
+            out[job] = runner.run(job)
+    return out
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def _probs(outputs: Mapping[tuple[str, int, int], SplitOutputs], variant: str, size: int, seeds: int,
-           row: str) -> list[np.ndarray]:
-    return [outputs[(variant, size, s)].probs[row] for s in range(seeds)]
 
 
 def _seed_mean_macro(labels: np.ndarray, probs: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
@@ -467,91 +520,81 @@ def _seed_mean_macro(labels: np.ndarray, probs: Sequence[np.ndarray]) -> Callabl
     return lambda w: np.mean([s(w)[:, -1] for s in stats], axis=0)
 
 
-def gain_test(labels: np.ndarray, groups: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray],
-              n_resamples: int, seed: int = 0) -> dict[str, Any]:
-    """Gain of method a over b: seed-mean macro-AUC difference with its paired patient-bootstrap interval and
-    p, each seed's DeLong macro test, and the accuracy difference with McNemar's exact test over images
-    pooled across seeds."""
-    per_seed = [delong_one_vs_rest(labels, a, b, CLASS_NAMES)["macro"] for a, b in zip(probs_a, probs_b)]
-    boot = bootstrap_paired_difference(_seed_mean_macro(labels, probs_a), _seed_mean_macro(labels, probs_b),
-                                       groups, n_resamples, seed)
-    correct_a = np.concatenate([(a.argmax(1) == labels).astype(float) for a in probs_a])
-    correct_b = np.concatenate([(b.argmax(1) == labels).astype(float) for b in probs_b])
-    diffs = [t["diff"] for t in per_seed if t is not None]
-    return {"auc_gain": float(np.mean(diffs)) if diffs else None,
-            "auc_gain_seeds": seed_summary(diffs) if diffs else None,
+def _macro(labels: np.ndarray, probs: Sequence[np.ndarray]) -> float:
+    return float(_seed_mean_macro(labels, probs)(np.ones((1, len(labels))))[0])
+
+
+def compare(labels: np.ndarray, groups: np.ndarray, a: Sequence[np.ndarray], b: Sequence[np.ndarray],
+            n_resamples: int) -> dict[str, Any]:
+    """Seed-mean macro AUC of a and b, their difference and its paired patient-bootstrap interval and p."""
+    boot = bootstrap_paired_difference(_seed_mean_macro(labels, a), _seed_mean_macro(labels, b), groups,
+                                       n_resamples)
+    auc_a, auc_b = _macro(labels, a), _macro(labels, b)
+    return {"auc": auc_a, "auc_baseline": auc_b, "gain": auc_a - auc_b,
             "ci": None if boot is None else boot["ci"], "p": None if boot is None else boot["p"],
-            "test": None if boot is None else boot["method"], "delong_per_seed": per_seed,
-            "accuracy_gain": float(correct_a.mean() - correct_b.mean()),
-            "mcnemar": mcnemar_exact(correct_a, correct_b)}
+            "test_method": None if boot is None else boot["method"],
+            "auc_seeds": seed_summary([_macro(labels, [x]) for x in a])}
 
 
-def _cell(outputs: SplitOutputs, row: str) -> dict[str, Any]:
-    labelled, probs = outputs.labelled()
-    metrics = classification_metrics(labelled, probs[row])
-    cell = {"auc_macro": metrics["auc_macro"], "accuracy": metrics["accuracy"]}
-    if row in outputs.scores:
-        values = {k: outputs.scores[row][k][np.isfinite(outputs.scores[row][k])] for k in SALIENCY_KEYS
-                  if k in outputs.scores[row]}
-        cell["saliency"] = {k: float(v.mean()) for k, v in values.items() if v.size}
-    return cell
+def summarise(settings: StudySettings, data: StudyData, results: Mapping[Job, JobResult]) -> dict[str, Any]:
+    """The gain rows (the contract), gaze effects, the baselines' shortcut check and the diagnostics."""
+    path = data.files[(settings.informativeness[0], settings.shortcuts[0])]
+    with h5py.File(path, "r") as f:
+        split = f["split"].asstr()[:]
+        labels = f["label"][:][split == "test"].astype(np.int64)
+        groups = f["patient_id"].asstr()[:][split == "test"]
+    by = {(j.row, j.g, j.p, j.size): [] for j in results}
+    for job in sorted(results, key=lambda j: j.seed):
+        by[(job.row, job.g, job.p, job.size)].append(results[job])
 
+    def probs(row: str, g: float | None, p: float, size: int, test: str) -> list[np.ndarray]:
+        return [r.probs[test] for r in by[(row, g, p, size)]]
 
-def _over_seeds(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: seed_summary([c[k] for c in cells]) for k in ("auc_macro", "accuracy")}
-    if all("saliency" in c for c in cells):
-        keys = [k for k in SALIENCY_KEYS if all(k in c["saliency"] for c in cells)]
-        out["saliency"] = {k: seed_summary([c["saliency"][k] for c in cells]) for k in keys}
-    return out
-
-
-def summarise(settings: StudySettings, data: StudyData, outputs: Mapping[tuple[str, int, int], SplitOutputs]
-              ) -> dict[str, Any]:
-    """Rows per (variant, size), the gain tests over the no-gaze networks and the *gaze effects* (each
-    gaze-using method at every other data set against itself trained on the least informative one, which
-    isolates what the gaze adds from what the method's extra training adds); each list one Holm family."""
-    first = _g_name(settings.informativeness[0])
-    reference = next(iter(outputs.values()))
-    labels = reference.labels
-    with h5py.File(data.files[(first, settings.train_sizes[0])], "r") as f:
-        by_id = dict(zip(f["dicom_id"].asstr()[:], f["patient_id"].asstr()[:]))
-    groups = np.array([by_id[d] for d in reference.dicom_ids])
-    rows, gains, effects = [], [], []
-    for size in settings.train_sizes:
-        base = {row: [outputs[("base", size, s)] for s in range(settings.seeds)]
-                for row in outputs[("base", size, 0)].probs}
-        for row, outs in base.items():
-            rows.append({"variant": "any g", "g": None, "train_size": size, "row": row,
-                         **_over_seeds([_cell(o, row) for o in outs])})
-        for variant in [v for v, s in data.files if s == size]:
-            g = float(variant[1:]) if variant.startswith("g") else None
-            outs = [outputs[(variant, size, s)] for s in range(settings.seeds)]
-            for row in outs[0].probs:
-                rows.append({"variant": variant, "g": g, "train_size": size, "row": row,
-                             **_over_seeds([_cell(o, row) for o in outs])})
-            for method, (row, baseline) in GAZE_METHODS.items():
-                if method not in settings.methods or row not in outs[0].probs:
-                    continue
-                if baseline.endswith("@nogaze"):
-                    b_probs = _probs(outputs, "nogaze", size, settings.seeds, baseline)
-                else:
-                    b_probs = _probs(outputs, "base", size, settings.seeds, baseline)
-                test = gain_test(labels, groups, _probs(outputs, variant, size, settings.seeds, row), b_probs,
+    gains, leaking, effects, baselines, diagnostics = [], [], [], [], []
+    g0, top = settings.informativeness[0], settings.informativeness[-1]
+    for (row, g, p, size), found in by.items():
+        method = row.removesuffix("_shuffled")
+        shuffled = row.endswith("_shuffled")
+        spec = METHODS[method.split("@")[0]]
+        metrics = {k: float(np.mean([r.metrics[k] for r in found])) for k in found[0].metrics
+                   if all(k in r.metrics for r in found)}
+        diagnostics.append({"method": row, "g": g, "shortcut": p, "train_size": size, "seeds": len(found),
+                            **metrics})
+        if row == "baseline" or row.endswith("@nogaze"):
+            continue
+        control = "shuffled" if shuffled else spec.control
+        for test in TESTS:
+            cell = compare(labels, groups, probs(row, g, p, size, test), probs(spec.baseline, None, p, size, test),
+                           settings.bootstrap)
+            out = {"method": row, "control": control, "g": g, "shortcut": p, "train_size": size, "test": test,
+                   "baseline": spec.baseline, **cell}
+            (leaking if spec.test_time_gaze else gains).append(out)
+            if spec.uses_gaze and not shuffled and g == top and top != g0 and (row, g0, p, size) in by:
+                effect = compare(labels, groups, probs(row, top, p, size, test), probs(row, g0, p, size, test),
                                  settings.bootstrap)
-                gains.append({"method": method, "row": row, "baseline": baseline, "variant": variant, "g": g,
-                              "train_size": size, "shuffled": variant == "shuffled", **test})
-                if variant != first:
-                    test = gain_test(labels, groups, _probs(outputs, variant, size, settings.seeds, row),
-                                     _probs(outputs, first, size, settings.seeds, row), settings.bootstrap)
-                    effects.append({"method": method, "row": row, "baseline": f"{row} at {first}", "variant": variant,
-                                    "g": g, "train_size": size, "shuffled": variant == "shuffled", **test})
+                effects.append({"method": row, "g": top, "against_g": g0, "shortcut": p, "train_size": size,
+                                "test": test, **effect})
+    for p in settings.shortcuts:
+        for size in settings.train_sizes:
+            iid, shifted = probs("baseline", None, p, size, "iid"), probs("baseline", None, p, size, "shifted")
+            cell = compare(labels, groups, shifted, iid, settings.bootstrap)
+            baselines.append({"method": "baseline", "shortcut": p, "train_size": size, "auc_iid": cell["auc_baseline"],
+                              "auc_shifted": cell["auc"], "shifted_minus_iid": cell["gain"], "ci": cell["ci"],
+                              "p": cell["p"]})
     adjust_family(gains, key="p")
+    adjust_family(leaking, key="p")
     adjust_family(effects, key="p")
-    return {"rows": rows, "gains": gains, "gaze_effects": effects, "n_test": len(labels),
-            "test_patients": len(set(groups))}
+    return {"gains": gains + leaking, "gaze_effects": effects, "baselines": baselines, "diagnostics": diagnostics,
+            "n_test": int(len(labels)), "test_patients": int(len(set(groups)))}
 
 
 # ----------------------------------------------------------------------------- figures and tables
+
+
+def _fmt(value: float | None, sign: bool = False) -> str:
+    if value is None or not np.isfinite(value):
+        return "—"
+    return f"{value:+.3f}" if sign else f"{value:.3f}"
 
 
 def _p(value: float | None) -> str:
@@ -562,167 +605,172 @@ def _ci(ci: Sequence[float] | None) -> str:
     return "—" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
-def _mean_sd(summary: Mapping[str, Any] | None) -> str:
-    if summary is None:
-        return "—"
-    sd = summary.get("std")
-    return f"{summary['mean']:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
-
-
-def gain_figure(report: Mapping[str, Any]):
-    """Gain (macro AUC) vs g, one line per gaze-using method with its interval shaded, one panel per
-    training size; the shuffled control as a point with its interval at its g."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = report["grid"]["train_sizes"]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.4), squeeze=False, sharey=True)
-    for ax, size in zip(axes[0], sizes):
-        for k, method in enumerate(GAZE_METHODS):
-            cells = sorted((t for t in report["gains"] if t["method"] == method and t["train_size"] == size
-                            and t["g"] is not None and t["auc_gain"] is not None), key=lambda t: t["g"])
-            if not cells:
-                continue
-            x = [t["g"] for t in cells]
-            ax.plot(x, [t["auc_gain"] for t in cells], marker="o", color=f"C{k}", label=method)
-            if all(t["ci"] is not None for t in cells):
-                ax.fill_between(x, [t["ci"][0] for t in cells], [t["ci"][1] for t in cells], color=f"C{k}", alpha=0.2)
-        for t in report["gains"]:
-            if t["shuffled"] and t["train_size"] == size and t["auc_gain"] is not None:
-                top = max(report["grid"]["informativeness"])
-                err = None if t["ci"] is None else [[t["auc_gain"] - t["ci"][0]], [t["ci"][1] - t["auc_gain"]]]
-                ax.errorbar([top + 0.03], [t["auc_gain"]], yerr=err, fmt="x", color="k", capsize=3,
-                            label="ours, shuffled gaze")
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set_title(f"{size} training images")
-        ax.set_xlabel("gaze informativeness g")
-    axes[0][0].set_ylabel("macro-AUC gain over no-gaze network")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def saliency_figure(report: Mapping[str, Any]):
-    """Saliency CC against the test gaze maps vs g, one line per (saliency method, training size)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    k = 0
-    for row in SALIENCY_ROWS:
-        for size in report["grid"]["train_sizes"]:
-            cells = sorted((r for r in report["rows"] if r["row"] == row and r["train_size"] == size
-                            and r["g"] is not None and "saliency" in r), key=lambda r: r["g"])
-            if not cells:
-                continue
-            x = [r["g"] for r in cells]
-            mean = np.array([r["saliency"]["cc"]["mean"] for r in cells])
-            ax.plot(x, mean, marker="o", color=f"C{k}", label=f"{SALIENCY_ROWS[row]}, n={size}")
-            ci = [r["saliency"]["cc"].get("ci") for r in cells]
-            if all(c is not None for c in ci):
-                ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=f"C{k}", alpha=0.2)
-            k += 1
-    ax.set_xlabel("gaze informativeness g")
-    ax.set_ylabel("CC vs test gaze maps")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def markdown(report: Mapping[str, Any]) -> str:
-    """``tables.md``: the gain table, the shuffled control, every row's AUC / accuracy, saliency, notes."""
-    grid = report["grid"]
-    head = (f"# Gaze utility: gain from gaze vs its informativeness ({report['n_test']} test images, "
-            f"{report['test_patients']} patients, seeds {list(range(grid['seeds']))})")
-    knobs = ", ".join(f"{k} = {v}" for k, v in report["data"]["knobs"].items() if k != "gaze_informativeness")
-    lines = [head, *synthetic_notice(report),
-             f"Phantoms: {report['data']['images']} films of nominal height {report['data']['film_size']} px, "
-             f"{knobs}; canvas {report['data']['height']}×{report['data']['width']}; "
-             f"g ∈ {grid['informativeness']}; training sizes {grid['train_sizes']}.",
-             "## Gain of each gaze-using method over the same network without gaze"]
-    header = ["g", "n train", "Method", "vs", "Macro-AUC gain", "95 % CI", "p", "p (Holm)", "seeds ± sd",
-              "Acc gain", "McNemar p"]
-    body = []
-    for t in sorted(report["gains"], key=lambda t: (t["shuffled"], t["train_size"], t["method"], t["g"] or 0)):
-        label = "shuffled" if t["shuffled"] else f"{t['g']:g}"
-        sd = t["auc_gain_seeds"]
-        body.append([label, str(t["train_size"]), t["method"], t["baseline"],
-                     "—" if t["auc_gain"] is None else f"{t['auc_gain']:+.3f}", _ci(t["ci"]), _p(t["p"]),
-                     _p(t.get("p_holm")), "—" if sd is None or sd["std"] is None else f"{sd['std']:.3f}",
-                     f"{t['accuracy_gain']:+.3f}", _p(t["mcnemar"]["p"])])
-    lines.append(_table(header, body))
-    if report.get("gaze_effects"):
-        lines.append("## Gaze effect: each method against itself trained on the least informative gaze")
-        body = [[("shuffled" if t["shuffled"] else f"{t['g']:g}"), str(t["train_size"]), t["method"], t["baseline"],
-                 "—" if t["auc_gain"] is None else f"{t['auc_gain']:+.3f}", _ci(t["ci"]), _p(t["p"]),
-                 _p(t.get("p_holm")), f"{t['accuracy_gain']:+.3f}", _p(t["mcnemar"]["p"])]
-                for t in sorted(report["gaze_effects"], key=lambda t: (t["shuffled"], t["train_size"], t["g"] or 0))]
-        lines.append(_table(["g", "n train", "Method", "vs", "Macro-AUC gain", "95 % CI", "p", "p (Holm)",
-                             "Acc gain", "McNemar p"], body))
-    lines.append("## Every row (mean ± sd over seeds)")
-    body = [[r["variant"], str(r["train_size"]), r["row"], _mean_sd(r["auc_macro"]), _mean_sd(r["accuracy"])]
-            for r in report["rows"]]
-    lines.append(_table(["Data", "n train", "Row", "Macro AUC", "Accuracy"], body))
-    sal = [r for r in report["rows"] if "saliency" in r]
-    if sal:
-        lines.append("## Saliency against the data set's own test gaze maps (mean ± sd over seeds)")
-        body = [[r["variant"], str(r["train_size"]), SALIENCY_ROWS[r["row"].split("@")[0]],
-                 *(_mean_sd(r["saliency"].get(k)) for k in SALIENCY_KEYS)] for r in sal]
-        lines.append(_table(["Data", "n train", "Method", *(k.upper() for k in SALIENCY_KEYS)], body))
-    lines += ["## Notes", "\n".join(f"- {n}" for n in report["notes"])]
-    return "\n\n".join(lines) + "\n"
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _errorbar(ax, x: Sequence[float], cells: Sequence[Mapping[str, Any]], **style) -> None:
+    y = [c["gain"] for c in cells]
+    err = np.array([[c["gain"] - c["ci"][0], c["ci"][1] - c["gain"]] if c["ci"] else [0, 0] for c in cells]).T
+    ax.errorbar(x, y, yerr=err, capsize=3, marker="o", **style)
+
+
+def gain_vs_g_figure(report: Mapping[str, Any]):
+    """Gain vs g with 95 % intervals, one line per method, one panel per (shortcut, test) at the largest
+    training size."""
+    plt = _plt()
+    grid = report["grid"]
+    size = max(grid["train_sizes"])
+    panels = [(p, t) for p in grid["shortcuts"] for t in TESTS]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, sharey=True)
+    methods = sorted({r["method"] for r in report["gains"] if r["g"] is not None})
+    for ax, (p, test) in zip(axes[0], panels):
+        for k, method in enumerate(methods):
+            cells = sorted((r for r in report["gains"] if r["method"] == method and r["shortcut"] == p
+                            and r["test"] == test and r["train_size"] == size), key=lambda r: r["g"])
+            if cells:
+                offset = (k - len(methods) / 2) * 0.012
+                _errorbar(ax, [c["g"] + offset for c in cells], cells, color=f"C{k % 10}", label=method,
+                          ls="--" if cells[0]["control"] else "-")
+        for r in report["gains"]:
+            if r["control"] == "positive" and r["shortcut"] == p and r["test"] == test and r["train_size"] == size:
+                ax.axhspan(*(r["ci"] or [r["gain"], r["gain"]]), color="k", alpha=0.08)
+                ax.axhline(r["gain"], color="k", lw=1, ls=":", label="evidence oracle")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_title(f"shortcut {p:g}, {test} test")
+        ax.set_xlabel("gaze informativeness g")
+    axes[0][0].set_ylabel("macro-AUC gain over the no-gaze backbone")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def gain_vs_shortcut_figure(report: Mapping[str, Any]):
+    """Gain vs shortcut strength at the largest g (the oracle at g = none), one panel per test."""
+    plt = _plt()
+    grid = report["grid"]
+    size, top = max(grid["train_sizes"]), max(grid["informativeness"])
+    fig, axes = plt.subplots(1, len(TESTS), figsize=(4.4 * len(TESTS), 3.4), squeeze=False, sharey=True)
+    methods = sorted({r["method"] for r in report["gains"]})
+    for ax, test in zip(axes[0], TESTS):
+        for k, method in enumerate(methods):
+            cells = sorted((r for r in report["gains"] if r["method"] == method and r["test"] == test
+                            and r["train_size"] == size and r["g"] in (None, top)), key=lambda r: r["shortcut"])
+            if cells:
+                offset = (k - len(methods) / 2) * 0.01
+                _errorbar(ax, [c["shortcut"] + offset for c in cells], cells, color=f"C{k % 10}", label=method)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_title(f"{test} test (g = {top:g})")
+        ax.set_xlabel("shortcut strength p")
+    axes[0][0].set_ylabel("macro-AUC gain over the no-gaze backbone")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _gain_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [[r["method"], r["control"] or "", "—" if r["g"] is None else f"{r['g']:g}", f"{r['shortcut']:g}",
+             str(r["train_size"]), r["test"], _fmt(r["auc"]), _fmt(r["auc_baseline"]), _fmt(r["gain"], True),
+             _ci(r["ci"]), _p(r.get("p")), _p(r.get("p_holm"))]
+            for r in sorted(rows, key=lambda r: (r["test"], r["shortcut"], r["train_size"], r["method"],
+                                                 -1 if r["g"] is None else r["g"]))]
+
+
+GAIN_HEADER = ["Method", "Control", "g", "Shortcut", "n train", "Test", "AUC", "AUC no gaze", "Gain", "95 % CI",
+               "p", "p (Holm)"]
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """``tables.md``: the shortcut check, gains, leaking rows, gaze effects, diagnostics and notes."""
+    grid, d = report["grid"], report["data"]
+    knobs = ", ".join(f"{k} = {v}" for k, v in d["knobs"].items()
+                      if k not in ("gaze_informativeness", "shortcut_strength", "shortcut_shifted"))
+    lines = [f"# Gaze utility: does gaze make the classifier better? ({report['n_test']} test images, "
+             f"{report['test_patients']} patients, seeds {list(range(grid['seeds']))})",
+             *synthetic_notice(report),
+             f"Phantoms: {d['images']} films of nominal height {d['film_size']} px, {knobs}; canvas "
+             f"{d['height']}×{d['width']}; g ∈ {grid['informativeness']}; shortcut p ∈ {grid['shortcuts']}; "
+             f"training sizes {grid['train_sizes']}; {report['wall_seconds']:.0f} s on {report['machine']['cpus']} "
+             f"CPUs (load {report['machine']['load_average'][0]:.1f} at the end).",
+             "## Does the shortcut work? The no-gaze baseline on both tests",
+             _table(["Shortcut", "n train", "AUC iid", "AUC shifted", "Shifted − iid", "95 % CI", "p"],
+                    [[f"{b['shortcut']:g}", str(b["train_size"]), _fmt(b["auc_iid"]), _fmt(b["auc_shifted"]),
+                      _fmt(b["shifted_minus_iid"], True), _ci(b["ci"]), _p(b["p"])] for b in report["baselines"]]),
+             "## Gain over the same backbone without gaze (training-time gaze and the controls)",
+             _table(GAIN_HEADER, _gain_rows([r for r in report["gains"] if r["control"] != "test_time_gaze"]))]
+    leak = [r for r in report["gains"] if r["control"] == "test_time_gaze"]
+    if leak:
+        lines += ["## Gaze at test time (leaks the label; not a training-time result)",
+                  _table(GAIN_HEADER, _gain_rows(leak))]
+    if report["gaze_effects"]:
+        lines += ["## Gaze effect: each method at the largest g against itself at the smallest",
+                  _table(["Method", "g vs", "Shortcut", "n train", "Test", "AUC", "AUC at g0", "Effect", "95 % CI",
+                          "p", "p (Holm)"],
+                         [[e["method"], f"{e['g']:g} vs {e['against_g']:g}", f"{e['shortcut']:g}",
+                           str(e["train_size"]), e["test"], _fmt(e["auc"]), _fmt(e["auc_baseline"]),
+                           _fmt(e["gain"], True), _ci(e["ci"]), _p(e["p"]), _p(e.get("p_holm"))]
+                          for e in report["gaze_effects"]])]
+    keys = ("val_auc", "cam_evidence_share", "decoder_cc_evidence", "prior_cc_evidence", "decoder_evidence_share")
+    lines += ["## Diagnostics (mean over seeds; abnormal iid test films)",
+              _table(["Method", "g", "Shortcut", "n train", "Val AUC", "CAM share in evidence", "Decoder CC evidence",
+                      "Lung-prior CC evidence", "Decoder share in evidence"],
+                     [[r["method"], "—" if r["g"] is None else f"{r['g']:g}", f"{r['shortcut']:g}",
+                       str(r["train_size"]), *(_fmt(r.get(k)) for k in keys)] for r in report["diagnostics"]]),
+              "## Notes", "\n".join(f"- {n}" for n in report["notes"])]
+    return "\n\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
-FIGURES = ("gain_vs_g.png", "saliency_cc_vs_g.png")
+FIGURES = ("gain_vs_g.png", "gain_vs_shortcut.png")
 
 
 def run_gaze_utility(config: Mapping[str, Any], out_dir: str | Path = "reports/gaze_utility",
                      progress: bool = True) -> dict[str, Any]:
-    """Run the study of ``config["gaze_utility"]``: data sets, training, evaluation, then ``metrics.json``,
+    """Run the study of ``config["gaze_utility"]``: data sets, fits, statistics, then ``metrics.json``,
     ``tables.md``, the figures `FIGURES` and ``index.html`` in ``out_dir``; returns the metrics written."""
     started = time.time()
     settings = StudySettings.from_config(config)
     data = prepare_data(settings, progress)
-    trained = train_all(config, settings, data, progress)
-    outputs = evaluate_all(config, settings, data, trained, progress)
-    summary = summarise(settings, data, outputs)
-    first = data.files[(_g_name(settings.informativeness[0]), settings.train_sizes[0])]
+    data_seconds = time.time() - started
+    registry = Registry(config["registry"]["root"])
+    results = run_jobs(settings, data, registry, config, progress)
+    summary = summarise(settings, data, results)
     report = json_safe({
-        "grid": {"informativeness": list(settings.informativeness), "train_sizes": list(settings.train_sizes),
-                 "seeds": settings.seeds, "methods": list(settings.methods)},
-        "data": {**settings.data_spec(), "folder": str(data.folder),
-                 "files": {f"{v}-n{s}": str(p) for (v, s), p in data.files.items()}, "fingerprint": data.fingerprint},
+        "grid": {"informativeness": list(settings.informativeness), "shortcuts": list(settings.shortcuts),
+                 "train_sizes": list(settings.train_sizes), "seeds": settings.seeds,
+                 "methods": list(settings.methods), "shuffled": list(settings.shuffled)},
+        "train": {**settings.train.__dict__, "widths": list(settings.train.widths), "threads": settings.threads},
+        "data": {**settings.data_spec(), "folder": str(data.folder), "fingerprint": data.fingerprint,
+                 "files": {_name(g, p): str(v) for (g, p), v in data.files.items()}},
         **summary,
-        "entries": {f"{v}-n{s}-seed{seed}": {m: e.id for m, e in t.entries.items()}
-                    for (v, s, seed), t in trained.items()},
-        "reused": {f"{v}-n{s}-seed{seed}": t.reused for (v, s, seed), t in trained.items()},
-        "synthetic": is_synthetic_h5(first),
+        "fits": len(results), "reused": sum(r.reused for r in results.values()),
+        "synthetic": is_synthetic_h5(next(iter(data.files.values()))),
         "package_version": __version__,
+        "data_seconds": data_seconds,
         "wall_seconds": time.time() - started,
         "machine": {"cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
         "notes": list(NOTES),
     })
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = markdown(report)
-    import matplotlib.pyplot as plt
-
-    for name, make in zip(FIGURES, (gain_figure, saliency_figure)):
+    plt = _plt()
+    for name, make in zip(FIGURES, (gain_vs_g_figure, gain_vs_shortcut_figure)):
         fig = make(report)
         save_figure_atomic(fig, out / name)
         plt.close(fig)
+    tables = markdown(report)
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_text_atomic(out / "tables.md", tables)
     title, _, body = tables.partition("\n")

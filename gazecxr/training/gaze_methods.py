@@ -1,0 +1,377 @@
+"""The gaze-utility benchmark's method table: how each way of using gaze is trained on one backbone.
+
+Every method is fit on a training and a validation split only (`TrainingArrays`; the test split is never
+passed), chooses its epoch by the validation macro AUC, and returns a `Predictor`. Only the
+``test_time_gaze`` control reads a gaze map at prediction time (it leaks the label and is reported apart).
+
+- ``baseline``: `BenchCNN` on the images, no gaze.
+- ``evidence_oracle`` (positive control): the same CNN with its class activation map pulled towards the
+  true evidence mask (the most any gaze can give).
+- ``attention_consistency``: the same CNN with its CAM pulled towards the gaze map (Follow My Eye, GG-CAM).
+- ``fusion`` / ``fusion_conv``: the paper's cooperative model in miniature: the baseline CNN frozen (its
+  stage 1), a `SaliencyDecoder` trained on the gaze maps with the KL loss (stage 2), a `FusionHead`
+  (``linear`` / ``conv``) on both feature maps (stage 3).
+- ``saliency_pool``: the frozen baseline's feature map pooled under the decoder's predicted saliency.
+- ``test_time_gaze`` (leaking control): the CNN fed the gaze map as a second channel at training *and* test
+  time, as GazeGNN and MT-UNet's gaze-input variants are.
+- ``gaze_token_mask``, ``gdvig``, ``gaze_mtl``: the field's mechanisms (`gazecxr.training.gaze_mechanisms`),
+  each against itself with its gaze switched off.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gazecxr.losses.attention import cam_alignment_loss, pool_distribution
+from gazecxr.losses.saliency import SaliencyKLLoss
+from gazecxr.metrics import classification_metrics
+from gazecxr.models.bench_cnn import BenchCNN, FusionHead, SaliencyDecoder, SaliencyPoolHead
+
+
+@dataclass(frozen=True)
+class BenchArrays:
+    """One split of a benchmark data set: images (N, 1, H, W) in [0, 1], labels (N,), gaze maps (N, H, W) ≥ 0,
+    true evidence masks (N, H, W) (0 on normal films), the record ids and (where known) each film's total
+    dwell time in seconds (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    gaze: np.ndarray
+    evidence: np.ndarray
+    ids: tuple[str, ...]
+    time: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def with_gaze(self, gaze: np.ndarray) -> BenchArrays:
+        """The same split with other gaze maps (e.g. shuffled among its films)."""
+        return replace(self, gaze=gaze)
+
+
+@dataclass(frozen=True)
+class TrainingArrays:
+    """What a method may be fit on: the training and the validation split (never the test split)."""
+
+    train: BenchArrays
+    val: BenchArrays
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Training settings shared by every method (``gaze_utility.train``)."""
+
+    epochs: int = 12
+    head_epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-3
+    widths: tuple[int, ...] = (16, 32, 64)
+    decoder_width: int = 16
+    attention_weight: float = 1.0
+    num_classes: int = 3
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], num_classes: int = 3) -> BenchSettings:
+        """Settings from a validated ``gaze_utility.train`` section."""
+        known = {k: values[k] for k in ("epochs", "head_epochs", "batch_size", "lr", "decoder_width",
+                                        "attention_weight") if k in values}
+        widths = tuple(int(w) for w in values.get("widths", cls.widths))
+        return cls(**known, widths=widths, num_classes=num_classes)
+
+
+Predictor = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+"""(images (N, 1, H, W), gaze maps (N, H, W) or None) → class probabilities (N, K)."""
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    value = classification_metrics(labels, probs, [str(k) for k in range(probs.shape[1])])["auc_macro"]
+    return float(value) if value is not None and np.isfinite(value) else float("nan")
+
+
+def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: np.ndarray,
+             gaze: np.ndarray | None, size: int = 256) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), size):
+            x = _tensor(images[start:start + size])
+            g = _tensor(gaze[start:start + size]) if gaze is not None else torch.zeros(x.shape[0], *x.shape[2:])
+            out.append(torch.softmax(fn(x, g), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class _Fit:
+    """One optimisation: the modules trained, a loss on a batch, logits for prediction."""
+
+    modules: dict[str, nn.Module]
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    frozen: dict[str, nn.Module] = field(default_factory=dict)
+
+
+def fit(job: _Fit, data: TrainingArrays, settings: BenchSettings, seed: int, epochs: int,
+        uses_test_gaze: bool = False) -> dict[str, Any]:
+    """Train ``job`` on ``data.train`` and keep the epoch with the best validation macro AUC (validation loss
+    where the AUC is undefined); returns {"val_auc", "epoch", "history"} and leaves the best weights loaded."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    params = [p for m in job.modules.values() for p in m.parameters()]
+    optimiser = torch.optim.Adam(params, lr=settings.lr)
+    train, val = data.train, data.val
+    images, labels = _tensor(train.images), torch.from_numpy(train.labels.astype(np.int64))
+    gaze, evidence = _tensor(train.gaze), _tensor(train.evidence)
+    best: tuple[float, float] | None = None
+    best_state: dict[str, dict[str, torch.Tensor]] = {}
+    history = []
+    for m in job.frozen.values():
+        m.eval()
+    for epoch in range(epochs):
+        for m in job.modules.values():
+            m.train()
+        order = rng.permutation(len(train))
+        for start in range(0, len(order), settings.batch_size):
+            rows = torch.from_numpy(order[start:start + settings.batch_size])
+            if rows.numel() < 2:
+                continue
+            optimiser.zero_grad()
+            loss = job.loss(images[rows], labels[rows], gaze[rows], evidence[rows])
+            loss.backward()
+            optimiser.step()
+        for m in job.modules.values():
+            m.eval()
+        probs = _batched(job.logits, val.images, val.gaze if uses_test_gaze else None)
+        auc = _macro_auc(val.labels, probs)
+        nll = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)),
+                               torch.from_numpy(val.labels.astype(np.int64))))
+        history.append({"epoch": epoch + 1, "val_auc": auc, "val_loss": nll})
+        score = (auc if np.isfinite(auc) else -np.inf, -nll)
+        if best is None or score > best:
+            best = score
+            best_state = {k: copy.deepcopy(m.state_dict()) for k, m in job.modules.items()}
+            chosen = epoch + 1
+    for k, m in job.modules.items():
+        m.load_state_dict(best_state[k])
+        m.eval()
+    return {"val_auc": history[chosen - 1]["val_auc"], "epoch": chosen, "history": history}
+
+
+def _predictor(job: _Fit, uses_test_gaze: bool) -> Predictor:
+    def predict(images: np.ndarray, gaze: np.ndarray | None = None) -> np.ndarray:
+        return _batched(job.logits, images, gaze if uses_test_gaze else None)
+    return predict
+
+
+# ----------------------------------------------------------------------------- the methods
+
+
+def _cnn(settings: BenchSettings, in_channels: int = 1) -> BenchCNN:
+    return BenchCNN(in_channels=in_channels, num_classes=settings.num_classes, widths=settings.widths)
+
+
+def classifier_job(settings: BenchSettings, target: str | None = None, weight: float = 0.0) -> _Fit:
+    """The CNN trained with cross-entropy, plus ``weight`` × the CAM alignment loss towards ``target``
+    (``"gaze"`` or ``"evidence"``) when given."""
+    cnn = _cnn(settings)
+
+    def loss(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        feats = cnn.features(x)
+        ce = F.cross_entropy(cnn.classifier(feats.mean(dim=(2, 3))), y)
+        if target is None or weight == 0:
+            return ce
+        return ce + weight * cam_alignment_loss(cnn.cam(feats, y), g if target == "gaze" else e)
+
+    return _Fit({"cnn": cnn}, loss, lambda x, g: cnn(x))
+
+
+def test_time_gaze_job(settings: BenchSettings) -> _Fit:
+    """The CNN with the gaze map (scaled to max 1) as a second input channel."""
+    cnn = _cnn(settings, in_channels=2)
+
+    def stack(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        peak = g.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+        return torch.cat([x, (g / peak).unsqueeze(1)], dim=1)
+
+    return _Fit({"cnn": cnn}, lambda x, y, g, e: F.cross_entropy(cnn(stack(x, g)), y), lambda x, g: cnn(stack(x, g)))
+
+
+def decoder_job(backbone: BenchCNN, settings: BenchSettings) -> _Fit:
+    """Stage 2 in miniature: a `SaliencyDecoder` on the frozen backbone, KL loss against the gaze map."""
+    decoder = SaliencyDecoder(in_channels=1, backbone_channels=backbone.out_channels, width=settings.decoder_width,
+                              depth=len(settings.widths))
+    kl = SaliencyKLLoss()
+
+    def loss(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feats = backbone.features(x)
+        logits = decoder(x, feats)
+        target = pool_distribution(g, tuple(logits.shape[-2:])) + 1e-12
+        return kl(logits, target)
+
+    def logits(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return backbone(x)
+
+    return _Fit({"decoder": decoder}, loss, logits, frozen={"backbone": backbone})
+
+
+def head_job(backbone: BenchCNN, decoder: SaliencyDecoder, settings: BenchSettings, head: str) -> _Fit:
+    """Stage 3 in miniature: a head on the frozen backbone and decoder (``linear``, ``conv`` or ``pool``)."""
+    if head == "pool":
+        module: nn.Module = SaliencyPoolHead(backbone.out_channels, settings.num_classes)
+    else:
+        module = FusionHead(backbone.out_channels, settings.decoder_width, settings.num_classes, head=head)
+
+    def logits(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feats = backbone.features(x)
+            if head == "pool":
+                side = decoder(x, feats)
+            else:
+                side = decoder.embed(x, feats)
+        return module(feats, side)
+
+    return _Fit({"head": module}, lambda x, y, g, e: F.cross_entropy(logits(x, g), y), logits,
+                frozen={"backbone": backbone, "decoder": decoder})
+
+
+def saliency_of(decoder: SaliencyDecoder, backbone: BenchCNN, images: np.ndarray) -> np.ndarray:
+    """The decoder's predicted saliency distributions (N, h, w) on ``images``."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), 256):
+            x = _tensor(images[start:start + 256])
+            logits = decoder(x, backbone.features(x))
+            out.append(torch.softmax(logits.flatten(1), dim=1).view_as(logits).numpy())
+    return np.concatenate(out)
+
+
+def cam_of(cnn: BenchCNN, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The CNN's CAM of the true class as a distribution (N, h, w) (softmax over positions)."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), 256):
+            x = _tensor(images[start:start + 256])
+            y = torch.from_numpy(labels[start:start + 256].astype(np.int64))
+            cam = cnn.cam(cnn.features(x), y)
+            out.append(torch.softmax(cam.flatten(1), dim=1).view_as(cam).numpy())
+    return np.concatenate(out)
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    """One row of the method table: its name, whether it reads gaze (training), whether it reads gaze at test
+    time (a leaking control), its control kind and the method it is compared with (the same backbone
+    without gaze)."""
+
+    name: str
+    uses_gaze: bool
+    control: str | None = None
+    baseline: str = "baseline"
+    test_time_gaze: bool = False
+    mechanism: bool = False
+
+
+METHODS: dict[str, BenchMethod] = {m.name: m for m in (
+    BenchMethod("baseline", uses_gaze=False),
+    BenchMethod("evidence_oracle", uses_gaze=False, control="positive"),
+    BenchMethod("attention_consistency", uses_gaze=True),
+    BenchMethod("fusion", uses_gaze=True),
+    BenchMethod("fusion_conv", uses_gaze=True),
+    BenchMethod("saliency_pool", uses_gaze=True),
+    BenchMethod("test_time_gaze", uses_gaze=True, control="test_time_gaze", test_time_gaze=True),
+    BenchMethod("gaze_token_mask", uses_gaze=True, baseline="gaze_token_mask@nogaze", mechanism=True),
+    BenchMethod("gdvig", uses_gaze=True, baseline="gdvig@nogaze", mechanism=True),
+    BenchMethod("gaze_mtl", uses_gaze=True, baseline="gaze_mtl@nogaze", mechanism=True),
+)}
+"""Every benchmark method by name (``<mechanism>@nogaze`` rows are trained as the switched-off variants)."""
+
+COOPERATIVE = ("fusion", "fusion_conv", "saliency_pool")
+"""Methods built on the frozen baseline and the saliency decoder of the same (data, seed)."""
+
+HEADS = {"fusion": "linear", "fusion_conv": "conv", "saliency_pool": "pool"}
+
+
+@dataclass
+class Fitted:
+    """A trained method: its predictor, what the selection saw and (CNN methods) its modules."""
+
+    predict: Predictor
+    info: dict[str, Any]
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+
+
+def train_classifier(name: str, data: TrainingArrays, settings: BenchSettings, seed: int) -> Fitted:
+    """Fit ``baseline``, ``evidence_oracle``, ``attention_consistency`` or ``test_time_gaze``."""
+    if name == "test_time_gaze":
+        job = test_time_gaze_job(settings)
+    else:
+        target = {"evidence_oracle": "evidence", "attention_consistency": "gaze"}.get(name)
+        job = classifier_job(settings, target, settings.attention_weight if target else 0.0)
+    uses = METHODS[name].test_time_gaze
+    info = fit(job, data, settings, seed, settings.epochs, uses_test_gaze=uses)
+    return Fitted(_predictor(job, uses), info, job.modules)
+
+
+def train_decoder(backbone: BenchCNN, data: TrainingArrays, settings: BenchSettings, seed: int
+                  ) -> tuple[SaliencyDecoder, dict[str, Any]]:
+    """Fit the saliency decoder on the frozen ``backbone`` (epoch chosen by validation KL)."""
+    job = decoder_job(backbone, settings)
+    decoder = job.modules["decoder"]
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
+    x, g = _tensor(data.train.images), _tensor(data.train.gaze)
+    xv, gv = _tensor(data.val.images), _tensor(data.val.gaze)
+    backbone.eval()
+    best, best_state, chosen = np.inf, copy.deepcopy(decoder.state_dict()), 0
+    for epoch in range(settings.epochs):
+        decoder.train()
+        order = rng.permutation(len(x))
+        for start in range(0, len(order), settings.batch_size):
+            rows = torch.from_numpy(order[start:start + settings.batch_size])
+            if rows.numel() < 2:
+                continue
+            optimiser.zero_grad()
+            job.loss(x[rows], None, g[rows], None).backward()
+            optimiser.step()
+        decoder.eval()
+        with torch.no_grad():
+            val = float(job.loss(xv, None, gv, None))
+        if val < best:
+            best, best_state, chosen = val, copy.deepcopy(decoder.state_dict()), epoch + 1
+    decoder.load_state_dict(best_state)
+    decoder.eval()
+    return decoder, {"val_kl": best, "epoch": chosen}
+
+
+def train_head(name: str, backbone: BenchCNN, decoder: SaliencyDecoder, data: TrainingArrays,
+               settings: BenchSettings, seed: int) -> Fitted:
+    """Fit the head of ``fusion``, ``fusion_conv`` or ``saliency_pool`` on the frozen backbone and decoder."""
+    job = head_job(backbone, decoder, settings, HEADS[name])
+    info = fit(job, data, settings, seed, settings.head_epochs)
+    return Fitted(_predictor(job, False), info, {**job.modules, "decoder": decoder, "backbone": backbone})
+
+
+def train_mechanism(name: str, data: TrainingArrays, settings: BenchSettings, seed: int, use_gaze: bool) -> Fitted:
+    """Fit one of the field's mechanisms with its gaze on or off (`gazecxr.training.gaze_mechanisms`)."""
+    from gazecxr.training.gaze_mechanisms import MechanismData, fit_mechanism
+
+    def as_data(split: BenchArrays) -> MechanismData:
+        return MechanismData(images=split.images, labels=split.labels.astype(np.int64), gaze=split.gaze,
+                             time=split.time)
+
+    predict = fit_mechanism(name, as_data(data.train), as_data(data.val), n_classes=settings.num_classes,
+                            use_gaze=use_gaze, epochs=settings.epochs, batch_size=settings.batch_size,
+                            lr=min(settings.lr, 1e-3), seed=seed)
+    return Fitted(lambda images, gaze=None: predict(images), {"use_gaze": use_gaze})
