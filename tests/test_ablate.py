@@ -8,6 +8,8 @@ from gazecxr.config import config_hash, load_config
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.evaluation.ablation import (
     CLASSIFICATION_METHODS,
+    MECHANISMS,
+    PAPER_ROWS,
     SALIENCY_METHODS,
     markdown,
     run_ablation,
@@ -149,8 +151,12 @@ def test_method_selection_always_includes_ours_and_rejects_unknown_names(capsys)
     assert chosen.saliency == ("full", "mtunet", "uniform")
     assert chosen.classification == ("fusion", "mtunet", "densenet_cl")
     everything = select()
-    assert everything.saliency == SALIENCY_METHODS and everything.classification == CLASSIFICATION_METHODS
+    assert everything.saliency == SALIENCY_METHODS
+    assert everything.classification == tuple(m for m in CLASSIFICATION_METHODS if m not in MECHANISMS)
     assert [m.name for m in everything.methods][-3:] == ["mtunet", "irnetv2", "gazegnn"]
+    mechanisms = select(["gaze_mtl", "gdvig", "gaze_token_mask"])
+    assert [m.name for m in mechanisms.methods][-3:] == ["gaze_token_mask", "gdvig", "gaze_mtl"]
+    assert set(MECHANISMS) <= set(mechanisms.classification) and "gaze_mtl" not in PAPER_ROWS["classification"]
     with pytest.raises(ValueError, match="unknown method"):
         select(["mt-unet"])
     with pytest.raises(SystemExit):

@@ -95,19 +95,22 @@ SELECTABLE: dict[str, tuple[str, ...]] = {
 
 SALIENCY_METHODS: tuple[str, ...] = ("full", "mtunet", "resse_unet", "standard_unet", *BASELINES, "center_bias",
                                      "uniform")
-CLASSIFICATION_METHODS: tuple[str, ...] = ("fusion", "mtunet", "densenet_cl", "densenet", "irnetv2", "gazegnn")
-"""Rows of the two tables, in the paper's column order."""
+MECHANISMS: tuple[str, ...] = ("gaze_token_mask", "gdvig", "gaze_mtl")
+"""The field's training-time gaze mechanisms (EG-ViT, GD-ViG, Gaze-MTL): rows only when asked for by name."""
+CLASSIFICATION_METHODS: tuple[str, ...] = ("fusion", "mtunet", "densenet_cl", "densenet", "irnetv2", "gazegnn",
+                                           *MECHANISMS)
+"""Rows of the two tables, in the paper's column order (then the mechanisms the paper does not have)."""
 REFERENCE = {"saliency": "full", "classification": "fusion"}
 """The full model, tested against every other row of its table."""
 
 PAPER_ROWS: dict[str, dict[str, dict[str, Any]]] = {
     "saliency": {m: PAPER_SALIENCY[PAPER_NAMES[m]] for m in SALIENCY_METHODS if PAPER_NAMES.get(m) in PAPER_SALIENCY},
-    "classification": {m: PAPER_CLASSIFICATION[PAPER_NAMES[m]] for m in CLASSIFICATION_METHODS},
+    "classification": {m: PAPER_CLASSIFICATION[PAPER_NAMES[m]] for m in CLASSIFICATION_METHODS if m in PAPER_NAMES},
 }
 """Table → our method name → the paper's published numbers for it (Table 4.2, Table 4.1)."""
 
 
-THREE_CLASS_ONLY: tuple[str, ...] = ("mtunet", "irnetv2", "gazegnn")
+THREE_CLASS_ONLY: tuple[str, ...] = ("mtunet", "irnetv2", "gazegnn", *MECHANISMS)
 """Peer methods built for the 3 exclusive classes, left out of a multi-label (findings) ablation."""
 
 
@@ -121,15 +124,16 @@ class Selection:
 
 
 def select(names: Sequence[str] | None = None, multilabel: bool = False) -> Selection:
-    """The selection of ``--methods`` names (all when None; for a ``multilabel`` task all but
-    `THREE_CLASS_ONLY`, which it refuses); ``ours`` is always included, as every row is tested against it."""
+    """The selection of ``--methods`` names (when None, all but the `MECHANISMS`, which are asked for by name;
+    for a ``multilabel`` task all but `THREE_CLASS_ONLY`, which it refuses); ``ours`` is always included, as
+    every row is tested against it."""
     if multilabel:
         refused = sorted(set(names or ()) & set(THREE_CLASS_ONLY))
         if refused:
             raise InputError(f"method(s) {refused} classify the 3 exclusive EGD classes only; the multi-label "
                              f"task compares {[n for n in SELECTABLE if n not in THREE_CLASS_ONLY]}")
         names = [n for n in SELECTABLE if n not in THREE_CLASS_ONLY] if names is None else names
-    wanted = set(SELECTABLE if names is None else names)
+    wanted = set([n for n in SELECTABLE if n not in MECHANISMS] if names is None else names)
     unknown = sorted(wanted - set(SELECTABLE))
     if unknown:
         raise InputError(f"unknown method(s) {unknown}; choose from {list(SELECTABLE)}")

@@ -48,6 +48,9 @@ METHODS: tuple[Method, ...] = (
     Method("mtunet", "mtunet", lambda ids: {}),
     Method("irnetv2", "irnetv2", lambda ids: {}),
     Method("gazegnn", "gazegnn", lambda ids: {}),
+    Method("gaze_token_mask", "gaze_token_mask", lambda ids: {}),
+    Method("gdvig", "gdvig", lambda ids: {}),
+    Method("gaze_mtl", "gaze_mtl", lambda ids: {}),
 )
 """In training order: stage 2 ``full`` and stage 3 ``fusion`` build on the same seed's entries."""
 
