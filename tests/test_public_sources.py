@@ -373,3 +373,34 @@ def test_chexpert_renamed_folder(raw, tmp_path):
     assert _convert(chexpert_cli, ["--chexpert-dir", str(renamed), "--out", str(out), "--height", "64",
                                    "--width", "64", "--limit", "4", "--strict"]) == 0
     assert json.loads(report_path(out).read_text())["summary"]["converted"] == 4
+
+
+def test_siim_ratio_split_is_stratified_by_pneumothorax_and_grouped_by_patient(tmp_path):
+    from gazecxr.data.synthetic.siim_writer import generate_siim
+
+    generate_siim(tmp_path / "raw", n=60, seed=3, size=64, progress=False)
+    out = tmp_path / "siim.h5"
+    assert _convert(siim_cli, ["--siim-dir", str(tmp_path / "raw" / "SIIM"), "--out", str(out), "--height", "64",
+                               "--width", "64", "--split", "ratio"]) == 0
+    with h5py.File(out) as f:
+        split, patients = f["split"].asstr()[:], f["patient_id"].asstr()[:]
+        positive = f["findings"][:, 0] > 0.5
+    assert 0 < positive.sum() < len(positive)
+    for name in ("train", "test"):
+        share = positive[split == name].mean()
+        assert abs(share - positive.mean()) <= 0.12, (name, share, positive.mean())
+    for patient in set(patients):
+        assert len(set(split[patients == patient])) == 1
+
+
+def test_split_strata_use_the_finding_only_where_there_is_no_class():
+    from gazecxr.data.convert import ReadingSpec, SourceRecord, split_strata
+
+    def record(label: int, finding: float) -> SourceRecord:
+        spec = ReadingSpec(findings=np.array([finding], np.float32))
+        return SourceRecord("r", "p", label, ".", "x.dcm", (32, 32), (spec,))
+
+    unlabelled = [record(-1, 1.0), record(-1, 0.0), record(-1, 1.0)]
+    assert split_strata(unlabelled, ("Pneumothorax",), "Pneumothorax").tolist() == [1, 0, 1]
+    assert split_strata(unlabelled, ("Pneumothorax",), None).tolist() == [0, 0, 0]
+    assert split_strata([record(2, 1.0), record(0, 0.0)], ("Pneumothorax",), "Pneumothorax").tolist() == [2, 0]

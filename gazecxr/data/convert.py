@@ -511,6 +511,20 @@ def split_labels(labels: np.ndarray) -> np.ndarray:
     return labels - labels.min() if len(labels) else labels
 
 
+def split_strata(records: Sequence[SourceRecord], finding_names: Sequence[str] | None,
+                 stratify_finding: str | None) -> np.ndarray:
+    """Strata of a stratified split: the class label, or for a source without classes that names a
+    ``stratify_finding`` (SIIM-ACR: Pneumothorax), whether each record has that finding (mean over its
+    readings ≥ 0.5)."""
+    labels = np.array([r.label for r in records], np.int64)
+    if stratify_finding is None or np.any(labels >= 0) or not finding_names:
+        return split_labels(labels)
+    column = list(finding_names).index(stratify_finding)
+    present = [np.mean([spec.findings[column] for spec in r.readings if spec.findings is not None] or [0.0])
+               for r in records]
+    return (np.asarray(present) >= 0.5).astype(np.int64)
+
+
 def convert_source(
     source: Source,
     output: str | Path,
@@ -575,7 +589,8 @@ def convert_source(
                 split = official_split(patients, np.array([r.split or "" for r in kept], dtype=object),
                                        options.seed, options.val_fraction)
             else:
-                split = make_split(options.split, patients, split_labels(labels), options.seed, options.test_size,
+                strata = split_strata(kept, source.finding_names, getattr(source, "stratify_finding", None))
+                split = make_split(options.split, patients, strata, options.seed, options.test_size,
                                    options.val_fraction)
             for rec, name in zip(report.converted, split):
                 rec["split"] = str(name)

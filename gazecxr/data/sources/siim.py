@@ -89,6 +89,7 @@ class SIIMSource:
     finding_names: tuple[str, ...] | None = FINDINGS
     has_gaze: bool = False
     mask_finding: str = FINDINGS[0]
+    stratify_finding: str | None = FINDINGS[0]
 
     def description(self) -> str:
         return f"SIIM-ACR Pneumothorax ({self.siim_dir.name})"
