@@ -305,6 +305,28 @@ def test_vindr_readers_and_no_finding(raw, tmp_path):
     assert ds.regions(0).label_names == names and len(vindr.names) == 14
 
 
+def test_vindr_release_headers_convert_with_one_stored_name(raw, tmp_path):
+    from gazecxr.data.sources.vindr import RELEASE_LABELS
+
+    train = pd.read_csv(raw["vindr"] / "annotations" / "image_labels_train.csv", nrows=0).columns.tolist()
+    test = pd.read_csv(raw["vindr"] / "annotations" / "image_labels_test.csv", nrows=0).columns.tolist()
+    assert train == ["image_id", "rad_id", *RELEASE_LABELS] and len(RELEASE_LABELS) == 28
+    assert "Other diseases" in train and "Other disease" in test and "Other diseases" not in test
+    out = tmp_path / "vindr.h5"
+    assert _convert(vindr_cli, ["--vindr-dir", str(raw["vindr"]), "--out", str(out), "--height", "64",
+                                "--width", "64", "--split", "official"]) == 0
+    with h5py.File(out) as f:
+        names = [str(n) for n in f["findings"].attrs["label_names"]]
+        split, findings = f["split"].asstr()[:], f["findings"][:]
+    assert names == list(RELEASE_LABELS)
+    labels = pd.read_csv(raw["vindr"] / "annotations" / "image_labels_test.csv")
+    column = names.index("Other diseases")
+    with h5py.File(out) as f:
+        ids = f["dicom_id"].asstr()[:]
+    by_id = dict(zip(labels["image_id"], labels["Other disease"]))
+    assert all(findings[i, column] == by_id[ids[i]] for i in np.flatnonzero(split == "test"))
+
+
 def test_voi_lut_windows_the_film(raw):
     film = next(p for p in sorted((raw["vindr"] / "train").glob("*.dicom")) if "WindowCenter" in pydicom.dcmread(p))
     ds = pydicom.dcmread(film)

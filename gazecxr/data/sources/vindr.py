@@ -35,6 +35,16 @@ LOCAL_FINDINGS = ("Aortic enlargement", "Atelectasis", "Calcification", "Cardiom
                   "Pleural thickening", "Pneumothorax", "Pulmonary fibrosis")
 """The 14 local findings of the VinBigData Kaggle release (the default of the ``vindr_findings`` task)."""
 
+RELEASE_LABELS = ("Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture",
+                  "Consolidation", "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung cavity",
+                  "Lung cyst", "Lung Opacity", "Mediastinal shift", "Nodule/Mass", "Pleural effusion",
+                  "Pleural thickening", "Pneumothorax", "Pulmonary fibrosis", "Rib fracture", "Other lesion",
+                  "COPD", "Lung tumor", "Pneumonia", "Tuberculosis", "Other diseases", NO_FINDING)
+"""The 28 image-level labels of PhysioNet's ``image_labels_train.csv`` (22 local, then 6 global), in file order."""
+
+LABEL_ALIASES = {"Other disease": "Other diseases"}
+"""Release spellings → the one name stored (``image_labels_test.csv`` spells it ``Other disease``)."""
+
 
 def _columns(frame: pd.DataFrame) -> dict[str, str]:
     """Column names by lower case (``rad_id`` is spelled ``rad_ID`` in some releases)."""
@@ -54,6 +64,16 @@ def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return frame.rename(columns=rename)
 
 
+def read_labels(path: Path) -> pd.DataFrame:
+    """An ``image_labels_*.csv`` table with its finding columns renamed to their stored names."""
+    frame = read_table(path, ("image_id",))
+    frame = frame.rename(columns={c: LABEL_ALIASES.get(c.strip(), c.strip()) for c in frame.columns})
+    doubled = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if doubled:
+        raise TableFormatError(f"{path}: finding column(s) {doubled} appear twice (spellings {LABEL_ALIASES})")
+    return frame
+
+
 @dataclass
 class VinDrSource:
     """The VinDr-CXR folder ``vindr_dir`` (annotations/, train/, test/)."""
@@ -69,8 +89,9 @@ class VinDrSource:
         return f"VinDr-CXR ({self.vindr_dir.name})"
 
     def label_names(self) -> tuple[str, ...]:
-        """Finding columns of ``image_labels_train.csv`` (everything after image_id and rad_id), in file order."""
-        frame = read_table(self.vindr_dir / IMAGE_LABELS.format(split="train"), ("image_id",))
+        """Finding columns of ``image_labels_train.csv`` (everything after image_id and rad_id), in file order,
+        each by its one stored name (`LABEL_ALIASES`)."""
+        frame = read_labels(self.vindr_dir / IMAGE_LABELS.format(split="train"))
         return tuple(c for c in frame.columns if c not in ("image_id", READER_COLUMN))
 
     def records(self, options: ConvertOptions, report: ConversionReport) -> list[SourceRecord]:
@@ -82,7 +103,7 @@ class VinDrSource:
             labels_path = self.vindr_dir / IMAGE_LABELS.format(split=split)
             if split == "test" and not labels_path.is_file():
                 continue
-            labels = read_table(labels_path, ("image_id",))
+            labels = read_labels(labels_path)
             missing = [n for n in names if n not in labels.columns]
             if missing:
                 raise TableFormatError(f"{labels_path}: missing finding column(s) {missing} of image_labels_train.csv")

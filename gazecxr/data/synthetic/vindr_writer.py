@@ -18,15 +18,16 @@ import numpy as np
 import pydicom.uid
 from tqdm import tqdm
 
-from gazecxr.data.sources.vindr import LOCAL_FINDINGS, NO_FINDING
+from gazecxr.data.sources.vindr import LABEL_ALIASES, NO_FINDING, RELEASE_LABELS
 from gazecxr.data.synthetic.phantom import sample_film_size
 from gazecxr.data.synthetic.public_common import fake_dicom, phantom_with, streams, write_atomically
 
 PLANTED = {"Cardiomegaly": ("cardiomegaly", 0.0), "Nodule/Mass": ("blob", 0.05), "Consolidation": ("blob", 0.10),
            "Pleural effusion": ("effusion", 0.0), "Pneumothorax": ("pneumothorax", 0.0)}
-GLOBAL_LABELS = ("COPD", "Lung tumor", "Pneumonia", "Tuberculosis", "Other disease", NO_FINDING)
-IMAGE_LABELS = (*LOCAL_FINDINGS, *GLOBAL_LABELS)
-"""Finding columns of the synthetic image-label tables: the 14 local findings, then global labels."""
+IMAGE_LABELS = RELEASE_LABELS
+"""Finding columns of the synthetic image-label tables: the release's 28 labels, in its order."""
+TEST_SPELLING = {stored: spelled for spelled, stored in LABEL_ALIASES.items()}
+"""``image_labels_test.csv`` spells some labels as the release does (``Other disease``)."""
 READERS = tuple(f"R{k}" for k in range(1, 18))
 _STREAM = 24
 
@@ -91,7 +92,8 @@ def _write(root: Path, n: int, seed: int, size: int, progress: bool) -> dict:
         drop = (lambda row: row) if split == "train" else (lambda row: [row[0], *row[2:]])
         _csv(root / "annotations" / f"annotations_{split}.csv",
              ["image_id", *reader, "class_name", "x_min", "y_min", "x_max", "y_max"], [drop(r) for r in boxes[split]])
-        _csv(root / "annotations" / f"image_labels_{split}.csv", ["image_id", *reader, *IMAGE_LABELS],
+        names = IMAGE_LABELS if split == "train" else tuple(TEST_SPELLING.get(n, n) for n in IMAGE_LABELS)
+        _csv(root / "annotations" / f"image_labels_{split}.csv", ["image_id", *reader, *names],
              [drop(r) for r in labels[split]])
     return {"n_images": n, "n_test": n_test, "n_boxes": n_boxes}
 
