@@ -273,6 +273,28 @@ def test_chexpert_converter(raw, tmp_path):
     assert not any(v in " ".join(_strings(out)) for v in ("Female", "Male"))
 
 
+def test_chexpert_views_are_stored_and_filter_the_dataset(raw, tmp_path):
+    out = tmp_path / "chexpert_all.h5"
+    assert _convert(chexpert_cli, ["--chexpert-dir", str(raw["chexpert"]), "--out", str(out), "--height", "64",
+                                   "--width", "64", "--split", "official"]) == 0
+    train = pd.read_csv(raw["chexpert"] / "train.csv", dtype=str, keep_default_na=False)
+    valid = pd.read_csv(raw["chexpert"] / "valid.csv", dtype=str, keep_default_na=False)
+    rows = pd.concat([train, valid]).set_index("Path")
+    with h5py.File(out) as f:
+        paths, views, projections = f["dicom_id"].asstr()[:], f["view"].asstr()[:], f["projection"].asstr()[:]
+    assert set(views) == {"Frontal", "Lateral"}
+    for path, view, projection in zip(paths, views, projections):
+        assert view == rows.loc[path, "Frontal/Lateral"] and projection == rows.loc[path, "AP/PA"]
+    frontal = GazeCXRDataset(out, "all", views=("Frontal",))
+    assert list(frontal.dicom_ids) == [p for p, v in zip(paths, views) if v == "Frontal"]
+    assert set(GazeCXRDataset(out, "all", views=("Lateral",)).dicom_ids) == set(paths[views == "Lateral"])
+    nih = tmp_path / "nih.h5"
+    assert _convert(nih14_cli, ["--nih-dir", str(raw["nih14"]), "--out", str(nih), "--height", "64",
+                                "--width", "64"]) == 0
+    with pytest.raises(ValueError, match="no stored view"):
+        GazeCXRDataset(nih, "all", views=("Frontal",))
+
+
 def test_vindr_readers_and_no_finding(raw, tmp_path):
     out = tmp_path / "vindr.h5"
     assert _convert(vindr_cli, ["--vindr-dir", str(raw["vindr"]), "--out", str(out), "--height", "64",

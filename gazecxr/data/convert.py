@@ -594,9 +594,11 @@ def convert_source(
                                    options.val_fraction)
             for rec, name in zip(report.converted, split):
                 rec["split"] = str(name)
+            fields = {name: np.array([str(r.info.get(name, "")) for r in kept], dtype=str)
+                      for name in getattr(source, "record_fields", ())}
             writer.finish(
                 {"label": labels, "dicom_id": np.array([r.record_id for r in kept], dtype=str),
-                 "patient_id": patients, "split": split},
+                 "patient_id": patients, "split": split, **fields},
                 {"source": source.description(), "dataset": source.name,
                  "sigma": options.sigma, "gaze_source": options.gaze, "height": options.height,
                  "width": options.width, "split_method": "file" if given is not None else options.split,

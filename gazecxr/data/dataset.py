@@ -35,7 +35,9 @@ class GazeCXRDataset(Dataset):
     item's ``label`` is instead its multi-hot target vector (float32, from the file's ``findings``
     certainties; ``targets`` holds them all) and ``labelled_only`` keeps the records of files with
     findings; ``sources`` only records of those datasets (the file
-    attribute ``dataset``, e.g. "EGD-CXR", "REFLACX"), the split still computed over all. Files are opened lazily in each process, so the dataset
+    attribute ``dataset``, e.g. "EGD-CXR", "REFLACX"), the split still computed over all; ``views`` only
+    records whose stored view or projection is one of them (e.g. ``("Frontal",)`` or ``("PA",)``; CheXpert
+    files store both). Files are opened lazily in each process, so the dataset
     is safe with DataLoader workers.
     """
 
@@ -50,6 +52,7 @@ class GazeCXRDataset(Dataset):
         labelled_only: bool = False,
         sources: Sequence[str] | None = None,
         task: Any = None,
+        views: Sequence[str] | None = None,
     ):
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
@@ -67,7 +70,7 @@ class GazeCXRDataset(Dataset):
         sizes = [len(p["labels"]) for p in parts]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         column = {key: np.concatenate([p[key] for p in parts]) for key in
-                  ("labels", "dicom_ids", "patient_ids", "splits", "sources")}
+                  ("labels", "dicom_ids", "patient_ids", "splits", "sources", "views")}
         self._geometry = tuple(np.concatenate([p["geometry"][k] for p in parts]) for k in range(3))
         self._fixation_offsets = [p["fixation_offsets"] for p in parts]
         self._reading_rows = [p["reading_rows"] for p in parts]
@@ -83,6 +86,12 @@ class GazeCXRDataset(Dataset):
             keep &= (column["labels"] >= 0) if targets is None else ~np.isnan(targets).all(axis=1)
         if sources is not None:
             keep &= np.isin(column["sources"], list(sources))
+        if views is not None:
+            lacking = [str(p) for p, part in zip(self.h5_paths, parts) if not part["has_views"]]
+            if lacking:
+                raise InputError(f"{lacking}: no stored view or projection to filter on (views={list(views)}); "
+                                 "convert CheXpert again with this version")
+            keep &= np.isin(column["views"][:, 0], list(views)) | np.isin(column["views"][:, 1], list(views))
         self.indices = np.flatnonzero(keep)
         self.labels = column["labels"][self.indices].astype(np.int64)
         self.targets = self.labels if targets is None else targets[self.indices]
@@ -112,6 +121,9 @@ class GazeCXRDataset(Dataset):
                 "geometry": (f["orig_size"][:], f["scale"][:], f["pad"][:]), "canvas": tuple(f["image"].shape[1:]),
                 "masks": all(k in f for k in ("lung_mask", "heart_mask")),
                 "heatmap": "heatmap" in f,
+                "views": np.stack([f[k].asstr()[:] if k in f else np.full(n, "", dtype=object)
+                                   for k in ("view", "projection")], axis=1).astype(object),
+                "has_views": "view" in f or "projection" in f,
                 "fixation_offsets": f["fixation_offsets"][:] if "fixation_offsets" in f and "fixations" in f else None,
                 "reading_rows": ({int(r): np.flatnonzero((f["reading_record"][:] == r) & f["reading_has_heatmap"][:])
                                   for r in np.unique(f["reading_record"][:])} if "reading_heatmap" in f else {}),

@@ -4,8 +4,10 @@ Label cells are 1, 0, -1 (uncertain) or blank; blank counts as 0 (the CheXpert p
 ``findings`` keep the codes 1 / 0 / -1 unless a policy is chosen at conversion; the policies of the
 paper (:data:`UNCERTAINTY_POLICIES`) map -1 to NaN (``ignore``: masked out of the loss), 0, 1 or, for
 ``mixed``, 1 for Atelectasis and Edema and 0 otherwise (:func:`apply_uncertainty`). The patient is
-taken from the path (``.../train/patient00001/study1/view1_frontal.jpg``); sex, age and AP/PA are not
-stored. ``valid.csv`` is the official evaluation set (``--split official``: its images are the test
+taken from the path (``.../train/patient00001/study1/view1_frontal.jpg``); each record's view
+(``Frontal``/``Lateral``) and projection (``AP``/``PA``/empty) are stored (``view``, ``projection``), so a
+file converted without ``--frontal-only`` can be filtered later (``GazeCXRDataset(..., views=...)``); sex and
+age are not stored. ``valid.csv`` is the official evaluation set (``--split official``: its images are the test
 split, validation is carved from train by patient).
 """
 
@@ -74,6 +76,7 @@ class CheXpertSource:
     chexpert_dir: Path
     uncertainty: str | None = None
     frontal_only: bool = False
+    record_fields: tuple[str, ...] = ("view", "projection")
     name: str = "CheXpert"
     finding_names: tuple[str, ...] | None = FINDINGS
     has_gaze: bool = False
@@ -124,5 +127,5 @@ class CheXpertSource:
                 film = str(PurePosixPath(*PurePosixPath(rel).parts[1:])) if strip else rel
                 out.append(SourceRecord(rel, match.group(1), -1, str(root), film, canvas,
                                         (ReadingSpec(findings=codes[k]),), gaze=False, split=split,
-                                        info={"view": str(row[3]).strip()}))
+                                        info={"view": str(row[3]).strip(), "projection": str(row[4]).strip()}))
         return out
