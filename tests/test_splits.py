@@ -82,3 +82,15 @@ def test_balanced_group_split_keeps_patients_whole_and_classes_balanced():
     assert not np.array_equal(rows["test"], balanced_group_split(groups, positive, per_class, seed=1)["test"])
     with pytest.raises(ValueError, match="runs out of patients"):
         balanced_group_split(groups, positive, {"test": 6, "train": 200}, seed=0)
+
+
+def test_official_split_carves_validation_by_patient():
+    from gazecxr.data.splits import official_split
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, 200).astype(str)
+    given = np.where(np.isin(groups, [str(k) for k in range(8)]), "test", "train")
+    split = official_split(groups, given, seed=1, val_fraction=0.2)
+    assert set(split) == {"train", "val", "test"} and np.array_equal(split == "test", given == "test")
+    for patient in set(groups):
+        assert len(set(split[groups == patient])) == 1
