@@ -12,6 +12,7 @@ passed), chooses its epoch by the validation macro AUC, and returns a `Predictor
   stage 1), a `SaliencyDecoder` trained on the gaze maps with the KL loss (stage 2), a `FusionHead`
   (``linear`` / ``conv``) on both feature maps (stage 3).
 - ``saliency_pool``: the frozen baseline's feature map pooled under the decoder's predicted saliency.
+  These three are compared with themselves built on a decoder trained on a uniform map (``@nogaze``).
 - ``test_time_gaze`` (leaking control): the CNN fed the gaze map as a second channel at training *and* test
   time, as GazeGNN and MT-UNet's gaze-input variants are.
 - ``gaze_token_mask``, ``gdvig``, ``gaze_mtl``: the field's mechanisms (`gazecxr.training.gaze_mechanisms`),
@@ -286,15 +287,17 @@ METHODS: dict[str, BenchMethod] = {m.name: m for m in (
     BenchMethod("baseline", uses_gaze=False),
     BenchMethod("evidence_oracle", uses_gaze=False, control="positive"),
     BenchMethod("attention_consistency", uses_gaze=True),
-    BenchMethod("fusion", uses_gaze=True),
-    BenchMethod("fusion_conv", uses_gaze=True),
-    BenchMethod("saliency_pool", uses_gaze=True),
+    BenchMethod("fusion", uses_gaze=True, baseline="fusion@nogaze"),
+    BenchMethod("fusion_conv", uses_gaze=True, baseline="fusion_conv@nogaze"),
+    BenchMethod("saliency_pool", uses_gaze=True, baseline="saliency_pool@nogaze"),
     BenchMethod("test_time_gaze", uses_gaze=True, control="test_time_gaze", test_time_gaze=True),
     BenchMethod("gaze_token_mask", uses_gaze=True, baseline="gaze_token_mask@nogaze", mechanism=True),
     BenchMethod("gdvig", uses_gaze=True, baseline="gdvig@nogaze", mechanism=True),
     BenchMethod("gaze_mtl", uses_gaze=True, baseline="gaze_mtl@nogaze", mechanism=True),
 )}
-"""Every benchmark method by name (``<mechanism>@nogaze`` rows are trained as the switched-off variants)."""
+"""Every benchmark method by name. ``<method>@nogaze`` rows are the switched-off variants a method is compared
+with: a mechanism with its gaze switch off; a cooperative method with its decoder trained on a uniform map
+(so `saliency_pool` pools uniformly and the heads are trained as long on the same frozen backbone)."""
 
 COOPERATIVE = ("fusion", "fusion_conv", "saliency_pool")
 """Methods built on the frozen baseline and the saliency decoder of the same (data, seed)."""
