@@ -77,6 +77,9 @@ def test_the_contract_rows_cover_every_method_test_and_control(study):
     controls = {r["method"]: r["control"] for r in rows}
     assert controls["evidence_oracle"] == "positive" and controls["test_time_gaze"] == "test_time_gaze"
     assert controls["attention_consistency_shuffled"] == "shuffled" and controls["fusion"] is None
+    baselines = {r["method"]: r["baseline"] for r in rows}
+    assert baselines["fusion"] == "fusion@nogaze" and baselines["attention_consistency"] == "baseline"
+    assert not any(r["method"].endswith("@nogaze") for r in rows)
     assert all(r["g"] is None for r in rows if r["method"] == "evidence_oracle")
     assert {r["g"] for r in rows if r["method"] == "fusion"} == {0.0, 1.0}
     for r in rows:
@@ -97,8 +100,12 @@ def test_no_fit_reads_a_test_film(study):
 def test_the_data_sets_share_films_and_the_marker_follows_the_shortcut(study):
     _, _, report, _ = study
     files = report["data"]["files"]
-    with h5py.File(files["g1-p0.9"], "r") as strong, h5py.File(files["g1-shifted"], "r") as shifted:
+    with h5py.File(files["g1-p0.9"], "r") as strong, h5py.File(files["g0-shifted"], "r") as shifted:
         assert list(strong["dicom_id"].asstr()[:]) == list(shifted["dicom_id"].asstr()[:])
+        with h5py.File(files["g0-p0.9"], "r") as weak:
+            assert np.array_equal(weak["marker_state"][:], strong["marker_state"][:])
+        with h5py.File(files["g1-p0"], "r") as plain:
+            assert np.array_equal(plain["heatmap"][:], strong["heatmap"][:])   # readers never look at the marker
         split = strong["split"].asstr()[:]
         fit = split != "test"
         agree = np.mean(strong["marker_state"][:][fit] == strong["label"][:][fit])

@@ -12,6 +12,7 @@ passed), chooses its epoch by the validation macro AUC, and returns a `Predictor
   stage 1), a `SaliencyDecoder` trained on the gaze maps with the KL loss (stage 2), a `FusionHead`
   (``linear`` / ``conv``) on both feature maps (stage 3).
 - ``saliency_pool``: the frozen baseline's feature map pooled under the decoder's predicted saliency.
+  These three are compared with themselves built on a decoder trained on a uniform map (``@nogaze``).
 - ``test_time_gaze`` (leaking control): the CNN fed the gaze map as a second channel at training *and* test
   time, as GazeGNN and MT-UNet's gaze-input variants are.
 - ``gaze_token_mask``, ``gdvig``, ``gaze_mtl``: the field's mechanisms (`gazecxr.training.gaze_mechanisms`),
@@ -113,12 +114,11 @@ def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: n
 
 @dataclass
 class _Fit:
-    """One optimisation: the modules trained, a loss on a batch, logits for prediction."""
+    """One optimisation of a classifier: the modules trained, a loss on a batch, logits for prediction."""
 
     modules: dict[str, nn.Module]
     loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    frozen: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def fit(job: _Fit, data: TrainingArrays, settings: BenchSettings, seed: int, epochs: int,
@@ -135,8 +135,6 @@ def fit(job: _Fit, data: TrainingArrays, settings: BenchSettings, seed: int, epo
     best: tuple[float, float] | None = None
     best_state: dict[str, dict[str, torch.Tensor]] = {}
     history = []
-    for m in job.frozen.values():
-        m.eval()
     for epoch in range(epochs):
         for m in job.modules.values():
             m.train()
@@ -152,11 +150,8 @@ def fit(job: _Fit, data: TrainingArrays, settings: BenchSettings, seed: int, epo
         for m in job.modules.values():
             m.eval()
         probs = _batched(job.logits, val.images, val.gaze if uses_test_gaze else None)
-        auc = _macro_auc(val.labels, probs)
-        nll = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)),
-                               torch.from_numpy(val.labels.astype(np.int64))))
-        history.append({"epoch": epoch + 1, "val_auc": auc, "val_loss": nll})
-        score = (auc if np.isfinite(auc) else -np.inf, -nll)
+        score, record = _validation_score(val.labels, probs, epoch)
+        history.append(record)
         if best is None or score > best:
             best = score
             best_state = {k: copy.deepcopy(m.state_dict()) for k, m in job.modules.items()}
@@ -165,6 +160,13 @@ def fit(job: _Fit, data: TrainingArrays, settings: BenchSettings, seed: int, epo
         m.load_state_dict(best_state[k])
         m.eval()
     return {"val_auc": history[chosen - 1]["val_auc"], "epoch": chosen, "history": history}
+
+
+def _validation_score(labels: np.ndarray, probs: np.ndarray, epoch: int) -> tuple[tuple[float, float], dict[str, Any]]:
+    """(selection score: validation macro AUC, then −NLL where the AUC is undefined; the epoch's record)."""
+    auc = _macro_auc(labels, probs)
+    nll = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)), torch.from_numpy(labels.astype(np.int64))))
+    return (auc if np.isfinite(auc) else -np.inf, -nll), {"epoch": epoch + 1, "val_auc": auc, "val_loss": nll}
 
 
 def _predictor(job: _Fit, uses_test_gaze: bool) -> Predictor:
@@ -206,43 +208,24 @@ def test_time_gaze_job(settings: BenchSettings) -> _Fit:
     return _Fit({"cnn": cnn}, lambda x, y, g, e: F.cross_entropy(cnn(stack(x, g)), y), lambda x, g: cnn(stack(x, g)))
 
 
-def decoder_job(backbone: BenchCNN, settings: BenchSettings) -> _Fit:
-    """Stage 2 in miniature: a `SaliencyDecoder` on the frozen backbone, KL loss against the gaze map."""
-    decoder = SaliencyDecoder(in_channels=1, backbone_channels=backbone.out_channels, width=settings.decoder_width,
-                              depth=len(settings.widths))
-    kl = SaliencyKLLoss()
-
-    def loss(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            feats = backbone.features(x)
-        logits = decoder(x, feats)
-        target = pool_distribution(g, tuple(logits.shape[-2:])) + 1e-12
-        return kl(logits, target)
-
-    def logits(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return backbone(x)
-
-    return _Fit({"decoder": decoder}, loss, logits, frozen={"backbone": backbone})
+def _frozen_inputs(backbone: BenchCNN, decoder: SaliencyDecoder, head: str, images: np.ndarray
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a head reads, computed once: the backbone's feature map and the decoder's saliency logits (``pool``)
+    or feature map (``linear`` / ``conv``)."""
+    feats, side = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), 256):
+            x = _tensor(images[start:start + 256])
+            f = backbone.features(x)
+            feats.append(f)
+            side.append(decoder(x, f) if head == "pool" else decoder.embed(x, f))
+    return torch.cat(feats), torch.cat(side)
 
 
-def head_job(backbone: BenchCNN, decoder: SaliencyDecoder, settings: BenchSettings, head: str) -> _Fit:
-    """Stage 3 in miniature: a head on the frozen backbone and decoder (``linear``, ``conv`` or ``pool``)."""
+def _head(backbone: BenchCNN, settings: BenchSettings, head: str) -> nn.Module:
     if head == "pool":
-        module: nn.Module = SaliencyPoolHead(backbone.out_channels, settings.num_classes)
-    else:
-        module = FusionHead(backbone.out_channels, settings.decoder_width, settings.num_classes, head=head)
-
-    def logits(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            feats = backbone.features(x)
-            if head == "pool":
-                side = decoder(x, feats)
-            else:
-                side = decoder.embed(x, feats)
-        return module(feats, side)
-
-    return _Fit({"head": module}, lambda x, y, g, e: F.cross_entropy(logits(x, g), y), logits,
-                frozen={"backbone": backbone, "decoder": decoder})
+        return SaliencyPoolHead(backbone.out_channels, settings.num_classes)
+    return FusionHead(backbone.out_channels, settings.decoder_width, settings.num_classes, head=head)
 
 
 def saliency_of(decoder: SaliencyDecoder, backbone: BenchCNN, images: np.ndarray) -> np.ndarray:
@@ -286,15 +269,17 @@ METHODS: dict[str, BenchMethod] = {m.name: m for m in (
     BenchMethod("baseline", uses_gaze=False),
     BenchMethod("evidence_oracle", uses_gaze=False, control="positive"),
     BenchMethod("attention_consistency", uses_gaze=True),
-    BenchMethod("fusion", uses_gaze=True),
-    BenchMethod("fusion_conv", uses_gaze=True),
-    BenchMethod("saliency_pool", uses_gaze=True),
+    BenchMethod("fusion", uses_gaze=True, baseline="fusion@nogaze"),
+    BenchMethod("fusion_conv", uses_gaze=True, baseline="fusion_conv@nogaze"),
+    BenchMethod("saliency_pool", uses_gaze=True, baseline="saliency_pool@nogaze"),
     BenchMethod("test_time_gaze", uses_gaze=True, control="test_time_gaze", test_time_gaze=True),
     BenchMethod("gaze_token_mask", uses_gaze=True, baseline="gaze_token_mask@nogaze", mechanism=True),
     BenchMethod("gdvig", uses_gaze=True, baseline="gdvig@nogaze", mechanism=True),
     BenchMethod("gaze_mtl", uses_gaze=True, baseline="gaze_mtl@nogaze", mechanism=True),
 )}
-"""Every benchmark method by name (``<mechanism>@nogaze`` rows are trained as the switched-off variants)."""
+"""Every benchmark method by name. ``<method>@nogaze`` rows are the switched-off variants a method is compared
+with: a mechanism with its gaze switch off; a cooperative method with its decoder trained on a uniform map
+(so `saliency_pool` pools uniformly and the heads are trained as long on the same frozen backbone)."""
 
 COOPERATIVE = ("fusion", "fusion_conv", "saliency_pool")
 """Methods built on the frozen baseline and the saliency decoder of the same (data, seed)."""
@@ -325,15 +310,24 @@ def train_classifier(name: str, data: TrainingArrays, settings: BenchSettings, s
 
 def train_decoder(backbone: BenchCNN, data: TrainingArrays, settings: BenchSettings, seed: int
                   ) -> tuple[SaliencyDecoder, dict[str, Any]]:
-    """Fit the saliency decoder on the frozen ``backbone`` (epoch chosen by validation KL)."""
-    job = decoder_job(backbone, settings)
-    decoder = job.modules["decoder"]
+    """Stage 2 in miniature: a `SaliencyDecoder` on the frozen ``backbone`` (its feature maps computed once),
+    KL loss against the gaze map, the epoch chosen by the validation KL."""
+    decoder = SaliencyDecoder(in_channels=1, backbone_channels=backbone.out_channels, width=settings.decoder_width,
+                              depth=len(settings.widths))
+    kl = SaliencyKLLoss()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimiser = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
-    x, g = _tensor(data.train.images), _tensor(data.train.gaze)
-    xv, gv = _tensor(data.val.images), _tensor(data.val.gaze)
     backbone.eval()
+
+    def arrays(split: BenchArrays) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = _tensor(split.images)
+        with torch.no_grad():
+            feats = torch.cat([backbone.features(x[k:k + 256]) for k in range(0, len(x), 256)])
+        return x, feats, pool_distribution(_tensor(split.gaze), tuple(feats.shape[-2:])) + 1e-12
+
+    x, feats, target = arrays(data.train)
+    xv, fv, tv = arrays(data.val)
     best, best_state, chosen = np.inf, copy.deepcopy(decoder.state_dict()), 0
     for epoch in range(settings.epochs):
         decoder.train()
@@ -343,11 +337,11 @@ def train_decoder(backbone: BenchCNN, data: TrainingArrays, settings: BenchSetti
             if rows.numel() < 2:
                 continue
             optimiser.zero_grad()
-            job.loss(x[rows], None, g[rows], None).backward()
+            kl(decoder(x[rows], feats[rows]), target[rows]).backward()
             optimiser.step()
         decoder.eval()
         with torch.no_grad():
-            val = float(job.loss(xv, None, gv, None))
+            val = float(kl(decoder(xv, fv), tv))
         if val < best:
             best, best_state, chosen = val, copy.deepcopy(decoder.state_dict()), epoch + 1
     decoder.load_state_dict(best_state)
@@ -357,10 +351,43 @@ def train_decoder(backbone: BenchCNN, data: TrainingArrays, settings: BenchSetti
 
 def train_head(name: str, backbone: BenchCNN, decoder: SaliencyDecoder, data: TrainingArrays,
                settings: BenchSettings, seed: int) -> Fitted:
-    """Fit the head of ``fusion``, ``fusion_conv`` or ``saliency_pool`` on the frozen backbone and decoder."""
-    job = head_job(backbone, decoder, settings, HEADS[name])
-    info = fit(job, data, settings, seed, settings.head_epochs)
-    return Fitted(_predictor(job, False), info, {**job.modules, "decoder": decoder, "backbone": backbone})
+    """Stage 3 in miniature: fit the head of ``fusion``, ``fusion_conv`` or ``saliency_pool`` on the frozen
+    backbone and decoder (their outputs computed once), the epoch chosen on validation."""
+    head = HEADS[name]
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    module = _head(backbone, settings, head)
+    optimiser = torch.optim.Adam(module.parameters(), lr=settings.lr)
+    train = _frozen_inputs(backbone, decoder, head, data.train.images)
+    val = _frozen_inputs(backbone, decoder, head, data.val.images)
+    labels = torch.from_numpy(data.train.labels.astype(np.int64))
+    best, best_state, history, chosen = None, None, [], 0
+    for epoch in range(settings.head_epochs):
+        module.train()
+        order = rng.permutation(len(labels))
+        for start in range(0, len(order), settings.batch_size):
+            rows = torch.from_numpy(order[start:start + settings.batch_size])
+            if rows.numel() < 2:
+                continue
+            optimiser.zero_grad()
+            F.cross_entropy(module(train[0][rows], train[1][rows]), labels[rows]).backward()
+            optimiser.step()
+        module.eval()
+        with torch.no_grad():
+            probs = torch.softmax(module(*val), dim=1).numpy()
+        score, record = _validation_score(data.val.labels, probs, epoch)
+        history.append(record)
+        if best is None or score > best:
+            best, best_state, chosen = score, copy.deepcopy(module.state_dict()), epoch
+    module.load_state_dict(best_state)
+    module.eval()
+
+    def predict(images: np.ndarray, gaze: np.ndarray | None = None) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(module(*_frozen_inputs(backbone, decoder, head, images)), dim=1).numpy()
+
+    return Fitted(predict, {"val_auc": history[chosen]["val_auc"], "epoch": chosen + 1, "history": history},
+                  {"head": module, "decoder": decoder, "backbone": backbone})
 
 
 def train_mechanism(name: str, data: TrainingArrays, settings: BenchSettings, seed: int, use_gaze: bool) -> Fitted:

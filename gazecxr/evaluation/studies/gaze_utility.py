@@ -3,12 +3,13 @@
 Synthetic phantoms with a known answer (`gazecxr.data.synthetic.knobs`): the class evidence sits in a known
 region, the simulated gaze dwells on it with informativeness g, and a drain-like marker inside the lung
 agrees with the class in a share p of the training and validation films (the *shortcut*). One data set is
-written per (g, p), the same films, labels and splits in each; a *shifted* copy of every g (marker independent
-of the class) gives the second test set. For each (p, training size, seed) every method of the preset is fit
+written per (g, p), the same films, labels and splits in each; a *shifted* copy (marker independent of the
+class; readers never look at the marker, so each g's test gaze carries over) gives the second test set. For each (p, training size, seed) every method of the preset is fit
 on the training and validation splits only (`gazecxr.training.gaze_methods`), its epoch chosen on validation,
 and scored on both test sets, every method on the same test images.
 
-Rows of ``metrics.json["gains"]``: each method against the same backbone without gaze, per
+Rows of ``metrics.json["gains"]``: each method against the same backbone without gaze (the CNN baseline, or
+the method's own switched-off ``@nogaze`` variant), per
 (method, g, shortcut, training size, test), with the paired patient-bootstrap interval of the seed-mean
 macro-AUC difference and Holm's adjustment over the family. Beside them the *gaze effects* (a method at the
 largest g against itself at the smallest, which cancels what any lung-shaped gaze or extra training gives),
@@ -74,8 +75,10 @@ NOTES: tuple[str, ...] = (
     "class; readers never dwell on it. Tests: iid (the same p) and shifted (marker independent of the class).",
     "Every method is fit on the training and validation splits only; its epoch is chosen by the validation "
     "macro AUC; the test split is read after all training, and every method is scored on the same test images.",
-    "Gain = seed-mean macro AUC of the method minus that of the same backbone without gaze (the CNN baseline; "
-    "each mechanism against itself with its gaze switch off). Interval and p: paired patient bootstrap of that "
+    "Gain = seed-mean macro AUC of the method minus that of the same backbone without gaze: the CNN baseline "
+    "(evidence_oracle, attention_consistency, test_time_gaze); the same frozen CNN, decoder and head with the "
+    "decoder trained on a uniform map (fusion, fusion_conv, saliency_pool @nogaze); each mechanism with its "
+    "gaze switch off. Interval and p: paired patient bootstrap of that "
     "difference (test patients resampled, both methods and all seeds on the same resample; percentile interval, "
     "two-sided p); p (Holm) over all training-time gains of the report (one family), the test-time-gaze rows "
     "and the gaze effects each their own family.",
@@ -240,7 +243,8 @@ def _fingerprint(path: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StudyData:
-    """The study's HDF5 files by (g, p) (p None: the shifted test set) and their shared fingerprint."""
+    """The study's HDF5 files by (g, p) and ``(smallest g, None)``, the shifted test set, with their shared
+    fingerprint."""
 
     folder: Path
     files: dict[tuple[float, float | None], Path]
@@ -252,7 +256,8 @@ def prepare_data(settings: StudySettings, progress: bool = True, shifted: bool =
     set of each g too) and check they share labels, splits and identifiers."""
     folder = settings.data_root / config_hash(settings.data_spec())
     folder.mkdir(parents=True, exist_ok=True)
-    keys = [(g, p) for g in settings.informativeness for p in (*settings.shortcuts, *((None,) if shifted else ()))]
+    keys = [(g, p) for g in settings.informativeness for p in settings.shortcuts]
+    keys += [(settings.informativeness[0], None)] if shifted else []
     files = {}
     for g, p in tqdm(keys, desc="gaze-utility data sets", unit="set", disable=not progress):
         files[(g, p)] = _dataset(settings, folder, g, p, progress)
@@ -358,8 +363,8 @@ def jobs(settings: StudySettings) -> list[Job]:
                     if not spec.uses_gaze:
                         out.append(Job(m, None, p, size, seed))
                         continue
-                    if spec.mechanism:
-                        out.append(Job(f"{m}@nogaze", None, p, size, seed))
+                    if spec.baseline != "baseline":
+                        out.append(Job(spec.baseline, None, p, size, seed))
                     out += [Job(m, g, p, size, seed) for g in settings.informativeness]
                     if m in settings.shuffled:
                         out.append(Job(m, top, p, size, seed, shuffled=True))
@@ -394,17 +399,18 @@ class _Runner:
 
     def _fit(self, job: Job, data: TrainingArrays) -> Fitted:
         s, name = self.settings.train, job.method
-        if name.endswith("@nogaze"):
-            return train_mechanism(name.split("@")[0], data, s, job.seed, use_gaze=False)
-        if METHODS[name].mechanism:
-            return train_mechanism(name, data, s, job.seed, use_gaze=True)
-        if name in COOPERATIVE:
+        base, _, switch = name.partition("@")
+        if METHODS[base].mechanism:
+            return train_mechanism(base, data, s, job.seed, use_gaze=not switch)
+        if base in COOPERATIVE:
             backbone = self.backbone(job)
             dkey = (job.g, job.p, job.size, job.seed, job.shuffled)
+            if switch:
+                data = TrainingArrays(*(split.with_gaze(np.ones_like(split.gaze)) for split in (data.train, data.val)))
             if dkey not in self.decoders:
                 self.decoders[dkey] = train_decoder(backbone, data, s, job.seed)
             decoder, info = self.decoders[dkey]
-            fitted = train_head(name, backbone, decoder, data, s, job.seed)
+            fitted = train_head(base, backbone, decoder, data, s, job.seed)
             fitted.info["decoder"] = info
             return fitted
         fitted = train_classifier(name, data, s, job.seed)
@@ -449,9 +455,14 @@ class _Runner:
         return JobResult(probs, metrics, False)
 
     def tests(self, job: Job) -> dict[str, BenchArrays]:
+        """The iid test split of the job's data, and the shifted one: the shifted set's films (written once,
+        at the smallest g) with the job's own test gaze, which the marker never changes."""
         g = self.settings.informativeness[0] if job.g is None else job.g
-        return {"iid": load_split(self.data.files[(g, job.p)], "test"),
-                "shifted": load_split(self.data.files[(g, None)], "test")}
+        iid = load_split(self.data.files[(g, job.p)], "test")
+        shifted = load_split(self.data.files[(self.settings.informativeness[0], None)], "test")
+        if shifted.ids != iid.ids:
+            raise RuntimeError("the shifted test split lists other films than the iid one")
+        return {"iid": iid, "shifted": shifted.with_gaze(iid.gaze)}
 
 
 def _selection(info: Mapping[str, Any]) -> dict[str, float]:
