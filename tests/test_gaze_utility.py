@@ -199,3 +199,20 @@ def test_the_shuffled_control_gives_every_film_another_films_gaze():
         assert not any(np.array_equal(a, b) for a, b in zip(before.gaze, after.gaze))
         assert sorted(map(bytes, before.gaze)) == sorted(map(bytes, after.gaze))
         assert np.array_equal(before.images, after.images)
+
+
+def test_a_fit_is_a_function_of_its_seed():
+    settings = BenchSettings(epochs=2, head_epochs=2, batch_size=16, widths=(4, 8), decoder_width=4, num_classes=2)
+    data, test = TrainingArrays(_arrays(32, 0), _arrays(16, 1)), _arrays(8, 2)
+    torch.manual_seed(123)
+    first = gaze_methods.train_classifier("baseline", data, settings, seed=5)
+    torch.rand(7)                                       # the global generator moved on: the fit must not care
+    second = gaze_methods.train_classifier("baseline", data, settings, seed=5)
+    assert np.array_equal(first.predict(test.images, None), second.predict(test.images, None))
+    other = gaze_methods.train_classifier("baseline", data, settings, seed=6)
+    assert not np.array_equal(first.predict(test.images, None), other.predict(test.images, None))
+    backbone = first.modules["cnn"]
+    a, _ = gaze_methods.train_decoder(backbone, data, settings, seed=1)
+    torch.rand(3)
+    b, _ = gaze_methods.train_decoder(backbone, data, settings, seed=1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -298,6 +298,7 @@ class Fitted:
 
 def train_classifier(name: str, data: TrainingArrays, settings: BenchSettings, seed: int) -> Fitted:
     """Fit ``baseline``, ``evidence_oracle``, ``attention_consistency`` or ``test_time_gaze``."""
+    torch.manual_seed(seed)
     if name == "test_time_gaze":
         job = test_time_gaze_job(settings)
     else:
@@ -312,10 +313,10 @@ def train_decoder(backbone: BenchCNN, data: TrainingArrays, settings: BenchSetti
                   ) -> tuple[SaliencyDecoder, dict[str, Any]]:
     """Stage 2 in miniature: a `SaliencyDecoder` on the frozen ``backbone`` (its feature maps computed once),
     KL loss against the gaze map, the epoch chosen by the validation KL."""
+    torch.manual_seed(seed)
     decoder = SaliencyDecoder(in_channels=1, backbone_channels=backbone.out_channels, width=settings.decoder_width,
                               depth=len(settings.widths))
     kl = SaliencyKLLoss()
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimiser = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
     backbone.eval()
