@@ -64,12 +64,14 @@ def test_stages_and_evaluate_run_on_the_converted_file(cxrp_h5, tmp_path):
     assert not data.has_gaze.all() or not GazeCXRDataset(cxrp_h5, "train").has_gaze.all()
     assert {int(data[i]["has_gaze"]) for i in range(len(data))} <= {0, 1}
     config = load_config("cxrp_test", [f"data.h5={cxrp_h5}", f"registry.root={tmp_path / 'checkpoints'}",
-                                       f"runs.root={tmp_path / 'runs'}", "train.max_epochs=1"])
+                                       f"runs.root={tmp_path / 'runs'}", "train.max_epochs=1",
+                                       "stage1.contrastive.enabled=false"])
     stage1 = run_stage1(config, progress=False)
     config["stage2"]["encoder"] = stage1.id
     stage2 = run_stage2(config, progress=False)
     config["stage3"]["saliency"] = stage2.id
     entries = [stage1, stage2, run_stage3(config, progress=False)]
     assert np.isfinite(entries[1].metrics["val_kl"])
-    metrics = evaluate(config, entries[2].id, tmp_path / "reports", progress=False)
-    assert "classification" in metrics and metrics["classification"]
+    metrics = evaluate(config, entries[2].id, tmp_path / "reports", progress=False, bootstrap=20)
+    assert metrics["n_test"] == int((data.labels >= -1).sum())
+    assert np.isfinite(metrics["saliency"]["full"]["kl"]["mean"])
