@@ -23,6 +23,7 @@ from gazecxr.data.sources.cxr_p_format import read_gaze, read_split_list, sop_of
 from gazecxr.data.sources.siim import read_rle_table
 from gazecxr.data.synthetic.cxr_p_writer import generate_cxr_p
 from gazecxr.data.synthetic.writer import FAKE_PHI_MARKER
+from gazecxr.evaluation.gaze_vs_mask import film_scores, gaze_vs_mask
 
 SIZE, CANVAS, SIGMA = 128, 64, 6.0
 
@@ -181,3 +182,24 @@ def test_a_split_list_row_of_another_shape_names_the_file_and_line(tmp_path):
     bad.write_text("/x/1_2_3_0.jpg,0\n/x/not_a_film.png,1\n")
     with pytest.raises(InputError, match=rf"{bad}:2"):
         read_split_list(bad)
+
+
+def test_film_scores_by_hand():
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True
+    region = np.ones((4, 4), bool)
+    heat = mask.astype(float) * 3 + 1
+    fixations = np.array([[0.5, 0.5, 3.0], [3.2, 3.9, 1.0]])           # 3 s inside, 1 s outside
+    scores = film_scores(heat, fixations, mask, region)
+    assert scores == pytest.approx({"dwell_share": 0.75, "mask_area": 0.25, "cc": 1.0, "auc": 1.0})
+    assert np.isnan(film_scores(heat, fixations, np.zeros((4, 4), bool), region)["auc"])
+
+
+def test_gaze_dwells_on_the_planted_pneumothorax(converted):
+    # the synthetic readers put about half of their points inside the mask of a positive film
+    result = gaze_vs_mask(converted, bootstrap=50)
+    summary = result["summary"]
+    assert result["films"] >= 3
+    assert 0.35 < summary["dwell_share"]["value"] < 0.75
+    assert summary["dwell_share_minus_area"]["ci"][0] > 0.2
+    assert summary["auc"]["value"] > 0.8
