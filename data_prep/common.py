@@ -71,6 +71,8 @@ def _print_skipped(report: ConversionReport) -> None:
     for skip in report.skipped:
         reading = f" {skip['reading_id']}" if skip.get("reading_id") else ""
         print(f"skipped {skip['dicom_id']}{reading}: {skip['reason']}", file=sys.stderr)
+    for note in report.notes:
+        print(f"note {note['dicom_id']}: {note['note']}", file=sys.stderr)
 
 
 def run_conversion(convert: Callable[[], ConversionReport], out: str) -> int:

@@ -10,14 +10,15 @@ from gazecxr.cli.options import prog_name, run_main
 from gazecxr.data.synthetic import generate, reference_sigma
 from gazecxr.data.synthetic.knobs import Knobs
 from gazecxr.data.synthetic.chexpert_writer import generate_chexpert
+from gazecxr.data.synthetic.cxr_p_writer import generate_cxr_p
 from gazecxr.data.synthetic.nih14_writer import generate_nih14
 from gazecxr.data.synthetic.reflacx_writer import generate_reflacx
 from gazecxr.data.synthetic.siim_writer import generate_siim
 from gazecxr.data.synthetic.vindr_writer import generate_vindr
 
-PUBLIC_WRITERS = {"nih14": generate_nih14, "siim": generate_siim, "chexpert": generate_chexpert,
+PUBLIC_WRITERS = {"nih14": generate_nih14, "siim": generate_siim, "cxr-p": generate_cxr_p, "chexpert": generate_chexpert,
                   "vindr": generate_vindr}
-"""Writers of the public (gaze-less) layouts; the knobs do not apply to them."""
+"""Writers of the public-image layouts (gaze-less, but CXR-P: gaze on SIIM-ACR films); the knobs do not apply."""
 
 _DESCRIPTION = """\
 Write a synthetic dataset (chest-film phantoms of Normal / CHF / pneumonia in roughly equal
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("egd", "reflacx", *PUBLIC_WRITERS), default="egd",
                         help="raw layout to write: EGD-CXR (default), REFLACX, or a public dataset without gaze: "
                              "nih14 (OUT/NIH: Data_Entry_2017.csv, BBox_List_2017.csv, split lists, PNGs), siim "
-                             "(OUT/SIIM: train-rle.csv, JPEG-baseline DICOMs), chexpert (OUT/CheXpert-v1.0-small: "
+                             "(OUT/SIIM: train-rle.csv, JPEG-baseline DICOMs), cxr-p (OUT/CXR-P: the SIIM layout with gaze: "
+                             "cxr_gaze_data.pkl and .json, train_list.csv, test_list.csv), chexpert (OUT/CheXpert-v1.0-small: "
                              "train.csv, valid.csv, JPEGs), vindr (OUT/VinDr: annotations/, train/, test/ DICOMs); "
                              "each with planted lesions whose boxes / masks are the tables' ground truth")
     parser.add_argument("--evidence-contrast", type=float, default=1.0, metavar="C",

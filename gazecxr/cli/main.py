@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert reflacx": ("data_prep.reflacx:main", "REFLACX readings + MIMIC-CXR images -> HDF5 training file"),
     "convert nih14": ("data_prep.nih14:main", "NIH ChestX-ray14 tables, boxes and PNGs -> HDF5 (findings + boxes)"),
     "convert siim": ("data_prep.siim:main", "SIIM-ACR pneumothorax RLE masks + DICOMs -> HDF5 (label + masks)"),
+    "convert cxr-p": ("data_prep.cxr_p:main", "CXR-P gaze on SIIM-ACR films + masks -> HDF5 (heatmaps, label, masks)"),
     "convert chexpert": ("data_prep.chexpert:main", "CheXpert tables + JPEGs -> HDF5 (14 observations, uncertain labels)"),
     "convert vindr": ("data_prep.vindr:main", "VinDr-CXR readers' boxes + DICOMs -> HDF5 (findings + boxes)"),
     "data": ("gazecxr.data.__main__:main", "inspect converted HDF5 files (data summary FILE…)"),

@@ -63,7 +63,24 @@ def main(argv: list[str] | None = None) -> int:
                                              "(fixations, readings, findings, ellipses) per split as JSON")
     summary.add_argument("file", nargs="+", help="HDF5 file(s) written by data_prep.egd_cxr / data_prep.reflacx; "
                                                  "several files are split jointly, as in training")
+    versus = sub.add_parser("gaze-vs-mask", help="how well the gaze localises the finding: per film with gaze and a "
+                                                 "mask, the dwell share inside the mask (and the mask's area), CC and "
+                                                 "AUC of the gaze map against the mask; means with patient-bootstrap "
+                                                 "intervals, as JSON")
+    versus.add_argument("file", help="HDF5 file with heatmaps, fixations and region masks (gazecxr convert cxr-p)")
+    versus.add_argument("--split", default="all", choices=("train", "val", "test", "all"), help="films of this split")
+    versus.add_argument("--bootstrap", type=int, default=1000, help="patient resamples for the intervals (0: none)")
+    versus.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+    versus.add_argument("--per-film", action="store_true", help="also print every film's scores")
     args = parser.parse_args(argv)
+    if args.command == "gaze-vs-mask":
+        from gazecxr.evaluation.gaze_vs_mask import gaze_vs_mask
+
+        result = gaze_vs_mask(args.file, args.split, args.bootstrap, args.seed)
+        if not args.per_film:
+            result.pop("per_film")
+        print(json.dumps(result, indent=2, default=str))
+        return 0
     print(json.dumps(summarise(args.file), indent=2, default=str))
     return 0
 

@@ -143,24 +143,35 @@ class ConversionReport:
     options: dict[str, Any]
     converted: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)
+    """Records converted with a remark (e.g. a split list's label that the mask table overrules)."""
 
     def skip(self, dicom_id: str, reason: str, **extra: str) -> None:
         self.skipped.append({"dicom_id": dicom_id, **extra, "reason": reason})
 
+    def note(self, dicom_id: str, text: str) -> None:
+        self.notes.append({"dicom_id": dicom_id, "note": text})
+
     def summary(self) -> dict[str, Any]:
         """Counts by split, class and skip reason."""
         reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
-        return {
+        summary = {
             "converted": len(self.converted),
             "skipped": len(self.skipped),
             "by_split": dict(Counter(r["split"] for r in self.converted)),
             "by_class": dict(Counter(r["class"] for r in self.converted)),
             "skip_reasons": dict(reasons),
         }
+        if any(r.get("has_gaze") is False for r in self.converted):
+            summary["without_gaze"] = sum(r.get("has_gaze") is False for r in self.converted)
+        if self.notes:
+            summary["notes"] = len(self.notes)
+        return summary
 
     def write(self, path: Path) -> None:
         payload = {"output": self.output, "options": self.options, "summary": self.summary(),
-                   "converted": self.converted, "skipped": self.skipped}
+                   "converted": self.converted, "skipped": self.skipped,
+                   **({"notes": self.notes} if self.notes else {})}
         _atomic_write_text(path, json.dumps(payload, indent=2))
 
 
@@ -350,6 +361,8 @@ class _H5Writer:
         self.file, self.canvas, self.n = file, canvas, 0
         self.finding_names = finding_names
         h, w = canvas
+        self.heatmap = heatmap
+        """Whether the file stores heatmaps (and then ``has_gaze`` per record: false for a zero map)."""
         self.images = ("image", "heatmap") if heatmap else ("image",)
         for name, dtype in (("image", np.float32), ("heatmap", np.float32))[:len(self.images)]:
             file.create_dataset(name, (0, h, w), dtype, maxshape=(None, h, w), chunks=(1, h, w),
@@ -373,7 +386,7 @@ class _H5Writer:
             self.file[name].resize(i + 1, axis=0)
         self.file["image"][i] = record.image
         if "heatmap" in self.images:
-            self.file["heatmap"][i] = record.heatmap
+            self.file["heatmap"][i] = 0.0 if record.heatmap is None else record.heatmap
         self.file["orig_size"][i] = record.letterbox.orig_size
         self.file["scale"][i] = record.letterbox.scale
         self.file["pad"][i] = record.letterbox.pad
@@ -577,6 +590,7 @@ def convert_source(
                     **result.source.info, "image_file": result.image_file,
                     "orig_size": list(result.letterbox.orig_size), "gaze_samples": result.n_samples,
                     "gaze_samples_off_image": result.n_off_image, "fixations": len(result.fixations),
+                    **({"has_gaze": result.source.gaze} if writer.heatmap else {}),
                 })
             if not kept:
                 raise InputError(f"no record could be converted from {source.description()} ({len(report.skipped)} "
@@ -596,9 +610,12 @@ def convert_source(
                 rec["split"] = str(name)
             fields = {name: np.array([str(r.info.get(name, "")) for r in kept], dtype=str)
                       for name in getattr(source, "record_fields", ())}
+            columns = {"label": labels, "dicom_id": np.array([r.record_id for r in kept], dtype=str),
+                       "patient_id": patients, "split": split, **fields}
+            if writer.heatmap:
+                columns["has_gaze"] = np.array([r.gaze for r in kept], bool)
             writer.finish(
-                {"label": labels, "dicom_id": np.array([r.record_id for r in kept], dtype=str),
-                 "patient_id": patients, "split": split, **fields},
+                columns,
                 {"source": source.description(), "dataset": source.name,
                  "sigma": options.sigma, "gaze_source": options.gaze, "height": options.height,
                  "width": options.width, "split_method": "file" if given is not None else options.split,

@@ -26,7 +26,7 @@ class GazeCXRDataset(Dataset):
     """Records of one split of one gazecxr HDF5 file, or of several files as one dataset.
 
     Each item is a dict: ``image`` (1,H,W) float32 in [0,1], ``heatmap`` (1,H,W) float32
-    summing to 1, ``label`` int (index into ``CLASS_NAMES``, -1 for records without one, e.g.
+    summing to 1 (all zero, with ``has_gaze`` false, for a film without gaze), ``label`` int (index into ``CLASS_NAMES``, -1 for records without one, e.g.
     REFLACX), ``dicom_id`` str and ``index`` (the record's row in the file; with several files,
     the row in their concatenation); plus ``lung_mask``/``heart_mask`` (1,H,W) bool when
     ``masks=True`` and the files have them. With several files the split is recomputed over
@@ -70,7 +70,7 @@ class GazeCXRDataset(Dataset):
         sizes = [len(p["labels"]) for p in parts]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         column = {key: np.concatenate([p[key] for p in parts]) for key in
-                  ("labels", "dicom_ids", "patient_ids", "splits", "sources", "views")}
+                  ("labels", "dicom_ids", "patient_ids", "splits", "sources", "views", "has_gaze")}
         self._geometry = tuple(np.concatenate([p["geometry"][k] for p in parts]) for k in range(3))
         self._fixation_offsets = [p["fixation_offsets"] for p in parts]
         self._reading_rows = [p["reading_rows"] for p in parts]
@@ -98,6 +98,9 @@ class GazeCXRDataset(Dataset):
         self.dicom_ids = column["dicom_ids"][self.indices]
         self.patient_ids = column["patient_ids"][self.indices]
         self.sources = column["sources"][self.indices]
+        self.has_gaze = column["has_gaze"][self.indices]
+        """Per record, whether its heatmap holds gaze (false: a film without gaze, an all-zero map that the
+        saliency loss and the saliency scores skip)."""
         self._files: dict[int, h5py.File] = {}
 
     @staticmethod
@@ -124,6 +127,7 @@ class GazeCXRDataset(Dataset):
                 "views": np.stack([f[k].asstr()[:] if k in f else np.full(n, "", dtype=object)
                                    for k in ("view", "projection")], axis=1).astype(object),
                 "has_views": "view" in f or "projection" in f,
+                "has_gaze": f["has_gaze"][:].astype(bool) if "has_gaze" in f else np.full(n, "heatmap" in f),
                 "fixation_offsets": f["fixation_offsets"][:] if "fixation_offsets" in f and "fixations" in f else None,
                 "reading_rows": ({int(r): np.flatnonzero((f["reading_record"][:] == r) & f["reading_has_heatmap"][:])
                                   for r in np.unique(f["reading_record"][:])} if "reading_heatmap" in f else {}),
@@ -192,6 +196,7 @@ class GazeCXRDataset(Dataset):
         }
         if self.has_heatmap:
             sample["heatmap"] = torch.from_numpy(f["heatmap"][row].astype(np.float32))[None]
+            sample["has_gaze"] = bool(self.has_gaze[i])
         if self.has_masks:
             sample["lung_mask"] = torch.from_numpy(f["lung_mask"][row])[None]
             sample["heart_mask"] = torch.from_numpy(f["heart_mask"][row])[None]

@@ -105,9 +105,15 @@ def _pairs(dataset: GazeCXRDataset, index: int, targets: np.ndarray, task: TaskS
     return [(f, regions[f]) for f in np.flatnonzero(targets > 0.5) if regions[f].any()]
 
 
-def _saliency_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
-    return {"kl": np.atleast_1d(kl_divergence(pred, gt)), "cc": np.atleast_1d(correlation_coefficient(pred, gt)),
-            "hs": np.atleast_1d(histogram_similarity(pred, gt))}
+def _saliency_scores(pred: np.ndarray, gt: np.ndarray, gaze: np.ndarray) -> dict[str, np.ndarray]:
+    """KL, CC and HS per image; NaN for the images without gaze (``gaze`` false: an all-zero map)."""
+    out = {}
+    for name, fn in (("kl", kl_divergence), ("cc", correlation_coefficient), ("hs", histogram_similarity)):
+        values = np.full(len(gt), np.nan)
+        if gaze.any():
+            values[gaze] = np.atleast_1d(fn(pred[gaze], gt[gaze]))
+        out[name] = values
+    return out
 
 
 def collect(model: Any, task: TaskSpec, loader: Any, device: torch.device, progress: bool = True) -> dict[str, Any]:
@@ -129,9 +135,10 @@ def collect(model: Any, task: TaskSpec, loader: Any, device: torch.device, progr
         y = batch["label"].float().numpy()
         targets.append(y)
         gt = batch["heatmap"][:, 0].double().numpy()
+        gaze = batch["has_gaze"].numpy().astype(bool) if "has_gaze" in batch else np.ones(len(gt), bool)
         full = saliency_from_logits(out["saliency_logits"].float())[:, 0].double().cpu().numpy()
         for name, maps in {"full": full, **{k: np.broadcast_to(v, gt.shape) for k, v in fixed.items()}}.items():
-            for metric, values in _saliency_scores(maps, gt).items():
+            for metric, values in _saliency_scores(maps, gt, gaze).items():
                 saliency[name][metric].append(values)
         pairs = [(i, f, region) for i, index in enumerate(batch["index"].tolist())
                  for f, region in _pairs(dataset, index, y[i], task)]

@@ -133,7 +133,8 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
               keep: Sequence[int] = (), progress: bool = True,
               on_image: Callable[[dict[str, Any]], None] | None = None) -> SplitOutputs:
     """Run every predictor on each batch of ``loader`` (a non-shuffled GazeCXRDataset loader) and score
-    their saliency maps against the ground truth; keeps the maps of the split positions ``keep`` and
+    their saliency maps against the ground truth (NaN scores for the films without gaze); keeps the maps
+    of the split positions ``keep`` and
     hands every image's example (as kept) to ``on_image`` when given."""
     probs: dict[str, list[np.ndarray]] = defaultdict(list)
     scores: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
@@ -146,6 +147,7 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
     for batch in tqdm(loader, desc=f"evaluate {dataset.split}", unit="batch", disable=not progress):
         images = batch["image"].to(device)
         gt = batch["heatmap"][:, 0].double().numpy()
+        gaze = batch["has_gaze"].numpy().astype(bool) if "has_gaze" in batch else np.ones(len(gt), bool)
         indices = batch["index"].tolist()
         fixations, nonfixations = recorded.targets(indices) if recorded else (fixation_map(gt), None)
         regions = region_masks(dataset, indices).to(device)
@@ -161,7 +163,8 @@ def run_split(predictors: Sequence[Predictor], loader: DataLoader, device: torch
                 names.add(key)
             for name, maps in out.saliency.items():
                 maps = maps.detach().cpu().double().numpy()
-                for metric, values in _score_finite(maps, gt, fixations, nonfixations).items():
+                scored = maps if gaze.all() else np.where(gaze[:, None, None], maps, np.nan)
+                for metric, values in _score_finite(scored, gt, fixations, nonfixations).items():
                     scores[name][metric].append(values)
                 for i, example in examples.items():
                     example[name] = maps[i]

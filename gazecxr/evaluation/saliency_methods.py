@@ -77,7 +77,8 @@ def center_bias_map(h5_path: str | Path | Sequence[str | Path], split: str = "tr
         total = np.zeros(f["heatmap"].shape[1:], dtype=np.float64)
         for start in range(0, rows.size, _CHUNK):
             maps = f["heatmap"][rows[start:start + _CHUNK]].astype(np.float64)
-            total += (maps / maps.sum(axis=(1, 2), keepdims=True)).sum(axis=0)
+            sums = maps.sum(axis=(1, 2), keepdims=True)
+            total += (maps / np.where(sums > 0, sums, 1.0)).sum(axis=0)  # films without gaze add nothing
     return total / total.sum()
 
 

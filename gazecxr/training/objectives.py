@@ -48,13 +48,27 @@ def classification_summary(labels: Tensor, logits: Tensor, task: TaskSpec | None
     return out
 
 
-def saliency_scores(logits: Tensor, heatmaps: Tensor) -> Outputs:
+def saliency_scores(logits: Tensor, heatmaps: Tensor, has_gaze: Tensor | None = None) -> Outputs:
     """Per-image KL, CC and HS (float64, on the CPU) of the saliency maps of ``logits`` (N, 1, H, W)
-    against ground-truth ``heatmaps`` (N, 1, H, W)."""
+    against ground-truth ``heatmaps`` (N, 1, H, W); NaN for the images whose ``has_gaze`` is false."""
     pred = saliency_from_logits(logits.float())[:, 0].cpu().numpy()
     gt = heatmaps[:, 0].float().cpu().numpy()
-    return {name: torch.from_numpy(np.asarray(fn(pred, gt), dtype=np.float64))
-            for name, fn in (("kl", kl_divergence), ("cc", correlation_coefficient), ("hs", histogram_similarity))}
+    gaze = np.ones(len(gt), bool) if has_gaze is None else has_gaze.cpu().numpy().astype(bool)
+    out = {}
+    for name, fn in (("kl", kl_divergence), ("cc", correlation_coefficient), ("hs", histogram_similarity)):
+        values = np.full(len(gt), np.nan)
+        if gaze.any():
+            values[gaze] = np.asarray(fn(pred[gaze], gt[gaze]), dtype=np.float64)
+        out[name] = torch.from_numpy(values)
+    return out
+
+
+def gaze_rows(batch: Batch) -> Tensor | None:
+    """Indices of the batch's records with gaze (``has_gaze``), or None when every record has it."""
+    has_gaze = batch.get("has_gaze")
+    if has_gaze is None or bool(has_gaze.all()):
+        return None
+    return torch.nonzero(has_gaze.to(torch.bool), as_tuple=True)[0]
 
 
 class ContrastiveTask(Task):
@@ -149,13 +163,22 @@ class SaliencyTask(FrozenEncoderMixin, Task):
         return self.trainable(image, aux=dense if self.encoder is not None else None)
 
     def loss(self, batch: Batch) -> Tensor:
-        return self.kl(self.logits(batch["image"], batch.get("dense"))["logits"].float(), batch["heatmap"])
+        """Batch-mean KL over the records with gaze (zero, still on the graph, for a batch without any)."""
+        logits = self.logits(batch["image"], batch.get("dense"))["logits"].float()
+        rows = gaze_rows(batch)
+        if rows is None:
+            return self.kl(logits, batch["heatmap"])
+        if not len(rows):
+            return logits.sum() * 0.0
+        return self.kl(logits[rows], batch["heatmap"].to(logits.device)[rows])
 
     def outputs(self, batch: Batch) -> Outputs:
-        return saliency_scores(self.logits(batch["image"], batch.get("dense"))["logits"], batch["heatmap"])
+        return saliency_scores(self.logits(batch["image"], batch.get("dense"))["logits"], batch["heatmap"],
+                               batch.get("has_gaze"))
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
-        return {f"val_{name}": float(outputs[name].mean()) for name in ("kl", "cc", "hs")}
+        return {f"val_{name}": float(np.nanmean(outputs[name].numpy())) if torch.isfinite(outputs[name]).any()
+                else float("nan") for name in ("kl", "cc", "hs")}
 
 
 class FusionTask(FrozenEncoderMixin, Task):

@@ -42,7 +42,7 @@ def jpeg_baseline(pixels: np.ndarray, level: int = 95) -> bytes:
 def generate_siim(out_dir: str | os.PathLike, n: int = 40, seed: int = 0, size: int = 256,
                   progress: bool = True, overwrite: bool = False) -> dict:
     """Write ``n`` synthetic ``size``×``size`` films in the SIIM-ACR layout under ``out_dir``/SIIM."""
-    out, counts = write_atomically(out_dir, overwrite, lambda root: _write(root, n, seed, size, progress),
+    out, counts = write_atomically(out_dir, overwrite, lambda root: write_siim_layout(root, n, seed, size, progress),
                                    n, size, "SIIM")
     return {**counts, "seed": seed, "size": size, "paths": {"root": str(out), "siim": str(out / "SIIM")}}
 
@@ -51,7 +51,8 @@ def _uid(rng: np.random.Generator, i: int) -> str:
     return f"{_UID_ROOT}.4.8323329.{int(rng.integers(1000, 32000))}.{1517875150 + i}.{int(rng.integers(10**5, 10**6))}"
 
 
-def _write(root: Path, n: int, seed: int, size: int, progress: bool) -> dict:
+def write_siim_layout(root: Path, n: int, seed: int, size: int, progress: bool) -> dict:
+    """Write the ``n`` films and ``train-rle.csv`` into the new folder ``root``; returns the counts."""
     root.mkdir(parents=True)
     rows, positives, multi = [], 0, 0
     for i in tqdm(range(n), desc="synthetic SIIM", unit="img", disable=not progress):
