@@ -1,4 +1,4 @@
-# gazecxr — `make demo` runs the product on synthetic data; `make test` runs the test suite.
+# gazecxr — `make demo` runs the product on synthetic data; `make test` runs the test suite; `make docs` builds the site.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install browser test demo bench clean-demo
+.PHONY: install browser test demo bench docs clean-demo
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,onnx,app,tensorboard,explain]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,docs,onnx,app,tensorboard,explain]"
 	touch $(STAMP)
 
 # The browser tests drive Debian's headless Chromium; install it when missing.
@@ -49,6 +49,10 @@ bench: install
 	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then $(PY) -m bench; else \
 		echo "make bench: skipping report_page: it needs Debian's chromium and chromium-driver ($(CHROMIUM), $(CHROMEDRIVER))"; \
 		$(PY) -m bench --skip report_page; fi
+
+# The documentation site, strict: a broken link, a missing page or an unresolved docstring reference fails.
+docs: install
+	$(PY) -m mkdocs build --strict --site-dir site
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -49,9 +49,13 @@ Ref = Union[str, int]
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, values are not coerced (strict types)."""
+    """A config section: unknown keys are errors, values are not coerced (strict types).
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    The docstring under a field is its description (pydantic's ``use_attribute_docstrings``), which the
+    documentation's generated configuration reference shows beside the field's type, default and bounds.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
 
 # --- model sections: one class per registered model name (gazecxr.models.create_model) -------------
@@ -61,13 +65,20 @@ class DenseNetModel(Section):
 
     name: Literal["densenet"]
     arch: Literal["densenet121", "densenet201", "custom"] = "densenet201"
+    """Torchvision DenseNet variant; `custom` builds one from `growth_rate`, `block_config`, `num_init_features`."""
     tap: Literal["denseblock4", "transition3"] = "denseblock4"
+    """The feature map handed to stages 2 and 3 (and Grad-CAM): the last dense block or the third transition."""
     pretrained: str = Field("none", description="none | imagenet | path to a .pth state dict")
     num_classes: PositiveInt = 3
+    """Outputs of the classifier head (a multi-label task sets one per finding)."""
     imagenet_norm: bool | None = None
+    """Normalise inputs with ImageNet mean/std inside the model; null: exactly when pretrained weights are loaded."""
     growth_rate: PositiveInt | None = None
+    """Channels each dense layer adds (`arch: custom` only; null: torchvision's default)."""
     block_config: Annotated[list[PositiveInt], Field(min_length=4, max_length=4)] | None = None
+    """Dense layers in each of the four blocks (`arch: custom` only)."""
     num_init_features: PositiveInt | None = None
+    """Channels of the stem convolution (`arch: custom` only)."""
 
 
 class ResSEUNetModel(Section):
@@ -75,9 +86,14 @@ class ResSEUNetModel(Section):
 
     name: Literal["resse_unet"]
     in_channels: PositiveInt = 1
+    """Input image channels."""
     width: PositiveFloat = 1.0
+    """Multiplier of the filter counts [64, 128, 256, 512, 1024] (1 = the paper's network)."""
     aux_channels: NonNegInt = 0
+    """Channels of an auxiliary feature map fused at the deepest level (set by stage 2 to the DenseNet tap's channels;
+    0 = a plain UNet decoder)."""
     se_reduction: PositiveInt = 16
+    """Channel reduction ratio of the squeeze-and-excitation blocks."""
 
 
 class FusionModel(Section):
@@ -85,11 +101,18 @@ class FusionModel(Section):
 
     name: Literal["fusion"]
     dense_channels: PositiveInt = 1920
+    """Channels of the DenseNet feature map (set by stage 3 from the encoder)."""
     decoder_channels: PositiveInt = 64
+    """Channels of the UNet's last decoder map (set by stage 3 from the UNet)."""
     num_classes: PositiveInt = 3
+    """Class logits (a multi-label task sets one per finding)."""
     head: Literal["linear", "conv"] = "linear"
+    """`linear`: pooled features concatenated → MLP (the released code); `conv`: the paper's small CNN on the stacked
+    maps."""
     hidden: PositiveInt = 64
+    """Width of the head's hidden layer."""
     dropout: Fraction = 0.25
+    """Dropout before the last layer."""
 
 
 class StandardUNetModel(Section):
@@ -97,9 +120,13 @@ class StandardUNetModel(Section):
 
     name: Literal["standard_unet"]
     encoder_name: str = "resnet34"
+    """Segmentation-models-pytorch encoder."""
     encoder_depth: Annotated[int, Field(ge=3, le=5)] = 5
+    """Encoder stages used."""
     decoder_channels: Annotated[list[PositiveInt], Field(min_length=3, max_length=5)] = [256, 128, 64, 32, 16]
+    """Channels of each decoder stage (one per encoder stage)."""
     in_channels: PositiveInt = 1
+    """Input image channels."""
 
 
 class MTUNetModel(Section):
@@ -107,10 +134,15 @@ class MTUNetModel(Section):
 
     name: Literal["mtunet"]
     width: PositiveFloat = 1.0
+    """Multiplier of the UNet's filter counts (1 = the released network)."""
     in_channels: PositiveInt = 1
+    """Input image channels."""
     num_classes: PositiveInt = 3
+    """Class logits."""
     hidden: PositiveInt | None = None
+    """Hidden width of the class head (null: the first level's filters)."""
     dropout: Fraction = 0.25
+    """Dropout in the class head."""
 
 
 class IRNetV2Model(Section):
@@ -118,8 +150,11 @@ class IRNetV2Model(Section):
 
     name: Literal["irnetv2"]
     num_classes: PositiveInt = 3
+    """Class logits."""
     in_channels: PositiveInt = 1
+    """Input image channels."""
     drop_rate: Fraction = 0.0
+    """Dropout before timm's classifier."""
 
 
 Stages4 = Annotated[list[PositiveInt], Field(min_length=4, max_length=4)]
@@ -130,15 +165,25 @@ class GazeGNNModel(Section):
 
     name: Literal["gazegnn"]
     image_size: Annotated[int, Field(ge=32)] = 224
+    """Side of the square input the canvas and gaze map are resized to."""
     channels: Stages4 = [48, 96, 240, 384]
+    """Channels of the four Pyramid ViG stages."""
     blocks: Stages4 = [2, 2, 6, 2]
+    """Grapher + FFN blocks per stage."""
     k: PositiveInt = 9
+    """Neighbours of each node in the dilated kNN graph."""
     reduce_ratios: Stages4 = [4, 2, 1, 1]
+    """Spatial reduction of the neighbour pool per stage."""
     hidden: PositiveInt = 1024
+    """Hidden width of the classifier head."""
     dropout: Fraction = 0.0
+    """Dropout in the classifier head."""
     num_classes: PositiveInt = 3
+    """Class logits."""
     pretrained: str = "none"
+    """`none` or a path to a Pyramid ViG or GazeGNN state dict (nothing is downloaded)."""
     imagenet_norm: bool | None = None
+    """Normalise with ImageNet statistics; null: exactly when weights are loaded."""
 
 
 class TimmModel(Section):
@@ -146,13 +191,20 @@ class TimmModel(Section):
 
     name: Literal["timm"]
     arch: str = "resnet50"
+    """Any `timm.create_model` architecture name (`resnet50`, `vit_base_patch16_224`, …)."""
     num_classes: PositiveInt = 2
+    """Class logits (one per finding for a multi-label task)."""
     in_channels: PositiveInt = 1
+    """Input image channels (timm adapts the first convolution)."""
     pretrained: str = "none"
+    """`none` or a path to a local timm state dict (a 1000-class head is dropped)."""
     size: Literal["full", "tiny"] = "full"
+    """`tiny` builds the same model class with a few channels (for tests)."""
     img_size: Annotated[int, Field(ge=16)] = 224
+    """Input side of architectures with a fixed input size (ViT, Swin)."""
     overrides: dict[str, Any] | None = Field(None, description="extra timm.create_model arguments")
     drop_rate: Fraction = 0.0
+    """Dropout before the classifier."""
 
 
 class MultitaskFRCNNModel(Section):
@@ -160,18 +212,31 @@ class MultitaskFRCNNModel(Section):
 
     name: Literal["multitask_frcnn"]
     num_findings: PositiveInt = 14
+    """Logits of the multi-label head."""
     num_box_classes: PositiveInt = 8
+    """Finding classes the Faster R-CNN head detects (0 is background)."""
     arch: Literal["densenet121", "densenet201", "custom"] = "densenet121"
+    """The shared DenseNet backbone (as `densenet.arch`)."""
     pretrained: str = "none"
+    """`none`, `imagenet` or a path to a torchvision DenseNet state dict."""
     growth_rate: PositiveInt | None = None
+    """`arch: custom` only, as for `densenet`."""
     block_config: Annotated[list[PositiveInt], Field(min_length=4, max_length=4)] | None = None
+    """`arch: custom` only, as for `densenet`."""
     num_init_features: PositiveInt | None = None
+    """`arch: custom` only, as for `densenet`."""
     hidden: PositiveInt = 512
+    """Hidden width of the multi-label head."""
     dropout: Fraction = 0.3
+    """Dropout in the multi-label head."""
     anchor_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [32, 64, 128, 256]
+    """The RPN's anchor sides in input pixels."""
     box_hidden: PositiveInt = 1024
+    """Width of the box head's two-layer MLP."""
     detections_per_image: PositiveInt = 20
+    """Boxes kept per image at inference."""
     box_score_thresh: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """Score below which detections are dropped."""
 
 
 class EGViTModel(Section):
@@ -237,13 +302,16 @@ class ExclusiveClassesTask(Section):
     """``egd_3class``: Normal / CHF / pneumonia, one class per image."""
 
     name: Literal["egd_3class"] = "egd_3class"
+    """The task."""
 
 
 class _MultiLabelTask(Section):
     """Options every multi-label task shares: BCE positive weights."""
 
     positive_weights: bool = False
+    """Weight each finding's positive BCE term by negatives/positives of the training split."""
     pos_weight: list[PositiveFloat] | None = None
+    """Explicit positive weights, one per finding (instead of `positive_weights`)."""
 
 
 class FindingsTask(_MultiLabelTask):
@@ -251,7 +319,9 @@ class FindingsTask(_MultiLabelTask):
 
     name: Literal["reflacx_findings"]
     threshold: Annotated[float, Field(gt=0, le=5)] = 3.0
+    """Certainty (0–5) at or above which a finding counts as present."""
     support_devices: bool = False
+    """Also predict `Support devices`."""
 
 
 class NIH14Task(_MultiLabelTask):
@@ -271,6 +341,8 @@ class CheXpertTask(_MultiLabelTask):
 
     name: Literal["chexpert14"]
     uncertainty: Literal["ignore", "zeros", "ones", "mixed"] = "mixed"
+    """What an uncertain (-1) label becomes: left out of loss and metrics (`ignore`), 0, 1, or `mixed` (1 for
+    Atelectasis and Edema, else 0)."""
 
 
 class VinDrTask(_MultiLabelTask):
@@ -278,7 +350,9 @@ class VinDrTask(_MultiLabelTask):
 
     name: Literal["vindr_findings"]
     min_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Fraction of an image's readers that must mark a finding for it to be present."""
     label_set: Annotated[list[str], Field(min_length=1)] | None = None
+    """The findings to predict (null: the 14 local findings of the VinBigData release)."""
 
 
 TASK_SECTIONS: dict[str, type[Section]] = {
@@ -313,13 +387,21 @@ class AugmentSection(Section):
     """``data.augment``: paired image + heatmap augmentation (gazecxr.data.transforms.PairedAugment)."""
 
     enabled: bool = True
+    """Augment the training split (image and heatmap moved together)."""
     rotation: NonNegFloat = 5.0
+    """Maximum rotation in degrees."""
     scale: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.95, 1.05]
+    """Range [low, high] of the random zoom."""
     translate: Fraction = 0.03
+    """Maximum shift as a fraction of the canvas side."""
     hflip: bool = False
+    """Random horizontal flips."""
     brightness: NonNegFloat = 0.1
+    """Maximum relative brightness change."""
     contrast: NonNegFloat = 0.1
+    """Maximum relative contrast change."""
     strength: NonNegFloat = 1.0
+    """Multiplier of every magnitude above (what the tuning presets search over)."""
 
     @field_validator("scale")
     @classmethod
@@ -333,27 +415,40 @@ class DataSection(Section):
     """``data``: the converted HDF5 file(s) and the loader."""
 
     h5: Union[str, Annotated[list[str], Field(min_length=1)]] = "data/egd_cxr.h5"
+    """The converted HDF5 file, or a list of files trained on together (the split is then recomputed over all of them,
+    grouped by patient)."""
     sources: Annotated[list[str], Field(min_length=1)] | None = None
+    """Keep only records of these datasets (`EGD-CXR`, `REFLACX`, …) on the joint split."""
     num_workers: NonNegInt = 4
+    """DataLoader worker processes."""
     augment: AugmentSection = AugmentSection()
+    """Training augmentation."""
 
 
 class ModelsSection(Section):
     """``model``: the three networks of our model (each chosen by its ``name``)."""
 
     encoder: ModelSection
+    """The stage-1 DenseNet."""
     unet: ModelSection
+    """The stage-2 saliency UNet."""
     classifier: ModelSection
+    """The stage-3 fusion classifier."""
 
 
 class PlateauSection(Section):
     """``train.plateau``: ReduceLROnPlateau arguments."""
 
     factor: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    """Learning-rate multiplier at each drop."""
     patience: NonNegInt = 10
+    """Epochs without improvement before a drop."""
     threshold: NonNegFloat = 1e-4
+    """Minimum change that counts as an improvement."""
     cooldown: NonNegInt = 0
+    """Epochs to wait after a drop."""
     min_lr: NonNegFloat = 0.0
+    """Lower bound of the learning rate."""
 
 
 def _matching(pattern: str, expected: str) -> AfterValidator:
@@ -363,6 +458,8 @@ def _matching(pattern: str, expected: str) -> AfterValidator:
         if not compiled.fullmatch(value):
             raise ValueError(f"expected {expected}")
         return value
+
+    check.__doc__ = expected  # what the configuration reference shows as the bound
 
     return AfterValidator(check)
 
@@ -374,21 +471,38 @@ class TrainSection(Section):
     """``train``: optimisation defaults of every phase (gazecxr.training.engine.TrainSettings)."""
 
     batch_size: PositiveInt = 16
+    """Images per step (per process under torchrun)."""
     lr: PositiveFloat = 1e-4
+    """Learning rate."""
     weight_decay: NonNegFloat = 0.0
+    """Weight decay (decoupled with `adamw`)."""
     max_epochs: PositiveInt = 50
+    """Epochs at most."""
     patience: NonNegInt | None = 10
+    """Early stopping: epochs without improvement of the monitored metric (null: never stop early)."""
     plateau: PlateauSection | None = None
+    """ReduceLROnPlateau on the monitored metric (null: constant learning rate)."""
     grad_clip: PositiveFloat | None = None
+    """Clip the gradient norm at this value (null: no clipping)."""
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    """Mixed precision on CUDA: `auto` (bf16 where supported, else fp16), `bf16`, `fp16` or `none`."""
     channels_last: bool = True
+    """Channels-last memory layout on CUDA."""
     deterministic: bool = False
+    """Deterministic algorithms (slower; same results run to run)."""
     device: Device = "auto"
+    """Where to train: `auto` (CUDA when available), `cpu`, `mps`, `cuda` or `cuda:N`."""
     feature_cache: Literal["auto", "memory", "disk", "off"] = "auto"
+    """Cache of frozen-encoder features for stages 2 and 3: `auto`, `memory`, `disk` (under `runs.root/cache`) or
+    `off`."""
     feature_cache_memory_mb: NonNegFloat = 2048.0
+    """Features up to this size stay in memory with `auto`; larger go to disk."""
     sync_batchnorm: bool = False
+    """SyncBatchNorm across torchrun processes (CUDA only)."""
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    """`adam`, `adamw` (decoupled weight decay) or `sgd` (plain, no momentum)."""
     reload_best_on_lr_drop: bool = False
+    """At every plateau drop, restart from the best epoch's weights and optimiser state (MT-UNet's recipe)."""
 
 
 TrainOverrides: type[Section] = create_model(  # type: ignore[call-overload]
@@ -403,17 +517,24 @@ class ContrastiveSection(Section):
     """``stage1.contrastive``: phase 1, metric learning on the labels."""
 
     enabled: bool = True
+    """Run the contrastive phase before fine-tuning."""
     loss: Literal["triplet", "supcon"] = "triplet"
+    """`triplet` (the paper) or `supcon` (supervised contrastive; Jaccard-weighted for multi-label tasks)."""
     margin: PositiveFloat = 0.2
+    """Triplet margin."""
     miner: Literal["semihard", "hard", "all"] = "semihard"
+    """Which triplets the miner keeps."""
     temperature: PositiveFloat = 0.1
+    """Temperature of the `supcon` loss."""
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    """This phase's `train` overrides."""
 
 
 class PhaseSection(Section):
     """A training phase with only its ``train`` overrides."""
 
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    """This phase's `train` overrides."""
 
 
 Monitor = Annotated[str, _matching(r"val_\w+", "a validation metric name, val_<metric>")]
@@ -423,40 +544,55 @@ class Stage1Section(Section):
     """``stage1``: DenseNet contrastive pretraining, then fine-tuning."""
 
     contrastive: ContrastiveSection = ContrastiveSection()
+    """Phase 1: metric learning on the labels."""
     finetune: PhaseSection = PhaseSection()
+    """Phase 2: cross-entropy (or BCE) fine-tuning."""
     monitor: Monitor = "val_auc_macro"
+    """Validation metric for early stopping and the best checkpoint."""
 
 
 class Stage2Section(Section):
     """``stage2``: the saliency UNet on the frozen stage-1 encoder."""
 
     encoder: Ref = "best"
+    """The stage-1 registry entry to freeze as the second encoder (id, id prefix, `latest`, `best` or a tag)."""
     variant: Literal["full", "resse", "unet"] = "full"
+    """`full` (dual encoder), `resse` (Res-SE UNet alone) or `unet` (the standard UNet baseline)."""
     baseline_unet: ModelSection = StandardUNetModel(name="standard_unet")
+    """The network of `variant: unet`."""
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    """Stage 2's `train` overrides."""
     monitor: Monitor = "val_kl"
+    """Validation metric for early stopping and the best checkpoint."""
 
 
 class Stage3Section(Section):
     """``stage3``: the fusion classifier on the frozen encoder and UNet."""
 
     saliency: Ref = "best"
+    """The stage-2 registry entry whose frozen UNet (and DenseNet) the classifier reads."""
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    """Stage 3's `train` overrides."""
     monitor: Monitor = "val_auc_macro"
+    """Validation metric for early stopping and the best checkpoint."""
 
 
 class PeerSection(Section):
     """``peers.<method>``: a peer method's network, training overrides and monitored metric."""
 
     model: ModelSection
+    """The peer's network."""
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    """The peer's `train` overrides."""
     monitor: Monitor = "val_auc_macro"
+    """Validation metric for early stopping and the best checkpoint."""
 
 
 class MTUNetPeerSection(PeerSection):
     """``peers.mtunet``: MT-UNet with its loss-weighting mode."""
 
     sigma_mode: Literal["learn_class", "learn_both", "fixed"] = "learn_class"
+    """The loss weights: `learn_class` (released), `learn_both` or `fixed` (σ = 1)."""
 
 
 class GazeTokenMaskPeerSection(PeerSection):
@@ -485,44 +621,63 @@ class PeersSection(Section):
     """``peers``: the paper's comparison methods and the field's gaze mechanisms (stages.peer --method NAME)."""
 
     mtunet: MTUNetPeerSection | None = None
+    """MT-UNet."""
     irnetv2: PeerSection | None = None
+    """Inception-ResNet-v2."""
     gazegnn: PeerSection | None = None
+    """GazeGNN (needs gaze at test time)."""
     gaze_token_mask: GazeTokenMaskPeerSection | None = None
+    """EG-ViT's gaze token mask (a training-time gaze mechanism)."""
     gdvig: GDViGPeerSection | None = None
+    """GD-ViG: gaze-map generator guiding the ViG graph (training-time gaze)."""
     gaze_mtl: GazeMTLPeerSection | None = None
+    """Gaze-MTL: auxiliary heads on gaze statistics (training-time gaze)."""
 
 
 class RegistrySection(Section):
     """``registry``: where models are saved and the tags every entry gets."""
 
     root: str = "checkpoints"
+    """The checkpoint registry folder."""
     tags: list[str] = []
+    """Tags every entry of the run gets."""
 
 
 class RunsSection(Section):
     """``runs``: per-epoch checkpoints, logs and feature caches."""
 
     root: str = "runs"
+    """Run directories (per-epoch state, logs) and the feature cache."""
 
 
 class GazeUtilityKnobs(Section):
     """``gaze_utility.knobs``: the phantom knobs shared by every data set of the study (the gaze knob is the grid)."""
 
     evidence_contrast: NonNegFloat = 1.0
+    """Scale of the class evidence's density contrast (0: no class signal)."""
     evidence_size: Annotated[float, Field(gt=0, le=3)] = 1.0
+    """Scale of the consolidation radius and the perihilar-haze widths."""
     distractors: NonNegInt = 0
+    """Evidence-like blobs in the lungs of every film."""
 
 
 class GazeUtilityTrain(Section):
     """``gaze_utility.train``: how every benchmark method is fit (gazecxr.training.gaze_methods.BenchSettings)."""
 
     epochs: PositiveInt = 12
+    """Epochs of the CNNs and the saliency decoder (the best on validation is kept)."""
     head_epochs: PositiveInt = 20
+    """Epochs of the fusion and saliency-pool heads on the frozen features."""
     batch_size: Annotated[int, Field(ge=2)] = 32
+    """Mini-batch size."""
     lr: PositiveFloat = 3e-3
+    """Adam learning rate (the mechanisms use at most 1e-3)."""
     widths: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 64], min_length=1, max_length=5)
+    """Channels of the CNN's conv blocks (each halves the resolution)."""
     decoder_width: PositiveInt = 16
+    """Channels of the saliency decoder."""
     attention_weight: NonNegFloat = 1.0
+    """Weight of the CAM alignment loss (attention_consistency, evidence_oracle)."""
 
 
 GAZE_UTILITY_METHODS = Literal["evidence_oracle", "attention_consistency", "fusion", "fusion_conv",
@@ -534,83 +689,136 @@ class GazeUtilitySection(Section):
     """``gaze_utility``: the gaze-utility benchmark (gazecxr.evaluation.studies.gaze_utility)."""
 
     data_root: str = "demo_out/gaze_utility"
+    """Where the study writes its data sets (one folder per hash of the data settings)."""
     images: PositiveInt = 600
+    """Phantoms per data set."""
     film_size: Annotated[int, Field(ge=64)] = 128
+    """Nominal film height of the phantoms in pixels."""
     generator_seed: NonNegInt = 0
+    """Seed of the phantom generator."""
     knobs: GazeUtilityKnobs = GazeUtilityKnobs()
+    """Phantom knobs shared by every data set."""
     informativeness: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=lambda: [0.0, 1.0],
                                                                        min_length=1)
+    """The gaze-informativeness grid g."""
     shortcuts: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=lambda: [0.0, 0.9],
                                                                  min_length=1)
+    """The shortcut-strength grid p: share of training / validation films whose marker agrees with the class."""
     train_sizes: list[Annotated[int, Field(ge=6)]] = Field(default_factory=lambda: [300], min_length=1)
+    """Class-balanced training-subset sizes."""
     seeds: PositiveInt = 2
+    """Training seeds per cell."""
     methods: list[GAZE_UTILITY_METHODS] = Field(
         default_factory=lambda: ["evidence_oracle", "test_time_gaze", "fusion", "saliency_pool",
                                  "attention_consistency"], min_length=1)
+    """Methods compared, each against the same backbone without gaze (the CNN baseline always runs)."""
     shuffled: list[GAZE_UTILITY_METHODS] = Field(default_factory=lambda: ["attention_consistency"])
+    """Methods also trained with shuffled gaze (the negative control), at the largest g."""
     height: Annotated[int, Field(ge=32, multiple_of=32)] = 64
+    """Canvas height of the converted files."""
     width: Annotated[int, Field(ge=32, multiple_of=32)] = 64
+    """Canvas width of the converted files."""
     test_size: PositiveInt = 150
+    """Test images."""
     val_fraction: Fraction = 0.15
+    """Validation fraction of the non-test images."""
     bootstrap: NonNegInt = 1000
+    """Patient-bootstrap resamples of the gain intervals."""
     train: GazeUtilityTrain = GazeUtilityTrain()
+    """How every method is fit."""
     threads: PositiveInt = 1
+    """Torch CPU threads of the fits (1 is fastest on a shared CPU)."""
 
 
 class ExplainRecipe(Section):
     """``explain.recipe``: the study's preprocessing and augmentation (explanation_data.Recipe)."""
 
     image_size: Annotated[int, Field(ge=16)] = 224
+    """Side the images are resized to."""
     clahe: bool = True
+    """CLAHE contrast equalisation (OpenCV)."""
     clip_limit: PositiveFloat = 2.0
+    """CLAHE clip limit."""
     tile_grid: PositiveInt = 8
+    """CLAHE tiles per side."""
     rotation: NonNegFloat = 10.0
+    """Maximum training rotation in degrees."""
     hflip: bool = True
+    """Random horizontal flips in training."""
     brightness: NonNegFloat = 0.1
+    """Maximum relative brightness change in training."""
     contrast: NonNegFloat = 0.1
+    """Maximum relative contrast change in training."""
     noise_std: NonNegFloat = 0.03
+    """Standard deviation of the Gaussian noise added in training."""
 
 
 class ExplainBalanced(Section):
     """``explain.balanced``: a class-balanced subset (n images; val and test of them)."""
 
     enabled: bool = False
+    """Train and test on a class-balanced subset."""
     n: PositiveInt | None = None
+    """Images in the subset."""
     val: PositiveInt | None = None
+    """Validation images of them."""
     test: PositiveInt | None = None
+    """Test images of them."""
 
 
 class ExplainTrain(Section):
     """``explain.train``: ``train`` overrides per architecture family."""
 
     cnn: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    """`train` overrides of the convolutional networks."""
     vit: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
+    """`train` overrides of ViT and Swin."""
 
 
 class ExplainSection(Section):
     """``explain``: the explanation-reliability study (gazecxr.evaluation.studies.explanation)."""
 
     name: str = "study"
+    """The study's name: its report folder `reports/explain/<name>/`."""
     architectures: Annotated[list[str], Field(min_length=1)] = ["resnet50"]
+    """Timm names, `densenet201_stage1` or `densenet121_multitask`."""
     methods: Annotated[list[Literal["eigencam", "gradcam", "gradcam++", "hirescam", "layercam", "scorecam"]],
                        Field(min_length=1)] = ["gradcam"]
+    """CAM methods (pytorch-grad-cam)."""
     size: Literal["full", "tiny"] = "full"
+    """`tiny` builds every architecture with a few channels (for tests)."""
     pretrained: dict[str, str] = {}
+    """Architecture → local weights file."""
     baselines: list[Literal["centre_bias", "gaze_model", "radiologist_gaze", "uniform"]] = [
         "uniform", "centre_bias", "radiologist_gaze"]
+    """Architecture-free rows scored like the CAMs."""
     gaze_model: Ref | None = None
+    """The stage-2 registry entry of the `gaze_model` row."""
     regions: Literal["annotations", "gaze"] = "annotations"
+    """Ground-truth regions: the dataset's `annotations` (masks, boxes, ellipses) or the hottest part of the
+    radiologist's `gaze`."""
     gaze_region_percent: Annotated[float, Field(gt=0, le=100)] = 10.0
+    """With `regions: gaze`, the hottest percentage of the gaze map that is the region."""
     decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    """Probability at or above which a finding is called present (accuracy, precision, recall)."""
     anchors: Literal["nih14", "siim"] | None = None
+    """Print the source study's published numbers on this dataset beside ours."""
     figure_pairs: NonNegInt = 3
+    """Test pairs in the CAM figure."""
     gallery_pairs: NonNegInt = 24
+    """Test pairs on the HTML page."""
     max_test: PositiveInt | None = None
+    """Score at most this many test images (null: all)."""
     seeds: PositiveInt = 1
+    """Training seeds per architecture."""
     monitor: Monitor = "val_auc_macro"
+    """Validation metric for early stopping and the best checkpoint."""
     recipe: ExplainRecipe = ExplainRecipe()
+    """Preprocessing and augmentation."""
     balanced: ExplainBalanced = ExplainBalanced()
+    """Class-balanced subset."""
     train: ExplainTrain = ExplainTrain()
+    """`train` overrides per architecture family."""
 
 
 SECTIONS: dict[str, Any] = {
