@@ -113,11 +113,16 @@ def test_every_subcommand_and_flag_is_in_the_cli_reference(site):
                 assert f"<code>gazecxr {name}</code>" in section
 
 
+FREE_FORM = ("overrides",)
+"""Keys whose value is a free-form mapping of a library's own arguments (timm.create_model): documented as a
+whole, not key by key."""
+
+
 def _dotted(config: dict, prefix: str = "") -> list[str]:
     keys = []
     for key, value in config.items():
         keys.append(prefix + key)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in FREE_FORM:
             keys += _dotted(value, prefix + key + ".")
     return keys
 
