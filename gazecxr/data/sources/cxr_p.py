@@ -24,7 +24,7 @@ from gazecxr.data.convert import ConversionReport, ConvertOptions, SourceRecord,
 from gazecxr.data.heatmap import PointGaze
 from gazecxr.data.provenance import is_synthetic_source
 from gazecxr.data.sources.cxr_p_format import FilmGaze, read_gaze, read_split_list
-from gazecxr.data.sources.siim import FINDINGS, SIIMSource
+from gazecxr.data.sources.siim import FINDINGS, RLE_TABLE, SIIMSource, read_rle_table
 from gazecxr.data.tables import GazePoints
 
 __all__ = ["CXRP_SIGMA", "CXRPSource", "convert_cxr_p", "film_size"]
@@ -82,13 +82,13 @@ class CXRPSource:
         gaze = read_gaze(self.gaze_file)
         listed = self._listed()
         siim = SIIMSource(self.siim_dir).records(options, report)
-        known = {r.record_id for r in siim} | {s["dicom_id"] for s in report.skipped}
+        known = set(read_rle_table(self.siim_dir / RLE_TABLE))
         for sop in gaze.keys() - known:
-            report.skip(sop, f"gaze without a film: {sop} is not in {self.siim_dir / 'train-rle.csv'}")
+            report.skip(sop, f"gaze without a film: {sop} is not in {self.siim_dir / RLE_TABLE}")
         if listed is not None:
             for sop in listed.keys() - known:
                 report.skip(sop, f"listed without a film: {sop} of the split lists is not in "
-                                 f"{self.siim_dir / 'train-rle.csv'}")
+                                 f"{self.siim_dir / RLE_TABLE}")
         out = []
         for record in siim:
             split = None
@@ -100,7 +100,7 @@ class CXRPSource:
                 table = int(record.readings[0].findings[0])
                 if label != table:
                     report.note(record.record_id, f"split list ({split}) says label {label}, the mask table "
-                                                         f"{table}: the mask table's label is kept")
+                                                  f"{table}: the mask table's label is kept")
             try:
                 out.append(self._with_gaze(record, gaze.get(record.record_id), split, options.sigma))
             except ValueError as err:
