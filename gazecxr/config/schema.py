@@ -284,11 +284,63 @@ class GazeMTLModel(Section):
     overrides: dict[str, Any] | None = Field(None, description="extra timm.create_model arguments")
 
 
+class BenchCNNModel(Section):
+    """``bench_cnn``: the gaze-utility benchmark's small CNN backbone (gazecxr.models.bench_cnn)."""
+
+    name: Literal["bench_cnn"]
+    in_channels: PositiveInt = 1
+    """Input channels (2 for the test-time-gaze control: image and gaze map)."""
+    num_classes: PositiveInt = 3
+    """Classes of the linear head."""
+    widths: Annotated[list[PositiveInt], Field(min_length=1)] = [16, 32, 64]
+    """Channels of the conv blocks (each halves the resolution)."""
+
+
+class BenchSaliencyDecoderModel(Section):
+    """``bench_saliency_decoder``: the benchmark's saliency decoder on a frozen backbone."""
+
+    name: Literal["bench_saliency_decoder"]
+    in_channels: PositiveInt = 1
+    """Input channels of its own image encoder."""
+    backbone_channels: PositiveInt = 64
+    """Channels of the frozen backbone's feature map."""
+    width: PositiveInt = 16
+    """Channels of the decoder."""
+    depth: PositiveInt = 3
+    """Conv blocks of its own encoder (as many as the backbone's, to match the resolution)."""
+
+
+class BenchFusionHeadModel(Section):
+    """``bench_fusion_head``: the benchmark's fusion classifier on backbone and decoder feature maps."""
+
+    name: Literal["bench_fusion_head"]
+    backbone_channels: PositiveInt = 64
+    """Channels of the backbone's feature map."""
+    decoder_channels: PositiveInt = 16
+    """Channels of the decoder's feature map."""
+    num_classes: PositiveInt = 3
+    """Classes."""
+    head: Literal["linear", "conv"] = "linear"
+    """Pooled and concatenated (`linear`) or a 3×3 conv over both maps first (`conv`)."""
+
+
+class BenchSaliencyPoolHeadModel(Section):
+    """``bench_saliency_pool_head``: the benchmark's classifier on features pooled under the predicted saliency."""
+
+    name: Literal["bench_saliency_pool_head"]
+    backbone_channels: PositiveInt = 64
+    """Channels of the backbone's feature map."""
+    num_classes: PositiveInt = 3
+    """Classes."""
+
+
 MODEL_SECTIONS: dict[str, type[Section]] = {
     "densenet": DenseNetModel, "resse_unet": ResSEUNetModel, "fusion": FusionModel,
     "standard_unet": StandardUNetModel, "mtunet": MTUNetModel, "irnetv2": IRNetV2Model, "gazegnn": GazeGNNModel,
     "timm": TimmModel, "multitask_frcnn": MultitaskFRCNNModel, "eg_vit": EGViTModel,
-    "gdvig": GDViGModel, "gaze_mtl": GazeMTLModel,
+    "gdvig": GDViGModel, "gaze_mtl": GazeMTLModel, "bench_cnn": BenchCNNModel,
+    "bench_saliency_decoder": BenchSaliencyDecoderModel, "bench_fusion_head": BenchFusionHeadModel,
+    "bench_saliency_pool_head": BenchSaliencyPoolHeadModel,
 }
 """Model name → its section; every ``model``-like slot accepts any of them (chosen by ``name``)."""
 
