@@ -372,8 +372,11 @@ def test_fusion_classifier_overfits_tiny_batch(head):
 
 
 def test_factory_builds_registered_models():
-    assert available_models() == ["densenet", "eg_vit", "fusion", "gaze_mtl", "gazegnn", "gdvig", "irnetv2", "mtunet",
+    assert available_models() == ["bench_cnn", "bench_fusion_head", "bench_saliency_decoder", "bench_saliency_pool_head",
+                                  "densenet", "eg_vit", "fusion", "gaze_mtl", "gazegnn", "gdvig", "irnetv2", "mtunet",
                                   "multitask_frcnn", "resse_unet", "standard_unet", "timm"]
+    cnn = create_model({"name": "bench_cnn", "widths": [4, 8]})
+    assert cnn(torch.zeros(2, 1, 32, 32)).shape == (2, 3) and cnn.out_channels == 8
     unet = create_model({"name": "resse_unet", "width": 0.125, "aux_channels": 8})
     assert isinstance(unet, ResSEUNet) and unet.aux_channels == 8
     encoder = create_model({"name": "densenet", **TINY_DENSENET, "block_config": [1, 1, 1, 1]})
@@ -384,8 +387,9 @@ def test_factory_builds_registered_models():
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"name": "unet3plus"}, r"valid names: \[.densenet., .eg_vit., .fusion., .gaze_mtl., .gazegnn., .gdvig., .irnetv2., "
-                                r".mtunet., .multitask_frcnn., .resse_unet."),
+        ({"name": "unet3plus"}, r"valid names: \[.bench_cnn., .bench_fusion_head., .bench_saliency_decoder., "
+                                r".bench_saliency_pool_head., .densenet., .eg_vit., .fusion., .gaze_mtl., .gazegnn., "
+                                r".gdvig., .irnetv2., .mtunet., .multitask_frcnn., .resse_unet."),
         ({"name": "resse_unet", "widht": 0.5}, r"unknown key\(s\) \['widht'\].*'width'"),
         ({"width": 0.5}, "needs a 'name' key"),
     ],
