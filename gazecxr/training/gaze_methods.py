@@ -22,7 +22,7 @@ passed), chooses its epoch by the validation macro AUC, and returns a `Predictor
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -121,6 +121,16 @@ class _Fit:
     logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _batches(rng: np.random.Generator, n: int, size: int) -> Iterator[torch.Tensor]:
+    """One epoch's mini-batches: rows of a fresh permutation of range(n), ``size`` at a time (a last batch
+    of one row is dropped: batch norm needs two)."""
+    order = rng.permutation(n)
+    for start in range(0, n, size):
+        rows = torch.from_numpy(order[start:start + size])
+        if rows.numel() >= 2:
+            yield rows
+
+
 def fit(job: _Fit, data: TrainingArrays, settings: BenchSettings, seed: int, epochs: int,
         uses_test_gaze: bool = False) -> dict[str, Any]:
     """Train ``job`` on ``data.train`` and keep the epoch with the best validation macro AUC (validation loss
@@ -138,11 +148,7 @@ def fit(job: _Fit, data: TrainingArrays, settings: BenchSettings, seed: int, epo
     for epoch in range(epochs):
         for m in job.modules.values():
             m.train()
-        order = rng.permutation(len(train))
-        for start in range(0, len(order), settings.batch_size):
-            rows = torch.from_numpy(order[start:start + settings.batch_size])
-            if rows.numel() < 2:
-                continue
+        for rows in _batches(rng, len(train), settings.batch_size):
             optimiser.zero_grad()
             loss = job.loss(images[rows], labels[rows], gaze[rows], evidence[rows])
             loss.backward()
@@ -332,11 +338,7 @@ def train_decoder(backbone: BenchCNN, data: TrainingArrays, settings: BenchSetti
     best, best_state, chosen = np.inf, copy.deepcopy(decoder.state_dict()), 0
     for epoch in range(settings.epochs):
         decoder.train()
-        order = rng.permutation(len(x))
-        for start in range(0, len(order), settings.batch_size):
-            rows = torch.from_numpy(order[start:start + settings.batch_size])
-            if rows.numel() < 2:
-                continue
+        for rows in _batches(rng, len(x), settings.batch_size):
             optimiser.zero_grad()
             kl(decoder(x[rows], feats[rows]), target[rows]).backward()
             optimiser.step()
@@ -365,11 +367,7 @@ def train_head(name: str, backbone: BenchCNN, decoder: SaliencyDecoder, data: Tr
     best, best_state, history, chosen = None, None, [], 0
     for epoch in range(settings.head_epochs):
         module.train()
-        order = rng.permutation(len(labels))
-        for start in range(0, len(order), settings.batch_size):
-            rows = torch.from_numpy(order[start:start + settings.batch_size])
-            if rows.numel() < 2:
-                continue
+        for rows in _batches(rng, len(labels), settings.batch_size):
             optimiser.zero_grad()
             F.cross_entropy(module(train[0][rows], train[1][rows]), labels[rows]).backward()
             optimiser.step()
