@@ -14,8 +14,8 @@ from typing import Any
 from tqdm import tqdm
 
 from gazecxr.evaluation.artifacts import json_safe, write_text_atomic
-from gazecxr.evaluation.studies.gaze_utility import (StudySettings, TrainingArrays, _macro, load_split,
-                                                     prepare_data, train_rows)
+from gazecxr.evaluation.studies.gaze_utility import (StudySettings, TrainingArrays, load_split, prepare_data,
+                                                     seed_mean_macro_auc, train_rows)
 from gazecxr.metrics.statistics import seed_summary
 from gazecxr.training.gaze_methods import train_classifier
 
@@ -49,7 +49,7 @@ def run_pilot(config: Mapping[str, Any], contrasts: Sequence[float], out_dir: st
         aucs = []
         for seed in range(study.seeds):
             fitted = train_classifier("baseline", train, study.train, PILOT_OFFSET + seed)
-            aucs.append(_macro(test.labels, [fitted.predict(test.images, None)]))
+            aucs.append(seed_mean_macro_auc(test.labels, [fitted.predict(test.images, None)]))
         rows.append({"evidence_contrast": float(contrast), "train_size": size, "auc_iid": seed_summary(aucs),
                      "in_target": TARGET[0] <= sum(aucs) / len(aucs) <= TARGET[1]})
     report = json_safe({"target": list(TARGET), "rows": rows, "generator_seed": study.generator_seed + PILOT_OFFSET,

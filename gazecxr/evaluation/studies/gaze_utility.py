@@ -531,7 +531,8 @@ def _seed_mean_macro(labels: np.ndarray, probs: Sequence[np.ndarray]) -> Callabl
     return lambda w: np.mean([s(w)[:, -1] for s in stats], axis=0)
 
 
-def _macro(labels: np.ndarray, probs: Sequence[np.ndarray]) -> float:
+def seed_mean_macro_auc(labels: np.ndarray, probs: Sequence[np.ndarray]) -> float:
+    """The mean over seeds of the macro AUC of per-seed probabilities on the same images."""
     return float(_seed_mean_macro(labels, probs)(np.ones((1, len(labels))))[0])
 
 
@@ -540,11 +541,11 @@ def compare(labels: np.ndarray, groups: np.ndarray, a: Sequence[np.ndarray], b: 
     """Seed-mean macro AUC of a and b, their difference and its paired patient-bootstrap interval and p."""
     boot = bootstrap_paired_difference(_seed_mean_macro(labels, a), _seed_mean_macro(labels, b), groups,
                                        n_resamples)
-    auc_a, auc_b = _macro(labels, a), _macro(labels, b)
+    auc_a, auc_b = seed_mean_macro_auc(labels, a), seed_mean_macro_auc(labels, b)
     return {"auc": auc_a, "auc_baseline": auc_b, "gain": auc_a - auc_b,
             "ci": None if boot is None else boot["ci"], "p": None if boot is None else boot["p"],
             "test_method": None if boot is None else boot["method"],
-            "auc_seeds": seed_summary([_macro(labels, [x]) for x in a])}
+            "auc_seeds": seed_summary([seed_mean_macro_auc(labels, [x]) for x in a])}
 
 
 def summarise(settings: StudySettings, data: StudyData, results: Mapping[Job, JobResult]) -> dict[str, Any]:
