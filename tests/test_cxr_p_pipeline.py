@@ -12,6 +12,7 @@ from gazecxr.config import load_config
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.synthetic.cxr_p_writer import generate_cxr_p
 from gazecxr.evaluation.report import evaluate
+from gazecxr.tasks import task_of
 from gazecxr.training.objectives import SaliencyTask, saliency_scores
 from gazecxr.training.stages import run_stage1, run_stage2, run_stage3
 
@@ -75,3 +76,14 @@ def test_stages_and_evaluate_run_on_the_converted_file(cxrp_h5, tmp_path):
     metrics = evaluate(config, entries[2].id, tmp_path / "reports", progress=False, bootstrap=20)
     assert metrics["n_test"] == int((data.labels >= -1).sum())
     assert np.isfinite(metrics["saliency"]["full"]["kl"]["mean"])
+    findings = GazeCXRDataset(cxrp_h5, "test", task=task_of(config))
+    masked = [i for i in range(len(findings)) if findings.targets[i][0] > 0.5
+              and (lambda m: m is not None and m.any() and not m.all())(findings.region_mask(int(findings.indices[i])))]
+    loc = metrics["localisation"]
+    assert masked and loc["n"] == len(masked)
+    scores = loc["scores"]
+    assert all(v is not None for m in ("full", "gradcam", "uniform") for v in scores[m]["diff"])
+    gaze = [bool(findings.has_gaze[i]) for i in masked]
+    assert [v is not None for v in scores["gaze"]["diff"]] == gaze
+    assert loc["methods"]["gaze"]["diff"]["overall"]["n"] == sum(gaze)
+    assert "## Localisation over" in (tmp_path / "reports" / entries[2].id / "tables.md").read_text()

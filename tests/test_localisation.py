@@ -245,6 +245,26 @@ def test_compare_localisation_per_finding_overall_and_tests():
     assert compare_localisation({"o": oracle, "u": uniform}, regions, findings, reference="u")["tests"][0]["a"] == "u"
 
 
+def test_compare_localisation_leaves_out_pairs_a_method_has_no_map_for():
+    rng = np.random.default_rng(3)
+    n = 8
+    regions = np.stack([ellipse_mask([[rng.uniform(0, 20), rng.uniform(0, 15), rng.uniform(25, 45),
+                                       rng.uniform(20, 35)]], (H, W)) for _ in range(n)])
+    oracle = regions + 0.01 * rng.random((n, H, W))
+    gaze = regions + 0.5 * rng.random((n, H, W))
+    missing = np.array([False, True, False, False, True, False, False, False])
+    gaze[missing] = np.nan
+    out = compare_localisation({"oracle": oracle, "gaze": gaze}, regions, ["Pneumothorax"] * n)
+    full = compare_localisation({"oracle": oracle[~missing], "gaze": gaze[~missing]}, regions[~missing],
+                                ["Pneumothorax"] * int((~missing).sum()))
+    assert [v is None or np.isnan(v) for v in out["scores"]["gaze"]["diff"]] == missing.tolist()
+    assert out["methods"]["gaze"]["diff"]["overall"] == pytest.approx(full["methods"]["gaze"]["diff"]["overall"])
+    assert out["methods"]["oracle"]["diff"]["overall"]["n"] == n
+    test = next(t for t in out["tests"] if t["metric"] == "diff" and t["finding"] is None)
+    same = next(t for t in full["tests"] if t["metric"] == "diff" and t["finding"] is None)
+    assert test["n"] == n - 2 and test["p"] == pytest.approx(same["p"])
+
+
 def test_compare_localisation_errors_name_the_method():
     regions = np.stack([REGION, REGION])
     with pytest.raises(ValueError, match="'bad'.*negative"):

@@ -76,8 +76,9 @@ NOTES: tuple[str, ...] = (
     "task.threshold. Macro AUROC averages findings with positives and negatives in the split, micro AUROC "
     "pools their (image, finding) entries; F1 at the per-finding thresholds chosen on the validation split "
     "(stored in the stage-3 entry); ECE with 10 equal-width bins per finding.",
-    "Localisation: one row per (image, present finding with an ellipse); region = union of all readers' "
-    "ellipses of that finding. Pointing game: the map's peak in the region; energy PG: share of mass in it; "
+    "Localisation: one row per (image, present finding with a region); region = union of all readers' "
+    "ellipses of that finding (REFLACX), else the file's pixel mask of it (SIIM-ACR, CXR-P). The gaze row "
+    "scores the radiologist's gaze map and leaves out the films read without gaze. Pointing game: the map's peak in the region; energy PG: share of mass in it; "
     "Diff: mean min-max-normalised map inside minus outside; EHR-AUC: area under the effective-heat-ratio "
     "curve over equidistant thresholds; IoU of the map's top k % pixels with the region. gradcam: the "
     "stage-1 DenseNet's Grad-CAM for that finding's logit, confined to the image region.",
@@ -93,16 +94,29 @@ NOTES: tuple[str, ...] = (
 
 
 def _pairs(dataset: GazeCXRDataset, index: int, targets: np.ndarray, task: TaskSpec) -> list[tuple[int, np.ndarray]]:
-    """(finding number, region (H, W)) of each present finding of record ``index`` that has an ellipse.
-    A box stored with swapped corners (xmax < xmin or ymax < ymin) is read as the same box, corners sorted."""
+    """(finding number, region (H, W)) of each present finding of record ``index`` that has a region: its
+    ellipses, or the file's pixel mask of that finding (SIIM-ACR, CXR-P) when it has no ellipse. A box
+    stored with swapped corners (xmax < xmin or ymax < ymin) is read as the same box, corners sorted."""
     boxes, labels, names = dataset.finding_ellipses(index)
     if not len(boxes):
-        return []
+        return _mask_pairs(dataset, index, targets, task)
     boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
     columns = np.stack([labels[:, names.index(n)] if n in names else np.zeros(len(boxes), bool)
                         for n in task.names], axis=1)
     regions = finding_regions(boxes, columns, dataset.canvas)
     return [(f, regions[f]) for f in np.flatnonzero(targets > 0.5) if regions[f].any()]
+
+
+def _mask_pairs(dataset: GazeCXRDataset, index: int, targets: np.ndarray, task: TaskSpec
+                ) -> list[tuple[int, np.ndarray]]:
+    """(finding number, mask) of each present finding of record ``index`` with a stored pixel mask that
+    covers part of the canvas (an empty or full mask localises nothing)."""
+    out = []
+    for f in np.flatnonzero(targets > 0.5):
+        mask = dataset.region_mask(index, task.names[int(f)])
+        if mask is not None and mask.any() and not mask.all():
+            out.append((int(f), mask))
+    return out
 
 
 def _saliency_scores(pred: np.ndarray, gt: np.ndarray, gaze: np.ndarray) -> dict[str, np.ndarray]:
@@ -152,7 +166,8 @@ def collect(model: Any, task: TaskSpec, loader: Any, device: torch.device, progr
         inside = torch.stack([_region(dataset, int(batch["index"][i])) for i, _, _ in pairs]).to(device)
         cams = gradcam_saliency(cams.float(), inside).double().cpu().numpy()
         for p, (i, f, region) in enumerate(pairs):
-            maps = {"gaze": gt[i], "full": full[i], "gradcam": cams[p], **fixed}
+            maps = {"gaze": gt[i] if gaze[i] else np.full_like(gt[i], np.nan), "full": full[i],
+                    "gradcam": cams[p], **fixed}
             for name in LOCALISATION_METHODS:
                 pair_maps[name].append(maps[name].astype(np.float32))
             pair_regions.append(region)
@@ -218,7 +233,7 @@ def findings_tables(metrics: Mapping[str, Any]) -> str:
                   holm_note("DeLong tests", "full"), ""]
     loc = metrics["localisation"]
     if loc is None:
-        parts += ["No localisation pairs: no present finding with an ellipse in this split.", ""]
+        parts += ["No localisation pairs: no present finding with an ellipse or a mask in this split.", ""]
     else:
         loc_ci = intervals.get("localisation", {})
         parts += [f"## Localisation over {loc['n']} (image, finding) pairs: mean ± std [95 % interval]", "",

@@ -302,8 +302,22 @@ def localisation_scores(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHO
 # --------------------------------------------------------------------------- comparison
 
 
+def _finite_rows_scores(maps: np.ndarray, regions: Any, n_thresholds: int) -> dict[str, np.ndarray]:
+    """`localisation_scores` of the rows of ``maps`` without NaN; NaN for the others."""
+    finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+    if finite.all():
+        return localisation_scores(maps, regions, n_thresholds)
+    out = {m: np.full(len(maps), np.nan) for m in LOCALISATION_METRICS}
+    if finite.any():
+        for metric, values in localisation_scores(maps[finite], np.asarray(regions)[finite], n_thresholds).items():
+            out[metric][finite] = values
+    return out
+
+
 def summarise(values: np.ndarray) -> dict[str, float | int]:
-    """Mean, population std and count of per-sample scores (NaN mean and std when there are none)."""
+    """Mean, population std and count of the finite per-sample scores (NaN mean and std when there are none)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
     if not values.size:
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(values.size)}
@@ -319,14 +333,17 @@ def compare_localisation(
     """Score several methods' maps against the same findings' regions and compare them.
 
     ``maps`` maps a method name to its maps (N, H, W); row i of every method, of ``regions``
-    (N, H, W) and of ``findings`` (N finding names) is one (image, finding) pair. Returns a
+    (N, H, W) and of ``findings`` (N finding names) is one (image, finding) pair; a row of NaN means
+    the method has no map for that pair (e.g. the gaze of a film read without an eye tracker): it scores
+    NaN and is left out of the method's summaries and tests. Returns a
     JSON-serialisable dict:
 
     - ``n``, ``metrics`` (``LOCALISATION_METRICS``), ``findings`` (sorted distinct names);
     - ``methods``: {method: {metric: {"overall": {mean, std, n}, "per_finding": {finding: {mean, std, n}}}}};
     - ``tests``: paired two-sided t-tests (``gazecxr.metrics.paired_ttest``) of ``reference`` (default:
       the first method) against every other method, per metric, over all pairs (``finding`` None)
-      and within each finding with at least two pairs: records {a, b, metric, finding, t, p, mean_diff, n};
+      and within each finding with at least two pairs both methods scored: records {a, b, metric, finding, t,
+      p, mean_diff, n};
     - ``scores``: {method: {metric: [N per-pair values]}}.
     """
     if not maps:
@@ -339,7 +356,7 @@ def compare_localisation(
             raise ValueError(f"maps[{method!r}] must have shape (N, H, W) with N = {len(names)} findings; "
                              f"got {arr.shape}")
         try:
-            scores[method] = localisation_scores(arr, regions, n_thresholds)
+            scores[method] = _finite_rows_scores(arr, regions, n_thresholds)
         except ValueError as err:
             raise ValueError(f"method {method!r}: {err}") from err
     reference = next(iter(maps)) if reference is None else reference
@@ -359,11 +376,10 @@ def compare_localisation(
             continue
         for metric in LOCALISATION_METRICS:
             a, b = scores[reference][metric], scores[other][metric]
-            subsets = [(None, slice(None))] + [(f, sel) for f, sel in groups.items() if sel.sum() >= 2]
-            if len(names) < 2:
-                subsets = subsets[1:]
+            both = np.isfinite(a) & np.isfinite(b)
+            subsets = [(None, both)] + [(f, sel & both) for f, sel in groups.items()]
             tests += [{"a": reference, "b": other, "metric": metric, "finding": f, **paired_ttest(a[sel], b[sel])}
-                      for f, sel in subsets]
+                      for f, sel in subsets if sel.sum() >= 2]
     return {
         "n": len(names),
         "metrics": list(LOCALISATION_METRICS),
