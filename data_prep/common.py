@@ -37,11 +37,15 @@ def add_output_arguments(parser: argparse.ArgumentParser, official: str | None =
                              "shuffle, per class counter %% 10 -> 20/10/70 test/val/train, image-level: one patient "
                              "can be in several splits)")
     parser.add_argument("--split-file", default=None, metavar="CSV",
-                        help="reproduce a published split exactly: a CSV with columns dicom_id,split (train, val "
-                             "or test); images it does not list are skipped; replaces --split")
+                        help="reproduce a published split: a CSV dicom_id,split (train/val/test, used as listed) "
+                             "or GD-ViG's EGD-CXR list mimic_part.csv (image_id,class_name,phase: its train images "
+                             "become train and val by --val-fraction and --seed, grouped by patient; a class that "
+                             "disagrees with the dataset's label is reported, the dataset's kept); unlisted images "
+                             "are skipped, listed ids without a record reported; replaces --split")
     parser.add_argument("--test-size", type=int, default=100, help="test images for --split paper")
     parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="validation fraction of the non-test images for --split paper")
+                        help="validation fraction of the non-test images (--split paper" + ("/official" if official else "")
+                             + ", a GD-ViG --split-file)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
     parser.add_argument("--limit", type=int, default=None, help="convert only the first N images")
     parser.add_argument("--workers", type=int, default=1, help="processes decoding images in parallel")

@@ -111,3 +111,56 @@ def test_split_file_reproduces_a_published_split(synthetic_raw, tmp_path):
     pd.DataFrame({"dicom_id": listed[:1], "split": ["validate"]}).to_csv(tmp_path / "bad.csv", index=False)
     assert egd_cxr.main(["--egd-dir", str(synthetic_raw / "EGD"), "--image-dir", str(synthetic_raw / "MIMIC"),
                          "--out", str(out), "--split-file", str(tmp_path / "bad.csv"), "--quiet"]) == 2
+
+
+def test_gdvig_split_list_read_as_published(synthetic_raw, tmp_path):
+    import json
+
+    import h5py
+    import pytest
+
+    from data_prep import egd_cxr
+    from gazecxr import CLASS_NAMES
+    from gazecxr.data.convert import read_split_file, report_path
+    from gazecxr.data.sources.egd_format import read_master_sheet
+    from gazecxr.data.tables import TableFormatError
+
+    sheet = read_master_sheet(synthetic_raw / "EGD").iloc[:24]
+    patients = sheet["patient_id"].unique()
+    test_patients = set(patients[::3])                                  # GD-ViG's phases, whole patients
+    phase = np.where(sheet["patient_id"].isin(test_patients), "test", "train")
+    gdvig_name = {"pneumonia": "Pneumonia"}
+    classes = [gdvig_name.get(CLASS_NAMES[k], CLASS_NAMES[k]) for k in sheet["label"]]
+    wrong = int(np.flatnonzero(phase == "train")[0])
+    classes[wrong] = next(c for c in ("Normal", "CHF") if c.lower() != classes[wrong].lower())
+    missing = "00000000-11111111-22222222-33333333-44444444"
+    listed = pd.DataFrame({"image_id": [f"{d}.jpg" for d in sheet["dicom_id"]] + [f"{missing}.jpg"],
+                           "class_name": classes + ["CHF"], "phase": list(phase) + ["train"]})
+    listed.to_csv(tmp_path / "mimic_part.csv", index=False)
+    out = tmp_path / "egd.h5"
+    assert egd_cxr.main(["--egd-dir", str(synthetic_raw / "EGD"), "--image-dir", str(synthetic_raw / "MIMIC"),
+                         "--out", str(out), "--height", "64", "--width", "64", "--limit", "30", "--val-fraction",
+                         "0.25", "--split-file", str(tmp_path / "mimic_part.csv"), "--quiet"]) == 0
+    with h5py.File(out) as f:
+        assert f.attrs["split_method"] == "file:gd-vig"
+        ids, split, patient = (f[k].asstr()[:] for k in ("dicom_id", "split", "patient_id"))
+        label = dict(zip(ids, f["label"][:]))
+    by_split = {s: set(ids[split == s]) for s in ("train", "val", "test")}
+    assert by_split["test"] == set(sheet["dicom_id"][phase == "test"])
+    assert by_split["train"] | by_split["val"] == set(sheet["dicom_id"][phase == "train"])
+    assert by_split["val"] and by_split["train"]
+    owners = [set(patient[split == s]) for s in ("train", "val", "test")]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    report = json.loads(report_path(out).read_text())
+    wrong_id = sheet["dicom_id"].iloc[wrong]
+    assert [n["dicom_id"] for n in report["notes"]] == [wrong_id]
+    assert classes[wrong] in report["notes"][0]["note"] and "kept" in report["notes"][0]["note"]
+    assert label[wrong_id] == sheet["label"].iloc[wrong]                 # the master sheet's label wins
+    skipped = {s["dicom_id"]: s["reason"] for s in report["skipped"]}
+    assert skipped[missing].startswith("listed but not read") and "mimic_part.csv" in skipped[missing]
+    assert len(skipped) == 1 + 30 - 24                                   # the missing row, the six unlisted
+
+    listed.loc[1, "class_name"] = "Pneumothorax"
+    listed.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(TableFormatError, match=r"bad\.csv: row 3: class_name 'Pneumothorax'"):
+        read_split_file(tmp_path / "bad.csv")

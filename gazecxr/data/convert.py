@@ -549,8 +549,11 @@ def convert_source(
 ) -> ConversionReport:
     """Convert the records of ``source`` to ``output`` (HDF5) and write its JSON report beside it.
 
-    ``split_file`` (a CSV with columns ``dicom_id,split``, split train/val/test) reproduces a published
-    split exactly: records it does not list are skipped; ``options.split`` is then ignored.
+    ``split_file`` (see :func:`read_split_file`) reproduces a published split: records it does not list
+    are skipped, and so are (reported) the ids it lists that the source has no record of; ``options.split``
+    is then ignored. A GD-ViG list's train phase is split into train and val (``options.val_fraction``,
+    ``options.seed``, grouped by patient); a row whose class disagrees with the record's label is noted
+    in the report and the record's label is kept.
 
     Bad records are skipped with a reason; the HDF5 file is written under a temporary name
     and renamed only when complete, so an earlier output is never lost to a failed run.
@@ -563,12 +566,9 @@ def convert_source(
         raise InputError(f"--height/--width must be multiples of 32 for the networks, got {canvas}")
     report = ConversionReport(str(output), asdict(options))
     tasks = source.records(options, report)
-    given = read_split_file(split_file) if split_file is not None else None
-    if given is not None:
-        for task in tasks:
-            if task.record_id not in given:
-                report.skip(task.record_id, f"not in the split file {split_file}")
-        tasks = [t for t in tasks if t.record_id in given]
+    listed = read_split_file(split_file) if split_file is not None else None
+    if listed is not None:
+        tasks = _listed_tasks(tasks, listed, report, source.description(), options.limit)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     kept: list[SourceRecord] = []
@@ -597,8 +597,8 @@ def convert_source(
                                  f"skipped; first reason: {report.skipped[0]['reason'] if report.skipped else 'no records'})")
             labels = np.array([r.label for r in kept], np.int64)
             patients = np.array([r.patient_id for r in kept], dtype=str)
-            if given is not None:
-                split = np.array([given[r.record_id] for r in kept], dtype=str)
+            if listed is not None:
+                split = _listed_split(kept, listed, patients, options, report)
             elif options.split == "official":
                 split = official_split(patients, np.array([r.split or "" for r in kept], dtype=object),
                                        options.seed, options.val_fraction)
@@ -618,7 +618,7 @@ def convert_source(
                 columns,
                 {"source": source.description(), "dataset": source.name,
                  "sigma": options.sigma, "gaze_source": options.gaze, "height": options.height,
-                 "width": options.width, "split_method": "file" if given is not None else options.split,
+                 "width": options.width, "split_method": listed.method if listed is not None else options.split,
                  "seed": options.seed,
                  "test_size": options.test_size, "val_fraction": options.val_fraction,
                  "limit": -1 if options.limit is None else options.limit,
@@ -639,22 +639,99 @@ def convert_source(
     return report
 
 
-def read_split_file(path: str | Path) -> dict[str, str]:
-    """``dicom_id`` → split of a published split list (CSV ``dicom_id,split``; split train, val or test).
+GDVIG_COLUMNS = ("image_id", "class_name", "phase")
+"""Header of GD-ViG's EGD-CXR split list (github IPMI-NWU/GD-ViG, ``Data/MIMIC_Gaze/mimic_part.csv``)."""
+
+
+@dataclass(frozen=True)
+class SplitList:
+    """A published split list: each listed ``dicom_id``'s split (train, val or test; for GD-ViG's list its
+    phase, train or test) and, for GD-ViG's list, the class index its row names."""
+
+    path: Path
+    split: dict[str, str]
+    labels: dict[str, int] = field(default_factory=dict)
+    method: str = "file"
+    """The ``split_method`` root attribute: "file" (ours, split as listed) or "file:gd-vig" (val carved)."""
+
+
+def read_split_file(path: str | Path) -> SplitList:
+    """A published split list, recognised by its header: ours (CSV ``dicom_id,split``; split train, val
+    or test) or GD-ViG's (``image_id,class_name,phase``; image_id ``<dicom_id>.jpg`` or ``.dcm``,
+    class_name Normal/CHF/Pneumonia in any case, phase train or test).
     Raises TableFormatError naming the file and the first bad row."""
     path = Path(path)
     if not path.is_file():
         raise TableFormatError(f"{path}: split file not found")
-    check_columns(path, ("dicom_id", "split"))
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    bad = ~table["split"].isin(("train", "val", "test"))
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise TableFormatError(f"{path}: cannot read the split file ({err})") from err
+    if set(GDVIG_COLUMNS) <= set(table.columns):
+        return _read_gdvig_list(path, table)
+    if not {"dicom_id", "split"} <= set(table.columns):
+        raise TableFormatError(f"{path}: a split file has the columns dicom_id,split (ours) or "
+                               f"{','.join(GDVIG_COLUMNS)} (GD-ViG's); found columns {list(table.columns)[:8]}")
+    _reject_rows(path, table, "split", ~table["split"].isin(("train", "val", "test")), "train, val or test")
+    _reject_duplicates(path, table["dicom_id"])
+    return SplitList(path, dict(zip(table["dicom_id"], table["split"])))
+
+
+def _read_gdvig_list(path: Path, table: pd.DataFrame) -> SplitList:
+    """GD-ViG's list: ``.jpg``/``.dcm`` cut from the image ids, class names matched ignoring case."""
+    classes = {name.lower(): index for index, name in enumerate(CLASS_NAMES)}
+    names = table["class_name"].str.lower()
+    _reject_rows(path, table, "class_name", ~names.isin(classes), f"one of {'/'.join(CLASS_NAMES)} (any case)")
+    _reject_rows(path, table, "phase", ~table["phase"].isin(("train", "test")), "train or test")
+    ids = table["image_id"].str.replace(r"\.(jpg|dcm)$", "", regex=True, case=False)
+    _reject_duplicates(path, ids)
+    return SplitList(path, dict(zip(ids, table["phase"])), {i: classes[n] for i, n in zip(ids, names)},
+                     "file:gd-vig")
+
+
+def _reject_rows(path: Path, table: pd.DataFrame, column: str, bad: pd.Series, allowed: str) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise TableFormatError(f"{path}: row {row + 2}: split {table['split'].iloc[row]!r} is not train, val or test")
-    duplicated = table["dicom_id"].duplicated()
+        raise TableFormatError(f"{path}: row {row + 2}: {column} {table[column].iloc[row]!r} is not {allowed}")
+
+
+def _reject_duplicates(path: Path, ids: pd.Series) -> None:
+    duplicated = ids.duplicated()
     if duplicated.any():
-        raise TableFormatError(f"{path}: dicom_id {table['dicom_id'][duplicated].iloc[0]!r} listed twice")
-    return dict(zip(table["dicom_id"], table["split"]))
+        raise TableFormatError(f"{path}: dicom_id {ids[duplicated].iloc[0]!r} listed twice")
+
+
+def _listed_tasks(tasks: list[SourceRecord], listed: SplitList, report: ConversionReport, source: str,
+                  limit: int | None) -> list[SourceRecord]:
+    """The tasks ``listed`` names; the others are skipped, and so are the listed ids that neither a task
+    nor an earlier skip has."""
+    for task in tasks:
+        if task.record_id not in listed.split:
+            report.skip(task.record_id, f"not in the split file {listed.path}")
+    known = {t.record_id for t in tasks} | {s["dicom_id"] for s in report.skipped}
+    beyond = f", or beyond --limit {limit}" if limit is not None else ""
+    for dicom_id in listed.split:
+        if dicom_id not in known:
+            report.skip(dicom_id, f"listed but not read: in the split file {listed.path}, not a record of "
+                                  f"{source}{beyond}")
+    return [t for t in tasks if t.record_id in listed.split]
+
+
+def _listed_split(kept: list[SourceRecord], listed: SplitList, patients: np.ndarray, options: ConvertOptions,
+                  report: ConversionReport) -> np.ndarray:
+    """Split names of the converted records: as listed, or for GD-ViG's list its test phase and its train
+    phase with a patient-grouped validation split carved out. A listed class that disagrees with the
+    record's label is noted; the record's label is kept."""
+    for record in kept:
+        label = listed.labels.get(record.record_id, record.label)
+        if label != record.label and record.label >= 0:
+            report.note(record.record_id, f"class disagrees: the split file {listed.path} says "
+                                          f"{CLASS_NAMES[label]}, the dataset's table {CLASS_NAMES[record.label]}; "
+                                          f"the table's label is kept")
+    given = np.array([listed.split[r.record_id] for r in kept], dtype=str)
+    if listed.method == "file":
+        return given
+    return official_split(patients, given, options.seed, options.val_fraction)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

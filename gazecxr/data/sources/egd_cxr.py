@@ -114,7 +114,8 @@ def convert_egd_cxr(
 ) -> ConversionReport:
     """Convert raw EGD-CXR records to ``output`` (see :func:`convert_source`); ``voi_lut`` applies the
     DICOMs' VOI LUT / window (recorded as the root attribute ``voi_lut`` when set); ``split_file`` is a
-    published ``dicom_id,split`` list to reproduce."""
+    published split list to reproduce: ours (``dicom_id,split``) or GD-ViG's ``mimic_part.csv``
+    (see :func:`gazecxr.data.convert.read_split_file`)."""
     source = EGDSource(Path(egd_dir), Path(image_dir), voi_lut=voi_lut)
     return convert_source(source, output, options, progress, fixations=source.has_fixations,
                           attrs={"heatmap": "gaze samples splatted at model resolution, Gaussian σ·scale, sum 1",
