@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from data_prep import cxr_p as cxr_p_cli
 from data_prep import siim as siim_cli
 from gazecxr.config import load_yaml_config, resolve_config
+from gazecxr.data.synthetic.cxr_p_writer import generate_cxr_p
 from gazecxr.data.synthetic.siim_writer import generate_siim
 from gazecxr.evaluation.studies.explanation import run_study, study_config
 from gazecxr.evaluation.studies.explanation_data import clahe
@@ -164,3 +166,33 @@ def test_balanced_subset_draws_patients_not_images(siim_h5: Path, tmp_path: Path
     patients = {split: set(base.patient_ids[rows]) for split, (_, rows) in splits.items()}
     assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"])
     assert not (patients["val"] & patients["test"])
+
+
+@pytest.fixture(scope="module")
+def cxrp_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cxrp_explain")
+    raw = generate_cxr_p(root / "raw", n=48, seed=5, size=96, progress=False)
+    out = root / "cxr_p.h5"
+    assert cxr_p_cli.main(["--siim-dir", raw["paths"]["siim"], "--gaze", raw["paths"]["gaze_json"],
+                           "--out", str(out), "--height", "64", "--width", "64", "--sigma", "5",
+                           "--split", "ratio", "--quiet"]) == 0
+    return out
+
+
+def test_cxrp_study_scores_every_map_against_masks_and_gaze_side_by_side(cxrp_h5: Path, tmp_path: Path) -> None:
+    config = _config(cxrp_h5, tmp_path)
+    config["explain"].update(regions="both", architectures=["resnet18"], methods=["gradcam"],
+                             baselines=["uniform", "centre_bias", "radiologist_gaze"], anchors=None)
+    metrics = run_study(config, out_dir=tmp_path / "reports", progress=False)
+    loc, n = metrics["localisation"], metrics["n_pairs"]
+    with_gaze = metrics["pairs_with_gaze"]
+    assert 0 < with_gaze < n  # some positive test films were read without gaze
+    assert loc["resnet18|gradcam"]["diff"]["n"] == n and loc["resnet18|gradcam"]["gaze_diff"]["n"] == with_gaze
+    # the radiologist's own map against itself: CC 1; it has no map for the films without gaze
+    gaze_row = loc["radiologist_gaze"]
+    assert gaze_row["gaze_cc"]["mean"] == pytest.approx(1.0) and gaze_row["diff"]["n"] == with_gaze
+    assert gaze_row["gaze_ehr_auc"]["mean"] > loc["uniform"]["gaze_ehr_auc"]["mean"]
+    assert loc["uniform"]["gaze_diff"]["mean"] == 0 and loc["uniform"]["gaze_cc"]["mean"] == 0
+    assert loc["resnet18|gradcam"]["gaze_ehr_auc"]["ci"] is not None
+    tables = (tmp_path / "reports" / "test" / "tables.md").read_text()
+    assert "side by side" in tables and f"on the {with_gaze} of {n} pairs whose film has gaze" in tables

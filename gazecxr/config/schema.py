@@ -846,11 +846,12 @@ class ExplainSection(Section):
     """Architecture-free rows scored like the CAMs."""
     gaze_model: Ref | None = None
     """The stage-2 registry entry of the `gaze_model` row."""
-    regions: Literal["annotations", "gaze"] = "annotations"
-    """Ground-truth regions: the dataset's `annotations` (masks, boxes, ellipses) or the hottest part of the
-    radiologist's `gaze`."""
+    regions: Literal["annotations", "gaze", "both"] = "annotations"
+    """Ground-truth regions: the dataset's `annotations` (masks, boxes, ellipses), the hottest part of the
+    radiologist's `gaze`, or `both` side by side (the annotations as the region, every map also scored
+    against the film's gaze: CXR-P, where masks and gaze lie on the same films)."""
     gaze_region_percent: Annotated[float, Field(gt=0, le=100)] = 10.0
-    """With `regions: gaze`, the hottest percentage of the gaze map that is the region."""
+    """With `regions: gaze` or `both`, the hottest percentage of the gaze map that is the gaze region."""
     decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     """Probability at or above which a finding is called present (accuracy, precision, recall)."""
     anchors: Literal["nih14", "siim"] | None = None

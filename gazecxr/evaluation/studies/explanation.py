@@ -7,7 +7,8 @@ the thresholded Grad-CAM with the boxes at thresholds 0.1 … 0.7). ``run_study`
 architecture of ``explain.architectures`` through the training engine (a registry entry per
 architecture and seed, reused when its key matches, a killed run resumed from its run directory),
 explains every test (image, finding) pair with every method of ``explain.methods``
-(`gazecxr.explain.cams`), scores the maps against the pair's region, adds the baseline rows
+(`gazecxr.explain.cams`), scores the maps against the pair's region (with ``explain.regions: both``,
+as on CXR-P, also against the film's gaze, side by side), adds the baseline rows
 (uniform, centre bias, the radiologist's gaze, our gaze saliency model), and writes
 ``<out>/<name>/``: ``metrics.json``, ``tables.md`` (the seed's Table 3.1 / 3.2 layouts with its numbers
 beside ours, ANOVA and Tukey, IoU per threshold), ``fig31_cams.png``, ``fig32_ehr_auc.png``,
@@ -51,6 +52,7 @@ from gazecxr.evaluation.studies.explanation_data import (
     resize_map,
     study_splits,
 )
+from gazecxr.metrics import correlation_coefficient
 from gazecxr.metrics.classification import classification_metrics
 from gazecxr.metrics.detection import detection_map
 from gazecxr.metrics.localisation import (
@@ -96,6 +98,14 @@ BASELINES: dict[str, str] = {
 """Architecture-free rows scored like the CAMs."""
 
 VIT_FAMILIES = ("vit_", "swin_")
+
+REGIONS = ("annotations", "gaze", "both")
+"""``explain.regions``: the annotations (masks, boxes, ellipses), the hottest part of the gaze map, or both
+side by side (the annotations as the region, the film's gaze scored beside them)."""
+
+GAZE_METRICS = ("gaze_diff", "gaze_ehr_auc", "gaze_energy_pointing_game", "gaze_cc")
+"""Scores of a map against the film's gaze (``regions: both``): Diff, EHR-AUC and energy pointing game
+against the gaze region, and the Pearson CC with the gaze map itself."""
 
 EXPLAIN_KEYS = {"name", "architectures", "methods", "size", "pretrained", "baselines", "gaze_model", "regions",
                 "gaze_region_percent", "decision_threshold", "anchors", "figure_pairs", "gallery_pairs",
@@ -168,8 +178,8 @@ def study_config(config: Mapping[str, Any]) -> dict[str, Any]:
     bad = [b for b in out["baselines"] if b not in BASELINES]
     if bad:
         raise ConfigError(f"explain.baselines: unknown {bad}; valid: {sorted(BASELINES)}")
-    if out["regions"] not in ("annotations", "gaze"):
-        raise ConfigError(f"explain.regions must be 'annotations' or 'gaze'; got {out['regions']!r}")
+    if out["regions"] not in REGIONS:
+        raise ConfigError(f"explain.regions must be one of {list(REGIONS)}; got {out['regions']!r}")
     if out["anchors"] not in (None, *ANCHORS):
         raise ConfigError(f"explain.anchors must be one of {sorted(ANCHORS)} or null; got {out['anchors']!r}")
     unknown = sorted(set(out["train"]) - {"cnn", "vit"})
@@ -347,14 +357,44 @@ def classification_row(task: TaskSpec, targets: np.ndarray, probs: np.ndarray, t
     return {"kind": "exclusive", "n": len(targets), "accuracy": m["accuracy"], "auc_macro": m["auc_macro"]}
 
 
-def _score(maps: np.ndarray, pairs: Sequence[Pair]) -> dict[str, np.ndarray]:
+def _score(maps: np.ndarray, pairs: Sequence[Pair], both: bool = False) -> dict[str, np.ndarray]:
+    """Per-pair scores of ``maps`` against the pairs' regions and, with ``both``, against their gaze
+    (``GAZE_METRICS``); NaN where a map is NaN (no map for that pair) or the film has no gaze."""
+    maps = np.asarray(maps, np.float64)
+    finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+    out = _rows(finite, lambda rows: _against_regions(maps[rows], [pairs[i] for i in rows]))
+    if both:
+        with_gaze = finite & np.array([p.gaze_region is not None for p in pairs])
+        out.update(_rows(with_gaze, lambda rows: _against_gaze(maps[rows], [pairs[i] for i in rows]), GAZE_METRICS))
+    return out
+
+
+def _rows(keep: np.ndarray, score: Callable[[np.ndarray], dict[str, np.ndarray]],
+          keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """``score`` of the rows where ``keep`` is true, NaN in the others (``keys`` present even when none is kept)."""
+    rows = np.flatnonzero(keep)
+    scored = score(rows) if rows.size else {}
+    out = {key: np.full(len(keep), np.nan) for key in (*keys, *scored)}
+    for key, values in scored.items():
+        out[key][rows] = values
+    return out
+
+
+def _against_regions(maps: np.ndarray, pairs: Sequence[Pair]) -> dict[str, np.ndarray]:
     regions = np.stack([p.region for p in pairs])
-    out = localisation_scores(maps.astype(np.float64), regions)
+    out = localisation_scores(maps, regions)
     boxes = [p.boxes for p in pairs]
     with_boxes = all(b is not None and len(b) for b in boxes)
-    t = threshold_scores(maps.astype(np.float64), regions, boxes if with_boxes else None)
+    t = threshold_scores(maps, regions, boxes if with_boxes else None)
     out.update({f"{k}@{th:g}": t[k][:, j] for k in THRESHOLD_METRICS for j, th in enumerate(IOU_THRESHOLDS)})
     return out
+
+
+def _against_gaze(maps: np.ndarray, pairs: Sequence[Pair]) -> dict[str, np.ndarray]:
+    scores = localisation_scores(maps, np.stack([p.gaze_region for p in pairs]))
+    cc = np.atleast_1d(correlation_coefficient(maps, np.stack([p.gaze_map for p in pairs])))
+    return {"gaze_diff": scores["diff"], "gaze_ehr_auc": scores["ehr_auc"],
+            "gaze_energy_pointing_game": scores["energy_pointing_game"], "gaze_cc": np.asarray(cc, np.float64)}
 
 
 def _pair_images(dataset: StudyImages, pairs: Sequence[Pair]) -> torch.Tensor:
@@ -375,21 +415,29 @@ def _baseline_maps(name: str, pairs: Sequence[Pair], test: StudyImages, prior: n
     if name == "radiologist_gaze":
         if not getattr(test.base, "has_heatmap", False):
             return None
-        return np.stack([resize_map(test.base[int(test.rows[p.position])]["heatmap"][0].numpy(), size) for p in pairs])
+        items = [test.base[int(test.rows[p.position])] for p in pairs]
+        if not any(item["has_gaze"] for item in items):
+            return None
+        return np.stack([resize_map(item["heatmap"][0].numpy(), size) if item["has_gaze"]
+                         else np.full((size, size), np.nan) for item in items])
     if name == "gaze_model":
         return None if gaze_model is None else gaze_model(pairs)
     raise ValueError(f"unknown baseline {name!r}")
 
 
 def _centre_prior(train: StudyImages, task: TaskSpec, regions: str, gaze_percent: float, limit: int = 2000) -> np.ndarray:
-    """Mean training gaze map when the file has gaze, else the mean of the training pairs' regions."""
+    """Mean training gaze map (films with gaze) when the file has gaze, else the mean of the training pairs'
+    regions."""
     size = train.recipe.image_size
     total, count = np.zeros((size, size)), 0
     has_gaze = getattr(train.base, "has_heatmap", False)
     for position in range(min(len(train), limit)):
         row = int(train.rows[position])
         if has_gaze:
-            heat = resize_map(train.base[row]["heatmap"][0].numpy(), size)
+            item = train.base[row]
+            if not item["has_gaze"]:
+                continue
+            heat = resize_map(item["heatmap"][0].numpy(), size)
             total += heat / max(heat.sum(), 1e-12)
             count += 1
         else:
@@ -460,6 +508,7 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
                                study["regions"], float(study["gaze_region_percent"]))]
     if not pairs:
         raise InputError(f"{config['data']['h5']}: no test (image, finding) pair has a region to score")
+    both = study["regions"] == "both"
     tic = time.perf_counter()
     gaze_model = (_gaze_model(config, study["gaze_model"], test, device)
                   if "gaze_model" in study["baselines"] and study["gaze_model"] else None)
@@ -494,7 +543,7 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
                 wanted = torch.tensor([p.target for p in chunk])
                 for method in methods:
                     maps = explain(model, images, wanted, method)
-                    for name, values in _score(maps, chunk).items():
+                    for name, values in _score(maps, chunk, both).items():
                         seed_scores[method].setdefault(name, []).append(values)
                     if k == 0 and start < keep:
                         examples.setdefault(f"{arch}|{method}", []).extend(maps[: keep - start])
@@ -508,7 +557,7 @@ def run_study(config: Mapping[str, Any], architectures: Sequence[str] | None = N
         maps = _baseline_maps(name, pairs, test, prior, gaze_model)
         if maps is None:
             continue
-        scores[name] = _score(maps, pairs)
+        scores[name] = _score(maps, pairs, both)
         examples[name] = list(maps[:keep])
     patients = [str(test.base.patient_ids[int(test.rows[p.position])]) for p in pairs]
     metrics = _assemble(config, study, task, architectures, methods, pairs, scores, classification, entries, layers,
@@ -544,14 +593,16 @@ def _assemble(config: Mapping[str, Any], study: Mapping[str, Any], task: TaskSpe
               n_seeds: int, n_test: int, seconds: float, patients: Sequence[str]) -> dict[str, Any]:
     names = [p.finding for p in pairs]
     summary = {row: {metric: _summary(v) for metric, v in by.items()} for row, by in scores.items()}
+    interval_metrics = ("diff", "ehr_auc", *(("energy_pointing_game", *GAZE_METRICS) if study["regions"] == "both"
+                                             else ()))
     for row, by in scores.items():
-        for metric in ("diff", "ehr_auc"):
+        for metric in interval_metrics:
             summary[row][metric]["ci"] = mean_interval(by[metric], patients)["ci"]
     statistics = {}
     for method in methods:
         rows = {arch: scores[f"{arch}|{method}"] for arch in architectures}
-        for metric in ("diff", "ehr_auc"):
-            samples = {arch: by[metric] for arch, by in rows.items()}
+        for metric in interval_metrics:
+            samples = {arch: by[metric][np.isfinite(by[metric])] for arch, by in rows.items()}
             try:
                 statistics[f"{method}|{metric}"] = {"anova": one_way_anova(samples), "tukey": tukey_hsd(samples)}
             except ValueError as err:
@@ -564,9 +615,11 @@ def _assemble(config: Mapping[str, Any], study: Mapping[str, Any], task: TaskSpe
         "methods": list(methods), "baselines": [b for b in study["baselines"] if b in scores],
         "target_layers": dict(layers), "entries": dict(entries), "regions": study["regions"],
         "image_size": Recipe.from_section(study["recipe"]).image_size, "thresholds": list(IOU_THRESHOLDS),
+        "gaze_region_percent": float(study["gaze_region_percent"]),
         "classification": dict(classification), "localisation": summary, "statistics": statistics,
         "anchors": study["anchors"], "seconds": seconds, "package_version": __version__,
-        "scores": {row: {m: v.tolist() for m, v in by.items() if m in ("diff", "ehr_auc")} for row, by in scores.items()},
+        "scores": {row: {m: v.tolist() for m, v in by.items() if m in interval_metrics} for row, by in scores.items()},
+        "pairs_with_gaze": sum(p.gaze_region is not None for p in pairs) if study["regions"] == "both" else None,
         "pair_findings": names,
     })
 
@@ -688,6 +741,8 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
                                                     f"{_n(loc[r][f'box_hit@{t:g}']['mean'], 2)} / "
                                                     f"{_n(loc[r][f'iobb_hit@{t:g}']['mean'], 2)}" for t in thresholds)]
                           for r in rows_all]), ""]
+    if metrics["regions"] == "both":
+        parts += _side_by_side(metrics, rows_all)
     parts += ["## Every row, every localisation metric (mean ± std over pairs)", "",
               _table(["map", *LOCALISATION_METRICS],
                      [[r.replace("|", " · "), *(f"{_n(loc[r][m]['mean'], 3)} ± {_n(loc[r][m]['std'], 3)}"
@@ -706,8 +761,42 @@ def study_tables(metrics: Mapping[str, Any]) -> str:
               *(["- regions: gaze — the region is the hottest part of the radiologist's own map, so the "
                  "radiologist_gaze row is an upper bound (the region's source), not a competitor."]
                 if metrics["regions"] == "gaze" and "radiologist_gaze" in metrics["baselines"] else []),
+              *([f"- regions: both — every map is scored against the annotation (the mask) and, on the "
+                 f"{metrics['pairs_with_gaze']} of {metrics['n_pairs']} pairs whose film has gaze, against the "
+                 f"hottest {metrics['gaze_region_percent']:g} % of the radiologist's gaze map (Diff, EHR-AUC, "
+                 "energy pointing game) and the gaze map itself (CC); on the gaze side the radiologist_gaze row "
+                 "is the region's source, an upper bound, not a competitor."]
+                if metrics["regions"] == "both" else []),
               f"- Wall time of the study (training included): {metrics['seconds']:.1f} s.", ""]
     return "\n".join(parts)
+
+
+def _side_by_side(metrics: Mapping[str, Any], rows: Sequence[str]) -> list[str]:
+    """The mask and gaze columns of every row next to each other (``regions: both``)."""
+    loc = metrics["localisation"]
+
+    def cell(row: str, metric: str) -> str:
+        entry = loc[row].get(metric, {})
+        return f"{_n(entry.get('mean'), 3)} {_ci(entry.get('ci'))}" if entry.get("n") else "—"
+
+    header = ["map", "Diff: mask", "Diff: gaze", "EHR-AUC: mask", "EHR-AUC: gaze", "energy PG: mask",
+              "energy PG: gaze", "CC with gaze", "pairs with gaze"]
+    table = [[r.replace("|", " · "), cell(r, "diff"), cell(r, "gaze_diff"), cell(r, "ehr_auc"), cell(r, "gaze_ehr_auc"),
+              cell(r, "energy_pointing_game"), cell(r, "gaze_energy_pointing_game"), cell(r, "gaze_cc"),
+              str(loc[r].get("gaze_diff", {}).get("n", 0))] for r in rows]
+    anova = []
+    for key, st in metrics["statistics"].items():
+        method, metric = key.split("|")
+        if metric.startswith("gaze_") and "anova" in st:
+            a = st["anova"]
+            anova.append(f"- {method}, {metric}: F({a['df_between']}, {a['df_within']}) = {a['F']:.3f}, "
+                         f"p = {_p(a['p'])}")
+    return ["## Against the masks and against the radiologist's gaze, side by side (mean [95 % CI])", "",
+            _table(header, table), "",
+            f"Gaze region: the hottest {metrics['gaze_region_percent']:g} % of the film's gaze map; CC: Pearson "
+            "correlation of the map with the gaze map. Films without gaze have no gaze columns.", "",
+            *(["One-way ANOVA across models of the gaze-side scores (Tukey HSD in metrics.json):", "", *anova, ""]
+              if anova else [])]
 
 
 # ----------------------------------------------------------------------------- figures and page

@@ -9,7 +9,9 @@ scikit-image's ``equalize_adapthist`` (which would be one more dependency).
 
 Region ground truth per (test image, finding): a file's ``region_mask`` (SIIM-ACR), its boxes (NIH,
 VinDr) or ellipses (REFLACX), resized with the image (nearest neighbour; boxes scaled), or — with
-``regions: gaze`` — the hottest ``gaze_region_percent`` % of the radiologist's gaze map (EGD-CXR).
+``regions: gaze`` — the hottest ``gaze_region_percent`` % of the radiologist's gaze map (EGD-CXR). With
+``regions: both`` (CXR-P: masks and gaze on the same films) a pair's region is its annotation and the
+film's gaze map and gaze region ride beside it, so every map is scored against both.
 """
 
 from __future__ import annotations
@@ -188,7 +190,8 @@ def study_splits(h5: Any, task: TaskSpec, balanced: Mapping[str, Any] | None,
 
 @dataclass
 class Pair:
-    """One scored (image, finding): the logit explained, the region (S, S) bool and its boxes (K, 4) at S."""
+    """One scored (image, finding): the logit explained, the region (S, S) bool and its boxes (K, 4) at S;
+    with ``regions: both``, the film's gaze map (S, S) and its gaze region (None for a film without gaze)."""
 
     position: int
     index: int
@@ -196,6 +199,8 @@ class Pair:
     finding: str
     region: np.ndarray
     boxes: np.ndarray | None
+    gaze_map: np.ndarray | None = None
+    gaze_region: np.ndarray | None = None
 
 
 def _gaze_region(heatmap: np.ndarray, percent: float) -> np.ndarray:
@@ -205,18 +210,40 @@ def _gaze_region(heatmap: np.ndarray, percent: float) -> np.ndarray:
     return (heatmap >= cutoff) & (heatmap > 0)
 
 
+def _film_gaze(base: GazeCXRDataset, item: Mapping[str, Any], size: int, regions: str) -> np.ndarray | None:
+    """The record's gaze map at ``size`` × ``size``; None for a film without gaze (``has_gaze`` false)."""
+    if "heatmap" not in item:
+        raise InputError(f"{base.h5_path}: explain.regions is {regions!r} but the file has no gaze heatmaps")
+    if not item.get("has_gaze", True):
+        return None
+    return resize_map(item["heatmap"][0].numpy(), size)
+
+
 def pairs_of(base: GazeCXRDataset, row: int, position: int, target: Any, task: TaskSpec, size: int,
              regions: str, gaze_percent: float) -> list[Pair]:
-    """The scored pairs of one record: each present finding with a region (``regions: annotations``), or the
-    record's true class with its gaze region (``regions: gaze``)."""
+    """The scored pairs of one record: each present finding with a region (``regions: annotations``), the
+    record's true class with its gaze region (``regions: gaze``; none for a film without gaze), or the
+    annotated pairs with the film's gaze beside them (``regions: both``)."""
     item = base[int(row)]
     index = int(item["index"])
     if regions == "gaze":
-        if "heatmap" not in item:
-            raise InputError(f"{base.h5_path}: explain.regions is 'gaze' but the file has no gaze heatmaps")
-        heat = resize_map(item["heatmap"][0].numpy(), size)
+        heat = _film_gaze(base, item, size, regions)
+        if heat is None:
+            return []
         cls = int(np.argmax(np.asarray(target))) if task.multilabel else int(target)
         return [Pair(position, index, cls, task.names[cls], _gaze_region(heat, gaze_percent), None)]
+    pairs = _annotated_pairs(base, index, position, target, task, size)
+    if regions == "both" and pairs:
+        heat = _film_gaze(base, item, size, regions)
+        for pair in pairs:
+            if heat is not None:
+                pair.gaze_map, pair.gaze_region = heat, _gaze_region(heat, gaze_percent)
+    return pairs
+
+
+def _annotated_pairs(base: GazeCXRDataset, index: int, position: int, target: Any, task: TaskSpec,
+                     size: int) -> list[Pair]:
+    """Each present finding of record ``index`` with an annotated region that covers part of the canvas."""
     present = np.flatnonzero(np.asarray(target, np.float64).reshape(-1) > 0.5) if task.multilabel else [int(target)]
     h, w = base.canvas
     out = []
