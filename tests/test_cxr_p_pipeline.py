@@ -9,6 +9,7 @@ import torch
 
 from data_prep import cxr_p as cxr_p_cli
 from gazecxr.config import load_config
+from gazecxr.config.errors import InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.synthetic.cxr_p_writer import generate_cxr_p
 from gazecxr.evaluation.report import evaluate
@@ -87,3 +88,12 @@ def test_stages_and_evaluate_run_on_the_converted_file(cxrp_h5, tmp_path):
     assert [v is not None for v in scores["gaze"]["diff"]] == gaze
     assert loc["methods"]["gaze"]["diff"]["overall"]["n"] == sum(gaze)
     assert "## Localisation over" in (tmp_path / "reports" / entries[2].id / "tables.md").read_text()
+
+
+def test_the_three_class_task_on_a_findings_file_names_the_task_that_fits(cxrp_h5, tmp_path):
+    config = load_config("test", [f"data.h5={cxrp_h5}", f"registry.root={tmp_path / 'checkpoints'}",
+                                  f"runs.root={tmp_path / 'runs'}"])
+    with pytest.raises(InputError, match=r"no record of the 'train' split has a label for task 'egd_3class'; "
+                                         r"the file holds the findings \['Pneumothorax'\]: set task.name to one of "
+                                         r"\['siim_pneumothorax'\]"):
+        run_stage1(config, progress=False)

@@ -167,6 +167,9 @@ def test_best_and_latest_per_stage(registry, clock):
         registry.resolve("best", stage="stage2", metric="val_acc")
     with pytest.raises(LookupError, match="no entries in .*stage3.*stages present: stage1, stage2"):
         registry.resolve("latest", stage="stage3")
+    undefined = _save(registry, "stage3", metrics={"val_auc_macro": float("nan")})
+    with pytest.raises(LookupError, match=f"'val_auc_macro' is undefined \\(NaN\\) for every entry \\({undefined.id}\\)"):
+        registry.resolve("best", stage="stage3", metric="val_auc_macro")
 
 
 def test_tags_resolution_and_updates(registry, clock):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -20,7 +21,7 @@ from torch.utils.data import (
 from gazecxr.config.errors import InputError
 from gazecxr.data.dataset import GazeCXRDataset
 from gazecxr.data.transforms import PairedAugment
-from gazecxr.tasks import task_of
+from gazecxr.tasks import available_tasks, create_task, task_of
 from gazecxr.training.distributed import SINGLE, DistContext
 
 
@@ -52,6 +53,33 @@ def make_dataset(config: Mapping[str, Any], split: str, augment: bool, labelled_
     return GazeCXRDataset(data["h5"], split, transform=make_augment(data["augment"]) if augment else None,
                           labelled_only=labelled_only, sources=data.get("sources"),
                           task=task if task.multilabel else None)
+
+
+def empty_split_message(config: Mapping[str, Any], split: str, labelled_only: bool) -> str:
+    """Why ``split`` of the configured file(s) has no record: empty, or (``labelled_only``) none of its
+    records carries the configured task's labels, e.g. a findings file (SIIM-ACR, CXR-P) read with the
+    3-class task; then the message names the file's findings and the tasks that read them."""
+    data = config["data"]
+    task = task_of(config)
+    if labelled_only and len(GazeCXRDataset(data["h5"], split, sources=data.get("sources"))):
+        found = sorted({str(n) for path in ([data["h5"]] if isinstance(data["h5"], (str, Path)) else data["h5"])
+                        for n in _file_findings(path)})
+        fitting = [name for name in available_tasks() if (labels := _task_labels(name)) and set(labels) <= set(found)]
+        return (f"{data['h5']}: no record of the {split!r} split has a label for task {task.name!r}"
+                + (f"; the file holds the findings {found}: set task.name to one of {fitting}"
+                   f"{' (e.g. preset cxrp_test / siim_test)' if 'siim_pneumothorax' in fitting else ''}"
+                   if fitting else ""))
+    return f"{data['h5']}: the {split!r} split is empty"
+
+
+def _file_findings(path: str | Path) -> list[str]:
+    with h5py.File(path, "r") as f:
+        return [str(n) for n in f["findings"].attrs["label_names"]] if "findings" in f else []
+
+
+def _task_labels(name: str) -> tuple[str, ...]:
+    task = create_task({"name": name})
+    return tuple(task.names) if task.multilabel else ()
 
 
 class EpochBatchSampler(BatchSampler):
@@ -88,7 +116,7 @@ def make_loader(
     if dataset is None:
         dataset = make_dataset(config, split, train if augment is None else augment, labelled_only)
     if len(dataset) == 0:
-        raise InputError(f"{data['h5']}: the {split!r} split is empty")
+        raise InputError(empty_split_message(config, split, labelled_only))
     seed = int(config.get("seed", 0))
     generator = torch.Generator().manual_seed(seed) if train else None
     sampler: Sampler | None = None

@@ -465,6 +465,12 @@ class Registry:
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         scored = [e for e in pool if metric in e.metrics and not math.isnan(e.metrics[metric])]
         if not scored:
+            undefined = [e.id for e in pool if metric in e.metrics]
+            if undefined:
+                raise UnknownReferenceError(
+                    f"{what}: {metric!r} is undefined (NaN) for every entry ({', '.join(undefined[-5:])}), e.g. an "
+                    "AUC on a validation split holding one class; name the entry by id or 'latest', or pick by "
+                    "another metric")
             available = sorted({m for e in pool for m in e.metrics})
             raise UnknownReferenceError(f"{what}: no entry has metric {metric!r}; metrics present: "
                               f"{', '.join(available) or 'none'}")
