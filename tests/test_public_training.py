@@ -33,9 +33,11 @@ def nih_h5(tmp_path_factory):
 @pytest.fixture(scope="module")
 def nih_stage1(nih_h5, tmp_path_factory):
     root = tmp_path_factory.mktemp("nih_runs")
+    # val_loss, not the macro AUC of a 4-film validation split, picks the checkpoint: on three data seeds
+    # the training-film AUROC is then 0.66-0.70 (by AUC it swung from 0.51 to 0.84 with the machine's BLAS)
     config = load_config("nih14_test", [f"data.h5={nih_h5}", f"registry.root={root / 'checkpoints'}",
-                                        f"runs.root={root / 'runs'}", "train.max_epochs=10", "train.lr=1e-2",
-                                        "stage1.contrastive.enabled=false"])
+                                        f"runs.root={root / 'runs'}", "train.max_epochs=10", "train.lr=3e-3",
+                                        "stage1.contrastive.enabled=false", "stage1.monitor=val_loss"])
     return config, run_stage1(config, progress=False)
 
 
