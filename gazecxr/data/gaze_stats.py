@@ -13,8 +13,10 @@ As in the released code (HazyResearch/observational ``utils.py``, ``load_helper_
 Gaze-MTL's third target, ``loc`` (the most-viewed cell of a 3×3 grid, set to 0 for every
 negative film), is derived from the label and is deliberately not provided.
 
-A film without gaze has no target: `diffusivity` is NaN for an all-zero grid and the losses skip
-non-finite targets (the released loader put a centre fixation there instead).
+A film without gaze has no target: `GazeStatsDataset` gives a film without fixations NaN for both
+statistics (not a viewing time of 0 s; `diffusivity` is NaN for an all-zero grid anyway), the time
+normaliser ignores it and the losses skip non-finite targets (the released loader put a centre
+fixation there instead).
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ def map_statistics(maps: np.ndarray, times: np.ndarray | None, scale: float | No
 
 class GazeStatsDataset(Dataset):
     """A split's records with their Gaze-MTL targets as ``gaze_stats`` (len(tasks),) float32, from
-    each record's fixations; ``time_reference`` is `time_scale` of the training split (this
-    split's own when None)."""
+    each record's fixations (NaN for a record without any); ``time_reference`` is `time_scale` of the
+    training split's records with fixations (this split's own when None)."""
 
     def __init__(self, base: GazeCXRDataset, tasks: Sequence[str] = GAZE_STATISTICS, grid: int = GRID,
                  window: int = WINDOW, time_reference: float | None = None):
@@ -134,7 +136,7 @@ class GazeStatsDataset(Dataset):
             raise ValueError(f"unknown gaze statistic(s) {unknown}; valid: {list(GAZE_STATISTICS)}")
         self.base, self.tasks = base, tuple(tasks)
         fixations = [base.fixations(int(i)) for i in base.indices]
-        times = np.array([viewing_time(f) for f in fixations])
+        times = np.array([viewing_time(f) if len(f) else np.nan for f in fixations])
         self.time_reference = time_scale(times) if time_reference is None else float(time_reference)
         columns = {"time": time_targets(times, self.time_reference),
                    "diffusivity": np.array([diffusivity(fixation_grid(f, base.canvas, grid), window)

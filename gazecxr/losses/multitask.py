@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,15 +19,19 @@ class UncertaintyWeightedLoss(nn.Module):
 
     ``mode`` ``learn_class`` (the released recipe) learns s_c and keeps s_s = 0; ``learn_both``
     learns both; ``fixed`` keeps both at 0 (σ = 1: CE + KL/2 + 2·log 2). Both log-sigmas start at 0.
-    KL is `SaliencyKLLoss` (batch mean), CE the batch-mean cross-entropy. ``forward`` returns the
-    total and its raw parts ``ce`` and ``kl``.
+    KL is `SaliencyKLLoss` (batch mean over the films with gaze when ``has_gaze`` is given: 0 for a
+    batch without any), CE is ``class_loss`` over every film (default the batch-mean cross-entropy;
+    a multi-label task gives its own loss, e.g. BCE). ``forward`` returns the total and its raw parts
+    ``ce`` and ``kl``.
     """
 
-    def __init__(self, mode: str = "learn_class") -> None:
+    def __init__(self, mode: str = "learn_class",
+                 class_loss: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         super().__init__()
         if mode not in SIGMA_MODES:
             raise ValueError(f"unknown sigma mode {mode!r}; valid modes: {list(SIGMA_MODES)}")
         self.mode = mode
+        self.class_loss = class_loss or F.cross_entropy
         for name, learned in (("log_sigma_class", mode != "fixed"), ("log_sigma_saliency", mode == "learn_both")):
             if learned:
                 self.register_parameter(name, nn.Parameter(torch.zeros(())))
@@ -34,9 +40,9 @@ class UncertaintyWeightedLoss(nn.Module):
         self.kl = SaliencyKLLoss()
 
     def forward(self, class_logits: Tensor, labels: Tensor, saliency_logits: Tensor,
-                heatmaps: Tensor) -> dict[str, Tensor]:
-        ce = F.cross_entropy(class_logits.float(), labels)
-        kl = self.kl(saliency_logits.float(), heatmaps)
+                heatmaps: Tensor, has_gaze: Tensor | None = None) -> dict[str, Tensor]:
+        ce = self.class_loss(class_logits.float(), labels)
+        kl = self.kl(saliency_logits.float(), heatmaps, has_gaze)
         return {"total": self.weigh(ce, kl), "ce": ce, "kl": kl}
 
     def weigh(self, ce: Tensor, kl: Tensor) -> Tensor:

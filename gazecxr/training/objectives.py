@@ -63,6 +63,13 @@ def saliency_scores(logits: Tensor, heatmaps: Tensor, has_gaze: Tensor | None = 
     return out
 
 
+def saliency_summary(outputs: Outputs) -> dict[str, float]:
+    """``val_kl``, ``val_cc``, ``val_hs``: the means of `saliency_scores`' per-image values over the
+    images with gaze (NaN when none has)."""
+    return {f"val_{name}": float(np.nanmean(outputs[name].numpy())) if torch.isfinite(outputs[name]).any()
+            else float("nan") for name in ("kl", "cc", "hs")}
+
+
 def gaze_rows(batch: Batch) -> Tensor | None:
     """Indices of the batch's records with gaze (``has_gaze``), or None when every record has it."""
     has_gaze = batch.get("has_gaze")
@@ -177,8 +184,7 @@ class SaliencyTask(FrozenEncoderMixin, Task):
                                batch.get("has_gaze"))
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
-        return {f"val_{name}": float(np.nanmean(outputs[name].numpy())) if torch.isfinite(outputs[name]).any()
-                else float("nan") for name in ("kl", "cc", "hs")}
+        return saliency_summary(outputs)
 
 
 class FusionTask(FrozenEncoderMixin, Task):
