@@ -61,9 +61,9 @@ def empty_split_message(config: Mapping[str, Any], split: str, labelled_only: bo
     3-class task; then the message names the file's findings and the tasks that read them."""
     data = config["data"]
     task = task_of(config)
-    if labelled_only and len(GazeCXRDataset(data["h5"], split, sources=data.get("sources"))):
-        found = sorted({str(n) for path in ([data["h5"]] if isinstance(data["h5"], (str, Path)) else data["h5"])
-                        for n in _file_findings(path)})
+    whole = GazeCXRDataset(data["h5"], split, sources=data.get("sources")) if labelled_only else None
+    if whole is not None and len(whole):
+        found = sorted({n for path in whole.h5_paths for n in _file_findings(path)})
         fitting = [name for name in available_tasks() if (labels := _task_labels(name)) and set(labels) <= set(found)]
         return (f"{data['h5']}: no record of the {split!r} split has a label for task {task.name!r}"
                 + (f"; the file holds the findings {found}: set task.name to one of {fitting}"

@@ -70,14 +70,6 @@ def saliency_summary(outputs: Outputs) -> dict[str, float]:
             else float("nan") for name in ("kl", "cc", "hs")}
 
 
-def gaze_rows(batch: Batch) -> Tensor | None:
-    """Indices of the batch's records with gaze (``has_gaze``), or None when every record has it."""
-    has_gaze = batch.get("has_gaze")
-    if has_gaze is None or bool(has_gaze.all()):
-        return None
-    return torch.nonzero(has_gaze.to(torch.bool), as_tuple=True)[0]
-
-
 class ContrastiveTask(Task):
     """Stage 1, phase 1: metric learning of the DenseNet embedding on the task's labels (class
     labels, or multi-hot findings with the task's multi-label loss)."""
@@ -172,12 +164,7 @@ class SaliencyTask(FrozenEncoderMixin, Task):
     def loss(self, batch: Batch) -> Tensor:
         """Batch-mean KL over the records with gaze (zero, still on the graph, for a batch without any)."""
         logits = self.logits(batch["image"], batch.get("dense"))["logits"].float()
-        rows = gaze_rows(batch)
-        if rows is None:
-            return self.kl(logits, batch["heatmap"])
-        if not len(rows):
-            return logits.sum() * 0.0
-        return self.kl(logits[rows], batch["heatmap"].to(logits.device)[rows])
+        return self.kl(logits, batch["heatmap"], batch.get("has_gaze"))
 
     def outputs(self, batch: Batch) -> Outputs:
         return saliency_scores(self.logits(batch["image"], batch.get("dense"))["logits"], batch["heatmap"],
