@@ -58,7 +58,7 @@ from gazecxr.evaluation.saliency_methods import (
     uniform_map,
 )
 from gazecxr.evaluation.tables import markdown_report
-from gazecxr.metrics import EPS, classification_metrics
+from gazecxr.metrics import EPS, classification_metrics, finite_rows, score_rows
 from gazecxr.metrics.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED, PatientBootstrap
 from gazecxr.tasks import task_of
 from gazecxr.training.checkpoint_io import load_full_model
@@ -192,19 +192,9 @@ def _score_finite(maps: np.ndarray, gt: np.ndarray, fixations: np.ndarray,
                   nonfixations: np.ndarray | None) -> dict[str, np.ndarray]:
     """`score_maps` of the finite maps; an image whose map is NaN (a record baseline the record does not
     support, e.g. no lung mask) scores NaN on every metric."""
-    finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
-    if finite.all():
-        return score_maps(maps, gt, fixations, nonfixations)
-    keep = np.flatnonzero(finite)
-    if not keep.size:
-        return {m: np.full(len(maps), np.nan) for m in (SALIENCY_METRICS if nonfixations is not None
-                                                         else ("kl", "cc", "hs", "nss"))}
-    scored = score_maps(maps[keep], gt[keep], fixations[keep], None if nonfixations is None else nonfixations[keep])
-    out = {}
-    for metric, values in scored.items():
-        out[metric] = np.full(len(maps), np.nan)
-        out[metric][keep] = values
-    return out
+    keys = SALIENCY_METRICS if nonfixations is not None else ("kl", "cc", "hs", "nss")
+    return score_rows(finite_rows(maps), lambda rows: score_maps(
+        maps[rows], gt[rows], fixations[rows], None if nonfixations is None else nonfixations[rows]), keys)
 
 
 def evaluate_entries(registry: Registry, entries: Mapping[str, Entry | str], loader: DataLoader,

@@ -7,7 +7,7 @@ accuracy, calibration), ``multilabel`` (per-finding AUROC/AP/ECE and thresholds)
 ``statistics`` (paired tests). The names below are the ones most code needs.
 """
 
-from gazecxr.metrics._arrays import EPS
+from gazecxr.metrics._arrays import EPS, finite_rows, score_rows
 from gazecxr.metrics.classification import (
     PROB_SUM_ATOL,
     binned_means,
@@ -28,6 +28,8 @@ from gazecxr.metrics.saliency import (
 from gazecxr.metrics.statistics import paired_ttest
 
 __all__ = [
+    "finite_rows",
+    "score_rows",
     "EPS",
     "PROB_SUM_ATOL",
     "kl_divergence",

@@ -1,8 +1,10 @@
-"""Input checks shared by the metrics: float64 conversion, map batches, distributions."""
+"""Input checks shared by the metrics: float64 conversion, map batches, distributions, and the scoring of
+a batch's rows that have a map."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,3 +88,21 @@ def _distribution_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray, bool
 
 def _result(values: np.ndarray, single: bool) -> float | np.ndarray:
     return float(values[0]) if single else values
+
+
+def finite_rows(maps: Any) -> np.ndarray:
+    """Boolean (N,): which maps of a batch (N, ...) hold no NaN or infinity."""
+    arr = np.asarray(maps)
+    return np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+
+
+def score_rows(keep: np.ndarray, score: Callable[[np.ndarray], dict[str, np.ndarray]],
+               keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """``score(rows)`` (per-row values of the rows ``rows``) for the rows where ``keep`` is true, NaN in
+    the others; ``keys`` are present (all NaN) even when no row is kept."""
+    rows = np.flatnonzero(keep)
+    scored = score(rows) if rows.size else {}
+    out = {key: np.full(len(keep), np.nan) for key in (*keys, *scored)}
+    for key, values in scored.items():
+        out[key][rows] = values
+    return out

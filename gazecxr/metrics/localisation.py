@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gazecxr.metrics._arrays import _as_map_batch, _to_float64
+from gazecxr.metrics._arrays import _as_map_batch, _to_float64, finite_rows, score_rows
 from gazecxr.metrics.statistics import paired_ttest
 
 __all__ = [
@@ -302,18 +302,6 @@ def localisation_scores(maps: Any, regions: Any, n_thresholds: int = EHR_THRESHO
 # --------------------------------------------------------------------------- comparison
 
 
-def _finite_rows_scores(maps: np.ndarray, regions: Any, n_thresholds: int) -> dict[str, np.ndarray]:
-    """`localisation_scores` of the rows of ``maps`` without NaN; NaN for the others."""
-    finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
-    if finite.all():
-        return localisation_scores(maps, regions, n_thresholds)
-    out = {m: np.full(len(maps), np.nan) for m in LOCALISATION_METRICS}
-    if finite.any():
-        for metric, values in localisation_scores(maps[finite], np.asarray(regions)[finite], n_thresholds).items():
-            out[metric][finite] = values
-    return out
-
-
 def summarise(values: np.ndarray) -> dict[str, float | int]:
     """Mean, population std and count of the finite per-sample scores (NaN mean and std when there are none)."""
     values = np.asarray(values, np.float64)
@@ -356,7 +344,9 @@ def compare_localisation(
             raise ValueError(f"maps[{method!r}] must have shape (N, H, W) with N = {len(names)} findings; "
                              f"got {arr.shape}")
         try:
-            scores[method] = _finite_rows_scores(arr, regions, n_thresholds)
+            region_arr = np.asarray(regions)
+            scores[method] = score_rows(finite_rows(arr), lambda rows: localisation_scores(
+                arr[rows], region_arr[rows], n_thresholds), LOCALISATION_METRICS)
         except ValueError as err:
             raise ValueError(f"method {method!r}: {err}") from err
     reference = next(iter(maps)) if reference is None else reference

@@ -52,7 +52,7 @@ from gazecxr.evaluation.studies.explanation_data import (
     resize_map,
     study_splits,
 )
-from gazecxr.metrics import correlation_coefficient
+from gazecxr.metrics import correlation_coefficient, finite_rows, score_rows
 from gazecxr.metrics.classification import classification_metrics
 from gazecxr.metrics.detection import detection_map
 from gazecxr.metrics.localisation import (
@@ -361,22 +361,12 @@ def _score(maps: np.ndarray, pairs: Sequence[Pair], both: bool = False) -> dict[
     """Per-pair scores of ``maps`` against the pairs' regions and, with ``both``, against their gaze
     (``GAZE_METRICS``); NaN where a map is NaN (no map for that pair) or the film has no gaze."""
     maps = np.asarray(maps, np.float64)
-    finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
-    out = _rows(finite, lambda rows: _against_regions(maps[rows], [pairs[i] for i in rows]))
+    finite = finite_rows(maps)
+    out = score_rows(finite, lambda rows: _against_regions(maps[rows], [pairs[i] for i in rows]))
     if both:
         with_gaze = finite & np.array([p.gaze_region is not None for p in pairs])
-        out.update(_rows(with_gaze, lambda rows: _against_gaze(maps[rows], [pairs[i] for i in rows]), GAZE_METRICS))
-    return out
-
-
-def _rows(keep: np.ndarray, score: Callable[[np.ndarray], dict[str, np.ndarray]],
-          keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """``score`` of the rows where ``keep`` is true, NaN in the others (``keys`` present even when none is kept)."""
-    rows = np.flatnonzero(keep)
-    scored = score(rows) if rows.size else {}
-    out = {key: np.full(len(keep), np.nan) for key in (*keys, *scored)}
-    for key, values in scored.items():
-        out[key][rows] = values
+        out.update(score_rows(with_gaze, lambda rows: _against_gaze(maps[rows], [pairs[i] for i in rows]),
+                              GAZE_METRICS))
     return out
 
 
