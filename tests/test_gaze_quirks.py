@@ -164,3 +164,27 @@ def test_gdvig_split_list_read_as_published(synthetic_raw, tmp_path):
     listed.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(TableFormatError, match=r"bad\.csv: row 3: class_name 'Pneumothorax'"):
         read_split_file(tmp_path / "bad.csv")
+
+
+def test_a_listed_split_that_parts_a_patient_is_noted(synthetic_raw, tmp_path):
+    import json
+
+    from data_prep import egd_cxr
+    from gazecxr.data.convert import report_path
+    from gazecxr.data.sources.egd_format import read_master_sheet
+
+    sheet = read_master_sheet(synthetic_raw / "EGD").iloc[:24]
+    shared = sheet["patient_id"].value_counts().index[0]
+    rows = np.flatnonzero(sheet["patient_id"] == shared)
+    assert len(rows) >= 2
+    split = np.full(len(sheet), "train", dtype=object)
+    split[rows[0]] = "test"
+    split[[r for r in range(len(sheet)) if r not in rows][:4]] = "val"
+    pd.DataFrame({"dicom_id": sheet["dicom_id"], "split": split}).to_csv(tmp_path / "split.csv", index=False)
+    out = tmp_path / "egd.h5"
+    assert egd_cxr.main(["--egd-dir", str(synthetic_raw / "EGD"), "--image-dir", str(synthetic_raw / "MIMIC"),
+                         "--out", str(out), "--height", "64", "--width", "64", "--limit", "24",
+                         "--split-file", str(tmp_path / "split.csv"), "--quiet"]) == 0
+    notes = json.loads(report_path(out).read_text())["notes"]
+    assert [n["dicom_id"] for n in notes] == [sheet["dicom_id"].iloc[rows[0]]]
+    assert f"patient {shared} has records in the splits ['test', 'train']" in notes[0]["note"]

@@ -608,6 +608,7 @@ def convert_source(
                                    options.val_fraction)
             for rec, name in zip(report.converted, split):
                 rec["split"] = str(name)
+            _note_shared_patients(kept, split, report)
             fields = {name: np.array([str(r.info.get(name, "")) for r in kept], dtype=str)
                       for name in getattr(source, "record_fields", ())}
             columns = {"label": labels, "dicom_id": np.array([r.record_id for r in kept], dtype=str),
@@ -732,6 +733,20 @@ def _listed_split(kept: list[SourceRecord], listed: SplitList, patients: np.ndar
     if listed.method == "file":
         return given
     return official_split(patients, given, options.seed, options.val_fraction)
+
+
+def _note_shared_patients(kept: Sequence[SourceRecord], split: np.ndarray, report: ConversionReport) -> None:
+    """Note, at a patient's first record, each patient whose records lie in more than one split: only an
+    image-level split does that (a published list, the released recipe), and a user should know."""
+    splits: dict[str, set[str]] = {}
+    first: dict[str, str] = {}
+    for record, name in zip(kept, split):
+        splits.setdefault(record.patient_id, set()).add(str(name))
+        first.setdefault(record.patient_id, record.record_id)
+    for patient, names in splits.items():
+        if len(names) > 1:
+            report.note(first[patient], f"patient {patient} has records in the splits {sorted(names)}: the split "
+                                        "is image-level here, so this patient's films are not independent of it")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
